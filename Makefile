@@ -1,0 +1,23 @@
+# Two commands for a fresh machine: `make demo` (the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install demo test lint bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV)
+	touch $@
+
+demo: install
+	$(VENV)/bin/rootfree demo
+
+test: install
+	bash scripts/ensure_services.sh
+	$(PY) -m ruff check optimizers search_spaces workers service tests bench
+	$(PY) -m pytest -q -x
+
+bench: install
+	$(PY) bench/optimizer_step.py

@@ -1,0 +1,114 @@
+"""Validation and small tensor helpers shared by the root-free optimizers."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import torch
+
+FACTOR_DTYPES = (torch.bfloat16, torch.float32, torch.float64)
+
+
+def _bad(name: str, value: object, requirement: str) -> ValueError:
+    return ValueError(f"Invalid {name} value: {value!r} ({name} must be {requirement})")
+
+
+def check_finite(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(name, value, "a finite number")
+
+
+def check_positive(name: str, value: float) -> None:
+    check_finite(name, value)
+    if value <= 0:
+        raise _bad(name, value, "> 0")
+
+
+def check_non_negative(name: str, value: float) -> None:
+    check_finite(name, value)
+    if value < 0:
+        raise _bad(name, value, ">= 0")
+
+
+def check_unit_interval(name: str, value: float, *, closed_right: bool = False) -> None:
+    check_finite(name, value)
+    ok = 0.0 <= value <= 1.0 if closed_right else 0.0 <= value < 1.0
+    if not ok:
+        raise _bad(name, value, "in [0, 1]" if closed_right else "in [0, 1)")
+
+
+def check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(name, value, "a positive integer")
+
+
+def check_common(
+    *,
+    lr: float,
+    beta2: float,
+    momentum: float,
+    damping: float,
+    weight_decay: float,
+    gamma: float,
+    batch_size: int,
+    init: float,
+) -> None:
+    """Checks the hyperparameters every root-free method shares (ARCHITECTURE.md's table)."""
+    check_positive("lr", lr)
+    check_finite("beta2", beta2)
+    if not 0.0 < beta2 <= 1.0:
+        raise _bad("beta2", beta2, "in (0, 1]")
+    check_unit_interval("momentum", momentum)
+    check_non_negative("damping", damping)
+    check_non_negative("weight_decay", weight_decay)
+    check_unit_interval("gamma", gamma, closed_right=True)
+    check_positive_int("batch_size", batch_size)
+    check_positive("init", init)
+
+
+def group_by_device_and_dtype(
+    tensor_lists: Sequence[Sequence[torch.Tensor]],
+) -> dict[tuple[torch.device, torch.dtype], list[list[torch.Tensor]]]:
+    """Splits parallel tensor lists by (device, dtype) of the first list, as foreach ops need."""
+    grouped: dict[tuple[torch.device, torch.dtype], list[list[torch.Tensor]]] = defaultdict(
+        lambda: [[] for _ in tensor_lists]
+    )
+    for i, t in enumerate(tensor_lists[0]):
+        bucket = grouped[(t.device, t.dtype)]
+        for j, lst in enumerate(tensor_lists):
+            bucket[j].append(lst[i])
+    return dict(grouped)
+
+
+def params_with_grad(group: dict) -> Iterable[torch.nn.Parameter]:
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            raise RuntimeError("root-free optimizers do not support sparse gradients")
+        yield p
+
+
+class KeepStateDtypes:
+    """Mixin: ``load_state_dict`` keeps each state tensor's saved dtype.
+
+    torch.optim casts floating state to the parameter's dtype on load; factors kept in bfloat16
+    (or float32 factors of a bfloat16 parameter) must come back exactly as they were saved so a
+    restored optimizer continues bit-identically.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = {
+            pid: {k: v.dtype for k, v in st.items() if torch.is_tensor(v)}
+            for pid, st in state_dict["state"].items()
+        }
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]  # type: ignore[attr-defined]
+        for pid, p in zip(ids, params, strict=True):
+            state = self.state[p]  # type: ignore[attr-defined]
+            for key, dtype in saved.get(pid, {}).items():
+                if state[key].dtype != dtype:
+                    state[key] = state[key].to(dtype)
