@@ -26,7 +26,7 @@ host-device synchronisation.
 Which tensors get Kronecker factors: see ``optimizers._structure`` (conv kernels are reshaped to
 (out, in*kh*kw); vectors, scalars and matrices with a side above ``max_factor_dim`` use the
 RF-RMSProp diagonal rule). Differences from sirfshampoo by design: biases and other vectors get the
-diagonal rule instead of a dense n x n factor; ``init`` sets S_0 = init * I, i.e. C_0 = I/sqrt(init).
+diagonal rule instead of a dense n x n factor; ``init`` sets the whole preconditioner S_C (x) S_K = init * I.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class IFShampoo(KeepStateDtypes, Optimizer):
         gamma: 1 = moving average, 0 = sum.
         batch_size: B, the number of examples the loss averages over.
         update_every: T, factor update interval (default 2, as in the paper's runs).
-        init: the initial preconditioner S_0 = init * I (C_0 = K_0 = I / sqrt(init)).
+        init: the initial preconditioner S_C (x) S_K = init * I (C_0 = K_0 = init^(-1/4) I), the
+            same scale as the diagonal rule's ``s = init``.
         max_factor_dim: sides longer than this use the diagonal rule.
         factor_dtype: dtype of C, K, m_C, m_K (and the cached C C^T, K K^T).
     """
@@ -121,7 +122,7 @@ class IFShampoo(KeepStateDtypes, Optimizer):
             state["preconditioner"] = torch.full_like(p, group["init"])
             return
         kw = dict(device=p.device, dtype=group["factor_dtype"])
-        c0 = group["init"] ** -0.5
+        c0 = group["init"] ** -0.25  # S_C (x) S_K = init * I, so C_0 C_0^T = I / sqrt(init)
         for key, n in zip(("C", "K"), shape, strict=True):
             state[key] = torch.eye(n, **kw) * c0
             state["m_" + key] = torch.zeros(n, n, **kw)

@@ -31,7 +31,8 @@ class RFShampoo(Optimizer):
     Args: as :class:`optimizers.RFRMSProp`, plus
         update_every: T, update the Kronecker factors every T steps.
         max_factor_dim: sides longer than this fall back to the diagonal rule.
-        init: S_C and S_K start at ``init * I``.
+        init: the initial preconditioner S_C (x) S_K = init * I (each factor sqrt(init) * I), the
+            same scale as the diagonal rule's ``s = init``.
     """
 
     def __init__(
@@ -71,7 +72,7 @@ class RFShampoo(Optimizer):
             rows, cols = shape
             dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
             kw = dict(device=p.device, dtype=dtype)
-            init = group["init"]
+            init = group["init"] ** 0.5  # S_C (x) S_K = init * I, the same scale as the diagonal rule
             state["S_C"] = torch.eye(rows, **kw) * init
             state["S_K"] = torch.eye(cols, **kw) * init
             state["S_C_inv"] = torch.eye(rows, **kw) / init
