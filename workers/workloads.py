@@ -1,0 +1,216 @@
+"""Workloads: dataset + model + loss + metric + default budget + learning-rate schedule.
+
+Registry: ``workers.workloads.get(name)``, ``workers.workloads.names()``. Each mirrors one of the
+paper's experiment families at a size a 2-core machine can run, and can be cut down further
+through the trial's budget (``train_subset``, ``test_subset``, ``epochs``, ``width``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import datasets
+from .models import LSTMLanguageModel, ResNet, ViT
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Prepared:
+    """One trial's model and data, ready to train."""
+
+    model: nn.Module
+    batch_size: int
+    train_batches: Callable[[int], Iterator[Batch]]  # epoch -> batches (seeded shuffle)
+    evaluate: Callable[[nn.Module], float]  # the workload's metric on held-out data
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    examples_per_batch: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    metric: str
+    mode: str
+    default_budget: dict[str, Any]
+    schedule: str  # "step" (x0.1 at 50% and 75% of epochs) or "cosine"
+    prepare: Callable[[dict[str, Any], int, torch.device], Prepared] = field(repr=False)
+
+    def budget(self, overrides: dict[str, Any] | None) -> dict[str, Any]:
+        overrides = overrides or {}
+        unknown = sorted(set(overrides) - set(self.default_budget))
+        if unknown:
+            raise ValueError(
+                f"workload {self.name!r}: unknown budget field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(self.default_budget)}"
+            )
+        out = {**self.default_budget, **overrides}
+        for k, v in out.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"workload {self.name!r}: budget {k} must be a positive integer, got {v!r}")
+        return out
+
+    def scheduler(self, opt: torch.optim.Optimizer, epochs: int):
+        if self.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+        milestones = sorted({max(1, math.ceil(epochs * 0.5)), max(1, math.ceil(epochs * 0.75))})
+        milestones = [m for m in milestones if m < epochs] or [epochs]
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+
+
+# ---------------------------------------------------------------------- image classification
+@lru_cache(maxsize=8)
+def _image_tensors(source: str, train_subset: int, test_subset: int):
+    """Normalised float tensors, cached once per worker process."""
+    d = datasets.fashion_mnist() if source == "fashion_mnist" else datasets.cifar100()
+    g = torch.Generator().manual_seed(1234)  # the subset is part of the workload, not the trial
+    tr = torch.randperm(len(d["train_x"]), generator=g)[:train_subset]
+    te = torch.arange(min(test_subset, len(d["test_x"])))
+    x, tx = d["train_x"][tr].float().div_(255), d["test_x"][te].float().div_(255)
+    if x.ndim == 3:
+        x, tx = x.unsqueeze(1), tx.unsqueeze(1)
+    mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
+    return (x - mean) / std, d["train_y"][tr], (tx - mean) / std, d["test_y"][te]
+
+
+def _classification(source: str, make_model: Callable[[dict], nn.Module]):
+    def prepare(budget: dict, seed: int, device: torch.device) -> Prepared:
+        x, y, tx, ty = _image_tensors(source, budget["train_subset"], budget["test_subset"])
+        torch.manual_seed(seed)
+        model = make_model(budget).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        bs = budget["batch_size"]
+
+        def batches(epoch: int) -> Iterator[Batch]:
+            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            perm = torch.randperm(len(x), generator=g)
+            for i in range(0, len(x) - bs + 1, bs):  # full batches: B is the averaging size
+                idx = perm[i : i + bs]
+                yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+
+        @torch.no_grad()
+        def evaluate(m: nn.Module) -> float:
+            m.eval()
+            wrong = 0
+            for i in range(0, len(tx), 1000):
+                xb = tx[i : i + 1000].to(device)
+                with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                    wrong += (m(xb).argmax(1).cpu() != ty[i : i + 1000]).sum().item()
+            m.train()
+            return wrong / len(tx)
+
+        return Prepared(model, bs, batches, evaluate, nn.functional.cross_entropy, bs)
+
+    return prepare
+
+
+# ---------------------------------------------------------------------- language modelling
+@lru_cache(maxsize=4)
+def _ptb_streams(train_tokens: int, eval_tokens: int):
+    d = datasets.penn_treebank()
+    return d["train"][:train_tokens], d["valid"][:eval_tokens], len(d["vocab"])
+
+
+def _ptb_prepare(budget: dict, seed: int, device: torch.device) -> Prepared:
+    train, valid, vocab = _ptb_streams(budget["train_subset"], budget["test_subset"])
+    bs, bptt = budget["batch_size"], budget["bptt"]
+    torch.manual_seed(seed)
+    model = LSTMLanguageModel(vocab, dim=budget["width"], layers=3).to(device)
+
+    def rows(stream: torch.Tensor) -> torch.Tensor:
+        n = (len(stream) - 1) // (bs * bptt) * bs * bptt
+        return stream[:n + 1]
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        s = rows(train)
+        inputs = s[:-1].view(-1, bptt)
+        targets = s[1:].view(-1, bptt)
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(len(inputs), generator=g)
+        for i in range(0, len(perm) - bs + 1, bs):
+            idx = perm[i : i + bs]
+            yield inputs[idx].to(device), targets[idx].to(device)
+
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                           target.reshape(-1))
+
+    @torch.no_grad()
+    def evaluate(m: nn.Module) -> float:
+        m.eval()
+        s = valid[: (len(valid) - 1) // bptt * bptt + 1]
+        inputs, targets = s[:-1].view(-1, bptt).to(device), s[1:].view(-1, bptt).to(device)
+        total = 0.0
+        for i in range(0, len(inputs), 64):
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                logits = m(inputs[i : i + 64])
+            total += loss_fn(logits, targets[i : i + 64]).item() * len(inputs[i : i + 64])
+        m.train()
+        return math.exp(min(total / len(inputs), 50.0))
+
+    return Prepared(model, bs, batches, evaluate, loss_fn, bs * bptt)
+
+
+_REGISTRY: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "fmnist_cnn",
+            "ResNet-style CNN on Fashion-MNIST (stands in for ResNet/VGG on CIFAR-100)",
+            "test_error", "min",
+            {"epochs": 2, "train_subset": 10000, "test_subset": 2000, "batch_size": 128,
+             "width": 16},
+            "step",
+            _classification("fashion_mnist", lambda b: ResNet(1, 10, width=b["width"])),
+        ),
+        Workload(
+            "fmnist_vit",
+            "Vision transformer, patch 4 on 28x28 Fashion-MNIST (stands in for the paper's ViTs)",
+            "test_error", "min",
+            {"epochs": 2, "train_subset": 10000, "test_subset": 2000, "batch_size": 128,
+             "width": 64},
+            "cosine",
+            _classification("fashion_mnist",
+                            lambda b: ViT(dim=b["width"], depth=2, heads=4, patch=4)),
+        ),
+        Workload(
+            "ptb_lstm",
+            "3-layer LSTM language model on Penn Treebank (the paper's RNN task)",
+            "perplexity", "min",
+            {"epochs": 2, "train_subset": 200000, "test_subset": 20000, "batch_size": 20,
+             "width": 128, "bptt": 35},
+            "step",
+            _ptb_prepare,
+        ),
+        Workload(
+            "cifar100_resnet",
+            "ResNet on CIFAR-100 (needs cifar-100-python under ROOTFREE_DATA_DIR)",
+            "test_error", "min",
+            {"epochs": 30, "train_subset": 50000, "test_subset": 10000, "batch_size": 128,
+             "width": 32},
+            "step",
+            _classification("cifar100", lambda b: ResNet(3, 100, width=b["width"],
+                                                          blocks_per_stage=2)),
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Workload:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"Unknown workload {name!r}; known: {', '.join(_REGISTRY)}") from None
