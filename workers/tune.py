@@ -50,7 +50,7 @@ def resources_for(cpu: float = 1, gpu: float = 0) -> dict[str, float]:
 def run_configs(configs: list[dict[str, Any]], *, name: str, storage_path: str,
                 cpu: float = 1, gpu: float = 0, max_concurrent_trials: int = 2,
                 max_failures: int = 2, callbacks: list | None = None,
-                trial_name_creator=None):
+                trial_name_creator=None, stop=None):
     """Runs one Ray Tune trial per configuration (in order) and returns the ResultGrid.
 
     Each entry of `configs` is a trial configuration for :func:`workers.run_trial`; its ``meta``
@@ -66,7 +66,7 @@ def run_configs(configs: list[dict[str, Any]], *, name: str, storage_path: str,
             trial_name_creator=trial_name_creator, trial_dirname_creator=trial_name_creator,
         ),
         run_config=RunConfig(
-            name=name, storage_path=storage_path, callbacks=callbacks or [],
+            name=name, storage_path=storage_path, callbacks=callbacks or [], stop=stop,
             failure_config=FailureConfig(max_failures=max_failures), verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

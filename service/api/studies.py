@@ -1,0 +1,109 @@
+"""The /studies resource."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import yaml
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+
+from ..models import Study
+from ..schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
+from ..store import StudyStore
+from ..summary import best_configs, optimizer_summaries
+from .deps import get_store, get_study_or_404
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
+    runner = getattr(request.app.state, "runner", None)
+    base = f"/studies/{study.id}"
+    return StudyOut(
+        id=study.id, name=study.name, status=study.status, spec=study.spec,
+        created_at=study.created_at, updated_at=study.updated_at, started_at=study.started_at,
+        finished_at=study.finished_at, error=study.error, notes=study.notes or [],
+        optimizers=optimizer_summaries(store, study),
+        dashboard_url=getattr(runner, "dashboard_url", None),
+        links={"self": base, "trials": f"{base}/trials", "best": f"{base}/best",
+               "export": f"{base}/export"},
+    )
+
+
+@router.post("", status_code=201, response_model=StudyOut)
+def create_study(spec: StudySpec, request: Request, response: Response,
+                 idempotency_key: str | None = Header(default=None, max_length=200),
+                 store: StudyStore = Depends(get_store)):
+    study, created = store.create_study(spec.resolved(), idempotency_key)
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/studies/{study.id}"
+    return study_out(store, study, request)
+
+
+@router.get("", response_model=StudyList)
+def list_studies(request: Request,
+                 status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None,
+                 limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0),
+                 store: StudyStore = Depends(get_store)):
+    rows, total = store.list_studies(status, limit, offset)
+    return StudyList(items=[study_out(store, s, request) for s in rows], total=total,
+                     limit=limit, offset=offset)
+
+
+@router.get("/{study_id}", response_model=StudyOut)
+def get_study(request: Request, study: Study = Depends(get_study_or_404),
+              store: StudyStore = Depends(get_store)):
+    return study_out(store, study, request)
+
+
+@router.get("/{study_id}/trials", response_model=list[TrialOut])
+def list_trials(optimizer: str | None = None, stage: int | None = Query(None, ge=1),
+                status: Literal["pending", "running", "completed", "diverged", "failed"] | None = None,
+                limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0),
+                study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    return store.trials(study.id, optimizer, stage, status, limit, offset)
+
+
+@router.get("/{study_id}/trials/{trial_id}", response_model=TrialOut)
+def get_trial(trial_id: int, study: Study = Depends(get_study_or_404),
+              store: StudyStore = Depends(get_store)):
+    t = store.trial(study.id, trial_id)
+    if t is None:
+        raise HTTPException(404, f"trial {trial_id} not found in study {study.id!r}")
+    return t
+
+
+@router.post("/{study_id}/cancel", status_code=202, response_model=StudyOut)
+def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
+                 store: StudyStore = Depends(get_store)):
+    if study.status in TERMINAL:
+        raise HTTPException(409, f"study {study.id!r} is already {study.status}")
+    store.set_status(study.id, "cancelled", only_from=("queued", "running"))
+    return study_out(store, store.get_study(study.id), request)
+
+
+@router.delete("/{study_id}", status_code=204)
+def delete_study(study: Study = Depends(get_study_or_404),
+                 store: StudyStore = Depends(get_store)):
+    if study.status in ("running", "queued"):
+        raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
+    store.delete_study(study.id)
+    return Response(status_code=204)
+
+
+@router.get("/{study_id}/best")
+def best(k: int = Query(5, ge=1, le=1000), study: Study = Depends(get_study_or_404),
+         store: StudyStore = Depends(get_store)):
+    return best_configs(store, study, k)
+
+
+@router.get("/{study_id}/export")
+def export(format: Literal["json", "yaml"] = "json", k: int = Query(1, ge=1, le=1000),  # noqa: A002
+           study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    doc = Export(study_id=study.id, workload=study.spec["workload"], metric=study.spec["metric"],
+                 mode=study.spec["mode"], best=best_configs(store, study, k)).model_dump()
+    if format == "yaml":
+        return Response(yaml.safe_dump(doc, sort_keys=False), media_type="application/yaml")
+    return doc

@@ -1,0 +1,59 @@
+"""The FastAPI application: routers per resource, JSON errors a person can act on."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .api import catalog, studies
+from .runner import StudyRunner
+from .settings import Settings, get_settings
+from .store import StoreUnavailable, StudyStore
+
+log = logging.getLogger("rootfree.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.store = StudyStore(settings.database_url)
+        app.state.runner = None
+        if settings.start_runner:
+            app.state.runner = StudyRunner(app.state.store, settings)
+            app.state.runner.start()
+        yield
+        if app.state.runner:
+            app.state.runner.stop()
+
+    app = FastAPI(title="rootfree", version="0.1.0", lifespan=lifespan,
+                  description="Hyperparameter search for root-free adaptive optimizers")
+    app.include_router(studies.router)
+    app.include_router(catalog.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"),
+                   "message": e["msg"].removeprefix("Value error, ")} for e in exc.errors()]
+        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(status_code=422,
+                            content=jsonable_encoder({"detail": message, "errors": errors}))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _db_down(request: Request, exc: StoreUnavailable):
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse(status_code=500,
+                            content={"detail": f"internal error ({type(exc).__name__}); "
+                                               "see the controller's log"})
+
+    return app

@@ -1,0 +1,219 @@
+"""The ``rootfree`` command: serve, submit, watch, export, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def _settings(args):
+    from .settings import Settings
+
+    overrides = {}
+    if getattr(args, "db", None):
+        overrides["database_url"] = args.db
+    if getattr(args, "ray_address", None):
+        overrides["ray_address"] = args.ray_address
+    for key in ("host", "port", "num_cpus"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    return Settings(**overrides)
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _settings(args)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def _check(r: httpx.Response) -> dict:
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail")
+        except ValueError:
+            detail = r.text
+        sys.exit(f"error {r.status_code}: {detail}")
+    return r.json()
+
+
+def cmd_submit(args) -> int:
+    text = Path(args.file).read_text()
+    spec = yaml.safe_load(text)  # YAML is a superset of JSON
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+    study = _check(httpx.post(f"{args.url}/studies", json=spec, headers=headers, timeout=30))
+    print(study["id"])
+    return 0
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    filled = int(width * done / total) if total else width
+    return "#" * filled + "." * (width - filled)
+
+
+def render(study: dict) -> str:
+    lines = [f"study {study['id']} ({study['name']}): {study['status']}"]
+    metric = study["spec"]["metric"]
+    for o in study["optimizers"]:
+        for stage, c in o["stages"].items():
+            done = sum(v for k, v in c["by_status"].items() if k in ("completed", "diverged", "failed"))
+            extra = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
+            lines.append(f"  {o['optimizer']:<10} stage {stage} [{_bar(done, c['total'])}] "
+                         f"{done}/{c['total']}  ({extra})")
+        best = o["best_objective"]
+        lines.append(f"  {'':<10} best {metric}: {best:.4f}" if best is not None
+                     else f"  {'':<10} best {metric}: -")
+    return "\n".join(lines)
+
+
+def comparison_table(study: dict) -> str:
+    metric = study["spec"]["metric"]
+    rows = [f"{'optimizer':<12}{'best ' + metric:>18}{'top-k mean':>14}{'top-k std':>12}  best config"]
+    for o in study["optimizers"]:
+        fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
+        cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in (o["best_config"] or {}).items())
+        rows.append(f"{o['optimizer']:<12}{fmt(o['best_objective']):>18}"
+                    f"{fmt(o['top_k_mean']):>14}{fmt(o['top_k_std']):>12}  {cfg}")
+    return "\n".join(rows)
+
+
+def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> dict:
+    last = ""
+    while True:
+        study = _check(httpx.get(f"{url}/studies/{study_id}", timeout=30))
+        text = render(study)
+        if text != last:
+            print(text + "\n", file=stream, flush=True)
+            last = text
+        if study["status"] in TERMINAL:
+            return study
+        time.sleep(interval)
+
+
+def cmd_watch(args) -> int:
+    study = watch(args.url, args.study_id, args.interval)
+    print(comparison_table(study))
+    return 0 if study["status"] == "completed" else 1
+
+
+def cmd_export(args) -> int:
+    r = httpx.get(f"{args.url}/studies/{args.study_id}/export",
+                  params={"format": args.format, "k": args.k}, timeout=30)
+    if r.status_code >= 400:
+        _check(r)
+    text = r.text if args.format == "yaml" else json.dumps(r.json(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cmd_demo(args) -> int:
+    """Starts the service on SQLite + local Ray, runs a real comparison study, exports it."""
+    import uvicorn
+
+    from .app import create_app
+    from .settings import Settings
+
+    port = args.port or _free_port()
+    settings = Settings(database_url=f"sqlite:///{Path(args.db).resolve()}", port=port,
+                        num_cpus=args.num_cpus, dashboard=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    spec = {
+        "name": "demo-fmnist-cnn-rootfree", "workload": "fmnist_cnn",
+        "optimizers": args.optimizers,
+        "protocol": {"stages": args.stages, "top_k": max(2, min(args.stages) // 2), "seed": 0},
+        "budget": {"epochs": args.epochs, "train_subset": args.train_subset,
+                   "test_subset": 1000, "width": 8, "batch_size": 64},
+        "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": args.num_cpus or 2,
+    }
+    study = _check(httpx.post(f"{url}/studies", json=spec, timeout=30))
+    print(f"rootfree demo: API {url}/docs  study {study['id']}")
+    if study.get("dashboard_url"):
+        print(f"Ray dashboard: {study['dashboard_url']}")
+    study = watch(url, study["id"], interval=5.0)
+    print("\n" + comparison_table(study))
+    r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, timeout=30)
+    Path(args.output).write_text(r.text)
+    print(f"\nexported the best configurations to {args.output}")
+    server.should_exit = True
+    thread.join(timeout=30)
+    return 0 if study["status"] == "completed" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rootfree", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the API and the study runner")
+    s.add_argument("--db", help="SQLAlchemy URL of the study store (default sqlite:///rootfree.db)")
+    s.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    s.add_argument("--host", default=None)
+    s.add_argument("--port", type=int, default=None)
+    s.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    s.set_defaults(func=cmd_serve)
+    for name, func, helptext in (("submit", cmd_submit, "submit a study (YAML or JSON file)"),
+                                 ("watch", cmd_watch, "live progress of a study"),
+                                 ("export", cmd_export, "export a study's best configurations")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("file" if name == "submit" else "study_id")
+        p.add_argument("--url", default=DEFAULT_URL)
+        p.set_defaults(func=func)
+        if name == "submit":
+            p.add_argument("--idempotency-key", default=None)
+        if name == "watch":
+            p.add_argument("--interval", type=float, default=2.0)
+        if name == "export":
+            p.add_argument("--format", choices=["json", "yaml"], default="yaml")
+            p.add_argument("--k", type=int, default=1)
+            p.add_argument("--output", default=None)
+    d = sub.add_parser("demo", help="the README's main job: a real comparison study end to end")
+    d.add_argument("--optimizers", nargs="+", default=["sgd", "adamw", "rfrmsprop"])
+    d.add_argument("--stages", nargs="+", type=int, default=[6, 6])
+    d.add_argument("--epochs", type=int, default=2)
+    d.add_argument("--train-subset", type=int, default=2000)
+    d.add_argument("--num-cpus", type=int, default=2)
+    d.add_argument("--db", default="rootfree-demo.db")
+    d.add_argument("--port", type=int, default=None)
+    d.add_argument("--output", default="rootfree-export.yaml")
+    d.set_defaults(func=cmd_demo)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The study runner: turns queued studies into Ray Tune runs, one (optimizer, stage) at a time.
+
+Per optimizer: stage 1 samples the study's space, stage k>1 samples ``narrow(stage k-1)``; the
+trials of a stage are created in the store first (deterministic per index), then the pending ones
+run as Ray Tune trials; every report is written to the store as it arrives (a Tune callback in
+this process). After a controller crash, ``resume`` turns the running trials back to pending and
+carries on: completed trials are never re-run, the final counts are exactly the protocol's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from search_spaces import NarrowingError, SearchSpace, TwoStageProtocol, narrow, sample
+
+from .settings import Settings
+from .store import StudyStore
+
+log = logging.getLogger("rootfree.runner")
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+class StudyCancelled(Exception):
+    pass
+
+
+class _LiveOnly:
+    """Tune pickles its run config into the experiment directory; these objects hold live
+    handles (the store, the runner) that only mean something in this process."""
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+class _StoreCallback(_LiveOnly, tune.Callback):
+    """Writes every Tune event of a stage into the study store, as it happens."""
+
+    def __init__(self, store: StudyStore, metric: str):
+        self.store, self.metric = store, metric
+
+    @staticmethod
+    def _tid(trial) -> int:
+        return trial.config["trial"]["meta"]["trial_id"]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.store.mark_started(self._tid(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        keep = ("epoch", "train_loss", self.metric, "lr", "examples_per_s", "epoch_time_s",
+                "wall_time_s", "peak_memory_mb", "status", "resumed_from_epoch", "node_ip")
+        row = {k: result.get(k) for k in keep if k in result}
+        self.store.record_result(self._tid(trial), row, self.metric)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.store.mark_failed(self._tid(trial), str(getattr(trial, "error_file", "") or "error"))
+
+
+class _CancelStopper(_LiveOnly, tune.Stopper):
+    def __init__(self, runner: StudyRunner, study_id: str):
+        self.runner, self.study_id, self._checked, self._cancelled = runner, study_id, 0.0, False
+
+    def __call__(self, trial_id, result):
+        return self.stop_all()
+
+    def stop_all(self):
+        if not self._cancelled and time.monotonic() - self._checked > 0.5:
+            self._checked = time.monotonic()
+            self._cancelled = self.runner.is_cancelled(self.study_id)
+        return self._cancelled
+
+
+class StudyRunner:
+    def __init__(self, store: StudyStore, settings: Settings):
+        self.store, self.settings = store, settings
+        self.dashboard_url: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.current: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect_ray(self) -> None:
+        if ray.is_initialized():
+            return
+        self._owns_ray = True
+        s = self.settings
+        kwargs = dict(namespace="rootfree", log_to_driver=False, ignore_reinit_error=True)
+        if s.ray_address:
+            ctx = ray.init(address=s.ray_address, **kwargs)
+        else:
+            ctx = ray.init(num_cpus=s.num_cpus, object_store_memory=s.object_store_mb * 2**20,
+                           include_dashboard=s.dashboard, dashboard_host="127.0.0.1",
+                           dashboard_port=s.dashboard_port, **kwargs)
+        url = getattr(ctx, "dashboard_url", None)
+        self.dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
+
+    def start(self) -> None:
+        self.connect_ray()
+        self._thread = threading.Thread(target=self._loop, name="rootfree-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        if getattr(self, "_owns_ray", False):
+            ray.shutdown()
+
+    def is_cancelled(self, study_id: str) -> bool:
+        study = self.store.get_study(study_id)
+        return study is None or study.status == "cancelled"
+
+    def _loop(self) -> None:
+        for study in self.store.studies_with_status("running"):  # a previous controller died
+            n = self.store.reset_interrupted(study.id)
+            log.info("resuming study %s (%d interrupted trials rerun)", study.id, n)
+        while not self._stop.is_set():
+            todo = self.store.studies_with_status("running", "queued")
+            if not todo:
+                self._stop.wait(self.settings.poll_interval_s)
+                continue
+            self.run_study(todo[0].id)
+
+    # ------------------------------------------------------------------ one study
+    def run_study(self, study_id: str) -> None:
+        self.current = study_id
+        try:
+            if not self.store.set_status(study_id, "running", only_from=("queued", "running")):
+                return
+            self._run(study_id)
+            self.store.set_status(study_id, "completed", only_from=("running",))
+        except StudyCancelled:
+            log.info("study %s cancelled", study_id)
+        except NarrowingError as e:
+            self.store.set_status(study_id, "failed", only_from=("running",), error=str(e))
+        except Exception as e:  # noqa: BLE001 - the study fails, the controller lives on
+            log.error("study %s failed: %s", study_id, traceback.format_exc())
+            self.store.set_status(study_id, "failed", only_from=("running",),
+                                  error=f"{type(e).__name__}: {e}")
+        finally:
+            self.current = None
+
+    def _run(self, study_id: str) -> None:
+        study = self.store.get_study(study_id)
+        spec = study.spec
+        p = spec["protocol"]
+        protocol = TwoStageProtocol(stages=tuple(p["stages"]), top_k=p["top_k"],
+                                    margin=p["margin"], seed=p["seed"], method=p["method"],
+                                    metric=spec["metric"], mode=spec["mode"])
+        for optimizer in spec["optimizers"]:
+            space = SearchSpace.from_dict(spec["search_spaces"][optimizer])
+            for stage, n in enumerate(protocol.stages, start=1):
+                if self.is_cancelled(study_id) or self._stop.is_set():
+                    raise StudyCancelled
+                saved = (self.store.get_study(study_id).stage_spaces or {}).get(optimizer, {})
+                if str(stage) in saved:
+                    space = SearchSpace.from_dict(saved[str(stage)])
+                else:
+                    notes: list[str] = []
+                    if stage > 1:
+                        prev = self.store.trials(study_id, optimizer=optimizer, stage=stage - 1)
+                        space = narrow(space, [(t.config, t.objective) for t in prev],
+                                       mode=protocol.mode, top_k=protocol.top_k,
+                                       margin=protocol.margin)
+                        notes = space.notes
+                    self.store.save_stage_space(study_id, optimizer, stage, space.to_dict(), notes)
+                configs = sample(space, n, protocol.seed, stage=stage, method=protocol.method)
+                self.store.ensure_trials(study_id, optimizer, stage, configs)
+                self._run_pending(study_id, spec, optimizer, stage)
+                if self.is_cancelled(study_id):
+                    raise StudyCancelled
+                try:
+                    self.store.export_to_optuna(study_id, optimizer, stage, space.to_dict(),
+                                                protocol.mode)
+                except Exception:  # noqa: BLE001 - the Optuna view is a convenience
+                    log.warning("optuna export failed: %s", traceback.format_exc())
+
+    def _run_pending(self, study_id: str, spec: dict, optimizer: str, stage: int) -> None:
+        pending = self.store.trials(study_id, optimizer=optimizer, stage=stage, status="pending")
+        if not pending:
+            return
+        configs = [
+            {"workload": spec["workload"], "optimizer": optimizer, "hyperparameters": t.config,
+             "budget": spec["budget"], "seed": spec["protocol"]["seed"],
+             "meta": {"trial_id": t.id, "study_id": study_id, "optimizer": optimizer,
+                      "stage": stage, "index": t.index}}
+            for t in pending
+        ]
+
+        def trial_name(trial) -> str:
+            m = trial.config["trial"]["meta"]
+            return f"{m['study_id'][:8]}-{m['optimizer']}-s{m['stage']}-i{m['index']}"
+
+        from workers.tune import run_configs
+
+        storage = str(Path(self.settings.storage_path).resolve())
+        grid = run_configs(
+            configs, name=f"{study_id}-{optimizer}-s{stage}-{int(time.time() * 1000)}",
+            storage_path=storage, cpu=spec["resources"]["cpu"], gpu=spec["resources"]["gpu"],
+            max_concurrent_trials=spec["max_concurrent_trials"], max_failures=2,
+            callbacks=[_StoreCallback(self.store, spec["metric"])],
+            trial_name_creator=trial_name, stop=_CancelStopper(self, study_id),
+        )
+        cancelled = self.is_cancelled(study_id)
+        for result in grid:
+            tid = result.config["trial"]["meta"]["trial_id"] if result.config else None
+            if tid is None:
+                continue
+            if result.error is not None:
+                self.store.mark_failed(tid, f"{type(result.error).__name__}: {result.error}")
+            else:
+                t = self.store.trial(study_id, tid)
+                if t and t.status not in ("completed", "diverged", "failed", "pending"):
+                    self.store.mark_failed(tid, "stopped: the study was cancelled" if cancelled
+                                           else "the trial ended without a final report")

@@ -1,0 +1,179 @@
+"""Pydantic schemas of the REST API (separate from the ORM models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+import search_spaces
+from search_spaces import SearchSpace, SearchSpaceError, TwoStageProtocol
+from workers import workloads
+
+
+class ProtocolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stages: list[int] = Field(default=[100, 100], min_length=1, max_length=10)
+    top_k: int = Field(default=10, ge=2, le=10000)
+    margin: float = Field(default=0.25, ge=0, le=10)
+    seed: int = Field(default=0, ge=0)
+    method: Literal["random", "halton"] = "random"
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[int]) -> list[int]:
+        for i, n in enumerate(v):
+            if not 1 <= n <= 10000:
+                raise ValueError(f"stages[{i}] = {n} is out of range 1..10000")
+        return v
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(default=1, gt=0, le=1024)
+    gpu: float = Field(default=0, ge=0, le=64)
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    workload: str
+    optimizers: list[str] = Field(min_length=1, max_length=10)
+    search_spaces: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    metric: str | None = None
+    mode: Literal["min", "max"] | None = None
+    budget: dict[str, int] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, v: str) -> str:
+        if v not in workloads.names():
+            raise ValueError(f"unknown workload {v!r}; known: {', '.join(workloads.names())}")
+        return v
+
+    @field_validator("optimizers")
+    @classmethod
+    def _optimizers(cls, v: list[str]) -> list[str]:
+        known = search_spaces.optimizer_names()
+        for name in v:
+            if name not in known:
+                raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(known)}")
+        if len(set(v)) != len(v):
+            raise ValueError("optimizers must not repeat")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        for name, space in self.search_spaces.items():
+            if name not in self.optimizers:
+                raise ValueError(f"search_spaces.{name}: {name!r} is not one of the study's optimizers")
+            try:
+                SearchSpace.from_dict(space).validate_for(
+                    search_spaces.accepted_hyperparameters(name), name)
+            except SearchSpaceError as e:
+                raise ValueError(f"search_spaces.{name}: {e}") from None
+        w = workloads.get(self.workload)
+        if self.metric is not None and self.metric != w.metric:
+            raise ValueError(f"metric: workload {self.workload!r} reports {w.metric!r}, "
+                             f"not {self.metric!r}")
+        try:
+            w.budget(self.budget)
+        except ValueError as e:
+            raise ValueError(f"budget: {e}") from None
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec with every default filled in: what is stored and what the runner reads."""
+        w = workloads.get(self.workload)
+        d = self.model_dump()
+        d["metric"] = self.metric or w.metric
+        d["mode"] = self.mode or w.mode
+        d["budget"] = w.budget(self.budget)
+        d["search_spaces"] = {
+            o: (self.search_spaces.get(o) or search_spaces.default_space(o).to_dict())
+            for o in self.optimizers
+        }
+        return d
+
+    def protocol_object(self) -> TwoStageProtocol:
+        p = self.protocol
+        return TwoStageProtocol(stages=tuple(p.stages), top_k=p.top_k, margin=p.margin,
+                                seed=p.seed, method=p.method)
+
+
+class StageCounts(BaseModel):
+    total: int
+    by_status: dict[str, int]
+
+
+class OptimizerSummary(BaseModel):
+    optimizer: str
+    stages: dict[str, StageCounts]
+    best_objective: float | None
+    best_trial_id: int | None
+    best_config: dict[str, Any] | None
+    top_k_mean: float | None
+    top_k_std: float | None
+    stage_spaces: dict[str, Any]
+
+
+class StudyOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    notes: list[str]
+    optimizers: list[OptimizerSummary]
+    dashboard_url: str | None
+    links: dict[str, str]
+
+
+class StudyList(BaseModel):
+    items: list[StudyOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TrialOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    study_id: str
+    optimizer: str
+    stage: int
+    index: int
+    config: dict[str, Any]
+    status: str
+    objective: float | None
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    error: str | None
+    runs: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class BestConfig(BaseModel):
+    optimizer: str
+    rank: int
+    trial_id: int
+    objective: float
+    hyperparameters: dict[str, Any]
+    snippet: str
+
+
+class Export(BaseModel):
+    study_id: str
+    workload: str
+    metric: str
+    mode: str
+    best: dict[str, list[BestConfig]]

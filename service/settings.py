@@ -1,0 +1,28 @@
+"""One settings object for every entry point, read from ROOTFREE_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOTFREE_", env_file=None)
+
+    database_url: str = "sqlite:///rootfree.db"
+    ray_address: str | None = None  # None: start a local Ray; "auto" or "ray://..." for a cluster
+    host: str = "127.0.0.1"
+    port: int = 8000
+    storage_path: str = "runs"  # Ray Tune experiment directories (checkpoints)
+    num_cpus: int | None = None  # for a local Ray; None: all cores
+    object_store_mb: int = 200
+    dashboard: bool = True
+    dashboard_port: int = 8265
+    poll_interval_s: float = 1.0
+    start_runner: bool = True
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,265 @@
+"""The SQL study store: engine setup, Alembic migrations, and the repository the API and the
+runner use. SQLite (WAL mode) by default, any SQLAlchemy URL (PostgreSQL) through one setting.
+
+Every reported trial result is committed as it arrives, so nothing a worker reported is lost when
+a process dies. Finished stages are also written as Optuna studies in the same database
+(Optuna's RDBStorage), named ``<study id>/<optimizer>/stage<k>``, so ``optuna-dashboard <url>``
+opens them with Optuna's plots and parameter importances (see ``export_to_optuna``).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Study, Trial
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+FINISHED = ("completed", "diverged", "failed")
+
+
+class StoreUnavailable(RuntimeError):
+    """The database named by the settings cannot be reached."""
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs.update(pool_size=20, max_overflow=20)
+    engine = create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Brings the schema to the newest Alembic revision."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+    except OperationalError as e:
+        raise StoreUnavailable(
+            f"cannot reach the study database {engine.url.render_as_string(hide_password=True)}: "
+            f"{e.orig}") from None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StudyStore:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        migrate(self.engine)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    # ------------------------------------------------------------------ studies
+    def create_study(self, spec: dict[str, Any], idempotency_key: str | None) -> tuple[Study, bool]:
+        """Returns (study, created). A repeated idempotency key returns the first study."""
+        with self.session() as s:
+            if idempotency_key:
+                existing = s.scalar(select(Study).where(Study.idempotency_key == idempotency_key))
+                if existing:
+                    return existing, False
+            study = Study(id=str(uuid.uuid4()), name=spec["name"], status="queued", spec=spec,
+                          stage_spaces={}, notes=[], idempotency_key=idempotency_key)
+            s.add(study)
+            try:
+                s.commit()
+            except IntegrityError:  # a concurrent retry with the same key won the race
+                s.rollback()
+                return s.scalar(select(Study).where(Study.idempotency_key == idempotency_key)), False
+            return study, True
+
+    def get_study(self, study_id: str) -> Study | None:
+        with self.session() as s:
+            return s.get(Study, study_id)
+
+    def list_studies(self, status: str | None, limit: int, offset: int) -> tuple[list[Study], int]:
+        with self.session() as s:
+            q = select(Study)
+            if status:
+                q = q.where(Study.status == status)
+            total = s.scalar(select(func.count()).select_from(q.subquery()))
+            rows = s.scalars(q.order_by(Study.created_at.desc()).limit(limit).offset(offset))
+            return list(rows), total or 0
+
+    def studies_with_status(self, *statuses: str) -> list[Study]:
+        with self.session() as s:
+            return list(s.scalars(select(Study).where(Study.status.in_(statuses))
+                                  .order_by(Study.created_at)))
+
+    def set_status(self, study_id: str, status: str, *, only_from: tuple[str, ...] = (),
+                   error: str | None = None) -> bool:
+        values: dict[str, Any] = {"status": status, "updated_at": now()}
+        if status == "running":
+            values["started_at"] = now()
+        if status in ("completed", "failed", "cancelled"):
+            values["finished_at"] = now()
+        if error is not None:
+            values["error"] = error
+        with self.session() as s:
+            q = update(Study).where(Study.id == study_id)
+            if only_from:
+                q = q.where(Study.status.in_(only_from))
+            n = s.execute(q.values(**values)).rowcount
+            s.commit()
+            return n > 0
+
+    def save_stage_space(self, study_id: str, optimizer: str, stage: int, space: dict,
+                         notes: list[str]) -> None:
+        with self.session() as s:
+            study = s.get(Study, study_id)
+            spaces = dict(study.stage_spaces or {})
+            spaces.setdefault(optimizer, {})[str(stage)] = space
+            study.stage_spaces = spaces
+            study.notes = list(study.notes or []) + [f"{optimizer} stage {stage}: {n}" for n in notes]
+            s.commit()
+
+    def delete_study(self, study_id: str) -> None:
+        with self.session() as s:
+            study = s.get(Study, study_id)
+            if study:
+                s.delete(study)
+                s.commit()
+
+    # ------------------------------------------------------------------ trials
+    def ensure_trials(self, study_id: str, optimizer: str, stage: int,
+                      configs: list[dict[str, Any]]) -> None:
+        """Creates the stage's trials that do not exist yet (pending)."""
+        with self.session() as s:
+            have = set(s.scalars(select(Trial.index).where(
+                Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage)))
+            for i, cfg in enumerate(configs):
+                if i not in have:
+                    s.add(Trial(study_id=study_id, optimizer=optimizer, stage=stage, index=i,
+                                config=cfg, status="pending", metrics={}, history=[], runs=0))
+            s.commit()
+
+    def reset_interrupted(self, study_id: str) -> int:
+        """Trials that were running when the controller died run again."""
+        with self.session() as s:
+            n = s.execute(update(Trial).where(Trial.study_id == study_id,
+                                              Trial.status == "running")
+                          .values(status="pending")).rowcount
+            s.commit()
+            return n
+
+    def trials(self, study_id: str, optimizer: str | None = None, stage: int | None = None,
+               status: str | None = None, limit: int | None = None, offset: int = 0) -> list[Trial]:
+        with self.session() as s:
+            q = select(Trial).where(Trial.study_id == study_id)
+            if optimizer:
+                q = q.where(Trial.optimizer == optimizer)
+            if stage is not None:
+                q = q.where(Trial.stage == stage)
+            if status:
+                q = q.where(Trial.status == status)
+            q = q.order_by(Trial.optimizer, Trial.stage, Trial.index).offset(offset)
+            if limit is not None:
+                q = q.limit(limit)
+            return list(s.scalars(q))
+
+    def trial(self, study_id: str, trial_id: int) -> Trial | None:
+        with self.session() as s:
+            t = s.get(Trial, trial_id)
+            return t if t is not None and t.study_id == study_id else None
+
+    def count_trials(self, study_id: str) -> list[tuple[str, int, str, int]]:
+        with self.session() as s:
+            return list(s.execute(
+                select(Trial.optimizer, Trial.stage, Trial.status, func.count())
+                .where(Trial.study_id == study_id)
+                .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
+
+    def mark_started(self, trial_id: int) -> None:
+        with self.session() as s:
+            t = s.get(Trial, trial_id)
+            if t.status == "pending":
+                t.status, t.started_at, t.runs = "running", now(), t.runs + 1
+                s.commit()
+
+    def record_result(self, trial_id: int, row: dict[str, Any], metric: str) -> None:
+        """Appends one report; a final report (status completed/diverged) finishes the trial."""
+        with self.session() as s:
+            t = s.get(Trial, trial_id)
+            if t is None or t.status in FINISHED:
+                return  # never overwrite a finished trial (a duplicate report after a restart)
+            history = [h for h in (t.history or []) if h.get("epoch") != row.get("epoch")]
+            history.append(row)
+            t.history = sorted(history, key=lambda h: h.get("epoch", 0))
+            value = row.get(metric)
+            if isinstance(value, int | float) and math.isfinite(value):
+                t.metrics = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
+                t.objective = float(value)
+            status = row.get("status")
+            if status in ("completed", "diverged"):
+                t.status, t.finished_at = status, now()
+                if status == "diverged":
+                    t.objective = None  # a diverged trial never counts as best
+            elif t.status == "pending":
+                t.status, t.started_at = "running", now()
+            s.commit()
+
+    def mark_failed(self, trial_id: int, error: str) -> None:
+        with self.session() as s:
+            t = s.get(Trial, trial_id)
+            if t is not None and t.status not in FINISHED:
+                t.status, t.error, t.finished_at = "failed", error[-2000:], now()
+                s.commit()
+
+    # ------------------------------------------------------------------ Optuna view
+    def export_to_optuna(self, study_id: str, optimizer: str, stage: int, space_dict: dict,
+                         mode: str) -> None:
+        import optuna
+
+        from search_spaces import SearchSpace
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        space = SearchSpace.from_dict(space_dict)
+        dists = space.to_optuna()
+        storage = optuna.storages.RDBStorage(str(self.engine.url.render_as_string(False)))
+        study = optuna.create_study(storage=storage, study_name=f"{study_id}/{optimizer}/stage{stage}",
+                                    direction="minimize" if mode == "min" else "maximize",
+                                    load_if_exists=True)
+        if study.trials:
+            return
+        for t in self.trials(study_id, optimizer=optimizer, stage=stage):
+            params = {k: v for k, v in t.config.items() if k in dists}
+            ok = t.status == "completed" and t.objective is not None
+            try:
+                study.add_trial(optuna.trial.create_trial(
+                    params=params, distributions={k: dists[k] for k in params},
+                    value=t.objective if ok else None,
+                    state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+                    user_attrs={"rootfree_trial_id": t.id, "status": t.status}))
+            except ValueError:
+                continue  # a value outside a narrowed distribution: skip rather than fail
