@@ -9,6 +9,7 @@ opens them with Optuna's plots and parameter importances (see ``export_to_optuna
 
 from __future__ import annotations
 
+import copy
 import math
 import uuid
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
 
 from .models import Study, Trial
 
@@ -138,9 +140,10 @@ class StudyStore:
                          notes: list[str]) -> None:
         with self.session() as s:
             study = s.get(Study, study_id)
-            spaces = dict(study.stage_spaces or {})
+            spaces = copy.deepcopy(study.stage_spaces or {})  # a new value: JSON is not tracked
             spaces.setdefault(optimizer, {})[str(stage)] = space
             study.stage_spaces = spaces
+            flag_modified(study, "stage_spaces")
             study.notes = list(study.notes or []) + [f"{optimizer} stage {stage}: {n}" for n in notes]
             s.commit()
 

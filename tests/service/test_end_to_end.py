@@ -1,0 +1,131 @@
+"""End to end on a real local Ray with real data and tiny budgets, against SQLite and PostgreSQL:
+a two-optimizer study through the real `rootfree serve` process, killed mid-study and restarted."""
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "name": "e2e", "workload": "fmnist_vit", "optimizers": ["adamw", "rfrmsprop"],
+    "protocol": {"stages": [4, 3], "top_k": 2, "seed": 1},
+    "budget": {"epochs": 2, "train_subset": 384, "test_subset": 200, "width": 16,
+               "batch_size": 64},
+    "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
+}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(db_url: str, port: int, tmp_path) -> subprocess.Popen:
+    env = {**os.environ, "ROOTFREE_DATABASE_URL": db_url, "ROOTFREE_NUM_CPUS": "2",
+           "ROOTFREE_DASHBOARD": "false", "ROOTFREE_STORAGE_PATH": str(tmp_path / "runs"),
+           "ROOTFREE_POLL_INTERVAL_S": "0.5", "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
+        stdout=open(tmp_path / f"serve-{port}.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True)  # its own process group: we kill the controller and its Ray
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError((tmp_path / f"serve-{port}.log").read_text()[-3000:])
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _wait(url, sid, cond, timeout=600):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        s = httpx.get(f"{url}/studies/{sid}", timeout=10).json()
+        if cond(s):
+            return s
+        time.sleep(0.5)
+    raise AssertionError(f"timed out: {s['status']} {s['optimizers']}")
+
+
+def _done(study):
+    return sum(n for o in study["optimizers"] for c in o["stages"].values()
+               for k, n in c["by_status"].items() if k in ("completed", "diverged", "failed"))
+
+
+def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
+    port = _port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(db_url, port, tmp_path)
+    try:
+        sid = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
+                         timeout=30).json()["id"]
+        _wait(url, sid, lambda s: _done(s) >= 3)
+    finally:
+        _kill(proc)  # a real kill: no shutdown hooks run
+    port = _port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(db_url, port, tmp_path)
+    try:
+        study = _wait(url, sid, lambda s: s["status"] in ("completed", "failed"))
+        assert study["status"] == "completed", study.get("error")
+        trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}).json()
+        best = httpx.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
+        export = httpx.get(f"{url}/studies/{sid}/export", params={"format": "yaml"})
+        again = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"})
+    finally:
+        _kill(proc)
+
+    assert again.json()["id"] == sid
+    # exact protocol counts, one row per (optimizer, stage, index), all finished
+    for opt in SPEC["optimizers"]:
+        for stage, n in enumerate(SPEC["protocol"]["stages"], start=1):
+            rows = [t for t in trials if t["optimizer"] == opt and t["stage"] == stage]
+            assert sorted(t["index"] for t in rows) == list(range(n))
+            assert all(t["status"] in ("completed", "diverged") for t in rows), rows
+    for t in trials:
+        if t["status"] == "completed":
+            assert [h["epoch"] for h in t["history"]] == [1, 2]
+    # stage 2 lies inside stage 1, or the notes say why it was widened
+    for o in study["optimizers"]:
+        s1, s2 = o["stage_spaces"]["1"], o["stage_spaces"]["2"]
+        for name, p in s2.items():
+            if p["kind"] in ("fixed", "choice"):
+                continue
+            inside = s1[name]["low"] <= p["low"] and p["high"] <= s1[name]["high"]
+            widened = any(name in n and "widened" in n for n in study["notes"])
+            assert inside or widened, (name, p, s1[name], study["notes"])
+        stage2 = [t for t in trials if t["optimizer"] == o["optimizer"] and t["stage"] == 2]
+        for t in stage2:
+            for name, p in s2.items():
+                if p["kind"] not in ("fixed", "choice"):
+                    assert p["low"] <= t["config"][name] <= p["high"]
+    # best and export agree with the trials table
+    for opt in SPEC["optimizers"]:
+        done = sorted((t["objective"], t["id"]) for t in trials
+                      if t["optimizer"] == opt and t["status"] == "completed")
+        assert best[opt][0]["trial_id"] == done[0][1]
+        assert math.isclose(best[opt][0]["objective"], done[0][0])
+        assert f'optimizers.build("{opt}"' in best[opt][0]["snippet"]
+        summary = next(o for o in study["optimizers"] if o["optimizer"] == opt)
+        assert summary["best_trial_id"] == done[0][1]
+    assert "rfrmsprop" in export.text and "snippet" in export.text
+    # the Optuna view of the same database opens
+    import optuna
+
+    names = [s.study_name for s in optuna.get_all_study_summaries(
+        storage=db_url.replace("postgresql+psycopg", "postgresql+psycopg"))]
+    assert f"{sid}/adamw/stage1" in names
