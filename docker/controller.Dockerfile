@@ -1,5 +1,5 @@
 # The controller: FastAPI + study runner (`rootfree serve`), talking to a Ray cluster and PostgreSQL.
-FROM rayproject/ray:2.60.0-py311-cpu@sha256:0000000000000000000000000000000000000000000000000000000000000000
+FROM rayproject/ray:2.60.0-py311-cpu
 USER root
 WORKDIR /app
 COPY pyproject.toml README.md ./

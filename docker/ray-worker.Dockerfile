@@ -1,5 +1,5 @@
 # A Ray GPU worker node: the CUDA build of torch matching the Ray image, the project installed.
-FROM rayproject/ray:2.60.0-py311-cu124@sha256:0000000000000000000000000000000000000000000000000000000000000000
+FROM rayproject/ray:2.60.0-py311-cu124
 WORKDIR /home/ray/app
 COPY --chown=ray pyproject.toml README.md ./
 COPY --chown=ray optimizers ./optimizers

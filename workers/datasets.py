@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ def _find(candidates: list[Path], names: list[str], dataset: str, hint: str) -> 
     raise DatasetNotFoundError(f"{dataset} not found (looked in: {looked}). {hint}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def fashion_mnist() -> dict[str, torch.Tensor]:
     """Fashion-MNIST as uint8 images (N, 28, 28) and int64 labels, train and test."""
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -70,7 +70,7 @@ def fashion_mnist() -> dict[str, torch.Tensor]:
     return {"train_x": tr_x, "train_y": tr_y.long(), "test_x": te_x, "test_y": te_y.long()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def penn_treebank() -> dict[str, torch.Tensor | list[str]]:
     """Penn Treebank (Mikolov split, 10k vocabulary) as token-id streams with <eos> per line."""
     try:
@@ -96,7 +96,7 @@ def penn_treebank() -> dict[str, torch.Tensor | list[str]]:
     return {**streams, "vocab": list(vocab)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def cifar100() -> dict[str, torch.Tensor]:
     """CIFAR-100 (fine labels) from the python-pickle layout in the data directory."""
     candidates = [d / "cifar-100-python" for d in [data_dir()] if d] + [

@@ -8,7 +8,7 @@ import torch
 
 import optimizers
 from optimizers import IFShampoo, RFRMSProp, RFShampoo
-from workers.models import ResNet, ViT, LSTMLanguageModel
+from workers.models import LSTMLanguageModel, ResNet, ViT
 
 CLASSES = [RFRMSProp, RFShampoo, IFShampoo]
 

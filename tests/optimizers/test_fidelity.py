@@ -132,7 +132,7 @@ def test_ifshampoo_factors_stay_positive_definite_and_finite_in_bfloat16_claim_3
             F = st[key]
             assert F.dtype == torch.bfloat16
             assert torch.isfinite(F).all()
-            eig = torch.linalg.eigvalsh((F.double() @ F.double().T))
+            eig = torch.linalg.eigvalsh(F.double() @ F.double().T)
             assert eig.min() > 0, f"{key} lost positive definiteness"
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

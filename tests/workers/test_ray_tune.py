@@ -15,7 +15,9 @@ BUDGET = {"epochs": 3, "train_subset": 512, "test_subset": 200, "batch_size": 64
 
 
 class KillOnce(Callback):
-    """SIGKILLs the worker process of trial index 0 after its second epoch, once (the first epoch's checkpoint is registered by then)."""
+    """SIGKILLs the worker process of trial index 0 after its second epoch, once.
+
+    (By then the first epoch's checkpoint is registered with Tune.)"""
 
     def __init__(self):
         self.killed = False
