@@ -5,10 +5,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from workers.trial import ROOT_FREE
+
 from .models import Study, Trial
 from .store import StudyStore
-
-ROOT_FREE = ("rfrmsprop", "rfshampoo", "ifshampoo")
 
 
 def ranked(trials: list[Trial], mode: str) -> list[Trial]:
