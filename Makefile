@@ -21,3 +21,5 @@ test: install
 
 bench: install
 	$(PY) bench/optimizer_step.py
+	$(PY) bench/trial_overhead.py
+	$(PY) bench/api_latency.py

@@ -50,11 +50,12 @@ def resources_for(cpu: float = 1, gpu: float = 0) -> dict[str, float]:
 def run_configs(configs: list[dict[str, Any]], *, name: str, storage_path: str,
                 cpu: float = 1, gpu: float = 0, max_concurrent_trials: int = 2,
                 max_failures: int = 2, callbacks: list | None = None,
-                trial_name_creator=None, stop=None):
+                trial_name_creator=None, stop=None, reuse_actors: bool = True):
     """Runs one Ray Tune trial per configuration (in order) and returns the ResultGrid.
 
     Each entry of `configs` is a trial configuration for :func:`workers.run_trial`; its ``meta``
-    (e.g. study/optimizer/stage/index) travels with every report.
+    (e.g. study/optimizer/stage/index) travels with every report. ``reuse_actors=False`` is only
+    for measuring what reuse saves (bench/trial_overhead.py).
     """
     from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
 
@@ -62,7 +63,7 @@ def run_configs(configs: list[dict[str, Any]], *, name: str, storage_path: str,
         tune.with_resources(trainable, resources_for(cpu, gpu)),
         param_space={"trial": tune.grid_search(configs)},
         tune_config=TuneConfig(
-            max_concurrent_trials=max_concurrent_trials, reuse_actors=True,
+            max_concurrent_trials=max_concurrent_trials, reuse_actors=reuse_actors,
             trial_name_creator=trial_name_creator, trial_dirname_creator=trial_name_creator,
         ),
         run_config=RunConfig(
