@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from .api import catalog, studies
-from .runner import StudyRunner
+from .runner import RunnerProcess, StudyRunner
 from .settings import Settings, get_settings
 from .store import StoreUnavailable, StudyStore
 
@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = StudyStore(settings.database_url)
         app.state.runner = None
         if settings.start_runner:
-            app.state.runner = StudyRunner(app.state.store, settings)
+            app.state.runner = (RunnerProcess(settings) if settings.runner_process
+                                else StudyRunner(app.state.store, settings))
             app.state.runner.start()
         yield
         if app.state.runner:

@@ -36,8 +36,14 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from .app import create_app
+    from .preflight import ConfigError, preflight
 
     settings = _settings(args)
+    try:
+        preflight(settings)
+    except ConfigError as e:
+        print(f"rootfree serve: {e}", file=sys.stderr)
+        return 2
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
     return 0
 

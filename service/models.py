@@ -42,6 +42,8 @@ class Trial(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "optimizer", "stage", "index", name="uq_trial_position"),
         Index("ix_trial_study_status", "study_id", "status"),
+        # The ranking behind best-so-far, /best and /export (migration 0002).
+        Index("ix_trial_rank", "study_id", "optimizer", "status", "objective"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -83,10 +83,13 @@ class _CancelStopper(_LiveOnly, tune.Stopper):
 
 
 class StudyRunner:
-    def __init__(self, store: StudyStore, settings: Settings):
+    """Runs studies in a thread of this process (embedding, tests); `RunnerProcess` runs one in
+    a child process, which is what `rootfree serve` does."""
+
+    def __init__(self, store: StudyStore, settings: Settings, stop_event=None):
         self.store, self.settings = store, settings
         self.dashboard_url: str | None = None
-        self._stop = threading.Event()
+        self._stop = stop_event if stop_event is not None else threading.Event()
         self._thread: threading.Thread | None = None
         self.current: str | None = None
 
@@ -115,6 +118,9 @@ class StudyRunner:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=30)
+        self.shutdown_ray()
+
+    def shutdown_ray(self) -> None:
         if getattr(self, "_owns_ray", False):
             ray.shutdown()
 
@@ -225,3 +231,95 @@ class StudyRunner:
                 if t and t.status not in ("completed", "diverged", "failed", "pending"):
                     self.store.mark_failed(tid, "stopped: the study was cancelled" if cancelled
                                            else "the trial ended without a final report")
+
+
+class RunnerStartError(RuntimeError):
+    """The study runner could not start (most often: the Ray address does not answer)."""
+
+
+def _kill_me_with_parent() -> None:
+    """Linux: SIGKILL this process when the controller that started it dies, so a killed
+    controller never leaves a second runner working on its studies (Ray's own processes
+    fate-share with this driver)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _runner_main(settings_dict: dict, conn, stop_event, parent_pid: int) -> None:
+    import signal
+
+    _kill_me_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the API; it stops us in order
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings(**settings_dict)
+    try:
+        store = StudyStore(settings.database_url)
+        runner = StudyRunner(store, settings, stop_event=stop_event)
+        runner.connect_ray()
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails fast
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", runner.dashboard_url))
+    try:
+        runner._loop()
+    finally:
+        runner.shutdown_ray()
+
+
+class RunnerProcess:
+    """The study runner in a child process of the API.
+
+    The Tune driver loop, its callbacks' database writes and Ray's driver threads then never
+    compete with the API for one interpreter lock: `bench/api_latency.py` measured GET
+    /studies/{id} p99 at hundreds of ms with the runner as a thread of the API process while
+    trials ran. Coordination goes through the study store only (status, cancel), as before."""
+
+    def __init__(self, settings: Settings, start_timeout_s: float = 180.0):
+        import multiprocessing as mp
+
+        self.settings, self.start_timeout_s = settings, start_timeout_s
+        self._ctx = mp.get_context("spawn")  # no fork of a process holding threads and sockets
+        self._stop = self._ctx.Event()
+        self.process = None
+        self.dashboard_url: str | None = None
+
+    def start(self) -> None:
+        parent, child = self._ctx.Pipe(duplex=False)
+        self.process = self._ctx.Process(
+            target=_runner_main, name="rootfree-runner",
+            args=(self.settings.model_dump(), child, self._stop, os.getpid()))
+        self.process.start()
+        child.close()
+        if not parent.poll(self.start_timeout_s):
+            self.stop()
+            raise RunnerStartError(f"the study runner did not start within {self.start_timeout_s:.0f} s "
+                                   f"(Ray address: {self.settings.ray_address or 'local'})")
+        try:
+            kind, value = parent.recv()
+        except EOFError:
+            kind, value = "error", f"the runner process exited with code {self.process.exitcode}"
+        if kind == "error":
+            self.process.join(timeout=10)
+            where = self.settings.ray_address or "a local Ray instance"
+            raise RunnerStartError(f"the study runner could not start ({where}): {value}")
+        self.dashboard_url = value
+
+    def is_alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self.process is None:
+            return
+        self.process.join(timeout=timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=10)

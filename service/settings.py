@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     dashboard_port: int = 8265
     poll_interval_s: float = 1.0
     start_runner: bool = True
+    runner_process: bool = True  # the runner in a child process (the API stays responsive)
 
 
 @lru_cache

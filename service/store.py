@@ -191,6 +191,27 @@ class StudyStore:
                 q = q.limit(limit)
             return list(s.scalars(q))
 
+    def best_trials(self, study_id: str, mode: str, k: int) -> dict[str, list[Any]]:
+        """The top-k completed trials of every optimizer, best first (ties: stage, then index),
+        as rows with id, optimizer, stage, index, objective, config.
+
+        One windowed query, without the per-epoch histories: `GET /studies/{id}` runs it on every
+        poll, and a paper-sized study holds hundreds of trials (bench/api_latency.py)."""
+        order = Trial.objective.desc() if mode == "max" else Trial.objective.asc()
+        rank = func.row_number().over(partition_by=Trial.optimizer,
+                                      order_by=(order, Trial.stage, Trial.index)).label("rank")
+        ranked = (select(Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.objective,
+                         Trial.config, rank)
+                  .where(Trial.study_id == study_id, Trial.status == "completed",
+                         Trial.objective.is_not(None))
+                  .subquery())
+        q = select(ranked).where(ranked.c.rank <= k).order_by(ranked.c.optimizer, ranked.c.rank)
+        out: dict[str, list[Any]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(q):
+                out.setdefault(row.optimizer, []).append(row)
+        return out
+
     def trial(self, study_id: str, trial_id: int) -> Trial | None:
         with self.session() as s:
             t = s.get(Trial, trial_id)

@@ -7,13 +7,8 @@ from typing import Any
 
 from workers.trial import ROOT_FREE
 
-from .models import Study, Trial
+from .models import Study
 from .store import StudyStore
-
-
-def ranked(trials: list[Trial], mode: str) -> list[Trial]:
-    done = [t for t in trials if t.status == "completed" and t.objective is not None]
-    return sorted(done, key=lambda t: t.objective, reverse=(mode == "max"))
 
 
 def optimizer_summaries(store: StudyStore, study: Study) -> list[dict[str, Any]]:
@@ -21,11 +16,11 @@ def optimizer_summaries(store: StudyStore, study: Study) -> list[dict[str, Any]]
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for opt, stage, status, n in store.count_trials(study.id):
         counts.setdefault(opt, {}).setdefault(str(stage), {})[status] = n
+    ranked = store.best_trials(study.id, spec["mode"], spec["protocol"]["top_k"])
     out = []
     for opt in spec["optimizers"]:
-        trials = store.trials(study.id, optimizer=opt)
-        best = ranked(trials, spec["mode"])
-        top = [t.objective for t in best[: spec["protocol"]["top_k"]]]
+        best = ranked.get(opt, [])
+        top = [t.objective for t in best]
         stages = {}
         for i, n in enumerate(spec["protocol"]["stages"], start=1):
             by = counts.get(opt, {}).get(str(i), {})
@@ -57,11 +52,11 @@ def snippet(optimizer: str, hp: dict[str, Any]) -> str:
 
 def best_configs(store: StudyStore, study: Study, k: int) -> dict[str, list[dict[str, Any]]]:
     spec = study.spec
+    ranked = store.best_trials(study.id, spec["mode"], k)
     out = {}
     for opt in spec["optimizers"]:
         rows = []
-        for rank, t in enumerate(ranked(store.trials(study.id, optimizer=opt), spec["mode"])[:k],
-                                 start=1):
+        for rank, t in enumerate(ranked.get(opt, []), start=1):
             hp = export_hyperparameters(spec, opt, t.config)
             rows.append({"optimizer": opt, "rank": rank, "trial_id": t.id,
                          "objective": t.objective, "hyperparameters": hp,

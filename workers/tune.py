@@ -21,10 +21,36 @@ from ray.tune import Checkpoint
 from .trial import run_trial
 
 CHECKPOINT_FILE = "trial.pt"
+NICE_ENV = "ROOTFREE_WORKER_NICE"
+
+
+def lower_priority(nice: int | None = None) -> int:
+    """Raises the niceness of every thread of this worker process to `nice` (default: the
+    ROOTFREE_WORKER_NICE environment variable, else 10; 0 leaves it alone) and returns it.
+
+    Trials are batch work; on a single machine they share cores with the controller, whose API
+    must stay responsive (bench/api_latency.py). Linux keeps niceness per thread, and Tune runs
+    each trial in a fresh thread, so every thread of the process is set, each trial."""
+    if nice is None:
+        nice = int(os.environ.get(NICE_ENV, "10"))
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return 0
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:  # a thread that ended meanwhile, or no permission: not worth failing a trial
+            pass
+    return nice
 
 
 def trainable(config: dict[str, Any]) -> None:
     trial_config = config["trial"]
+    lower_priority()
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

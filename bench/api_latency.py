@@ -1,0 +1,153 @@
+"""Latency of `GET /studies/{id}` with 50 concurrent clients while a study runs (issue #5).
+
+    python bench/api_latency.py [--clients 50] [--duration 20] [--interval 0.5] [--db URL]
+
+Starts a real `rootfree serve` process (SQLite in a temporary directory unless --db names another
+store, local Ray on 2 CPUs), submits a real study (fmnist_cnn, adamw + rfrmsprop, small budget)
+and, once trials are running and some have finished, runs `--clients` concurrent clients, each
+with its own keep-alive connection, polling the study every `--interval` seconds (a person or a
+dashboard watching it; `rootfree watch` polls every 2 s) for `--duration` seconds. Then the study
+is cancelled and the same clients run again against the idle controller, so the two rows are side
+by side in one run. `--interval 0` gives the closed-loop saturation throughput instead.
+
+Reports p50 / p90 / p99 / max latency (ms, measured at the client) and requests per second.
+Target (issue #5): p99 under 50 ms while the study runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = {
+    "name": "bench-api-latency", "workload": "fmnist_cnn", "optimizers": ["adamw", "rfrmsprop"],
+    "protocol": {"stages": [40, 20], "top_k": 5, "seed": 0},
+    "budget": {"epochs": 2, "train_subset": 1000, "test_subset": 500, "width": 8, "batch_size": 64},
+    "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
+}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _finished(study: dict) -> int:
+    return sum(n for o in study["optimizers"] for c in o["stages"].values()
+               for k, n in c["by_status"].items() if k in ("completed", "diverged", "failed"))
+
+
+async def _client(c: httpx.AsyncClient, url: str, start: float, until: float, interval: float,
+                  out: list[float], errors: list[str]) -> None:
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    while time.perf_counter() < until:
+        t0 = time.perf_counter()
+        try:
+            r = await c.get(url)
+            if r.status_code != 200:
+                errors.append(str(r.status_code))
+        except httpx.HTTPError as e:
+            errors.append(type(e).__name__)
+        dt = time.perf_counter() - t0
+        out.append(dt)
+        if interval:
+            await asyncio.sleep(max(0.0, interval - dt))
+
+
+async def _load(url: str, clients: int, duration: float, interval: float) -> dict:
+    lat: list[float] = []
+    errors: list[str] = []
+    # Every client opens its connection before the clock starts: creating 50 httpx clients
+    # blocks this event loop for about a second, which would otherwise be counted as latency.
+    pool = [httpx.AsyncClient(timeout=10) for _ in range(clients)]
+    try:
+        await asyncio.gather(*(c.get(url) for c in pool))
+        t0 = time.perf_counter()
+        until = t0 + duration
+        # Independent watchers: first requests spread over one interval.
+        await asyncio.gather(*(_client(c, url, t0 + (interval * i / clients if interval else 0), until,
+                                       interval, lat, errors) for i, c in enumerate(pool)))
+        wall = time.perf_counter() - t0
+    finally:
+        await asyncio.gather(*(c.aclose() for c in pool))
+    q = statistics.quantiles(lat, n=100, method="inclusive")
+    return {"requests": len(lat), "errors": len(errors), "rps": len(lat) / wall,
+            "p50": q[49] * 1e3, "p90": q[89] * 1e3, "p99": q[98] * 1e3, "max": max(lat) * 1e3}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
+    ap.add_argument("--interval", type=float, default=0.5, help="seconds between one client's requests")
+    ap.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in a temporary directory)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _port()
+        base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "ROOTFREE_DATABASE_URL": args.db or f"sqlite:///{tmp}/bench.db",
+               "ROOTFREE_NUM_CPUS": "2", "ROOTFREE_DASHBOARD": "false",
+               "ROOTFREE_STORAGE_PATH": f"{tmp}/runs", "RAY_USAGE_STATS_ENABLED": "0"}
+        log = open(f"{tmp}/serve.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            else:
+                raise SystemExit("the controller did not start:\n" + Path(f"{tmp}/serve.log").read_text()[-3000:])
+            sid = httpx.post(f"{base}/studies", json=SPEC, timeout=30).json()["id"]
+            url = f"{base}/studies/{sid}"
+            t0 = time.time()
+            while True:
+                study = httpx.get(url, timeout=10).json()
+                if study["status"] == "running" and _finished(study) >= 4:
+                    break
+                if study["status"] in ("failed", "completed", "cancelled") or time.time() - t0 > 600:
+                    raise SystemExit(f"study {study['status']} before the measurement: {study.get('error')}")
+                time.sleep(1)
+            busy = asyncio.run(_load(url, args.clients, args.duration, args.interval))
+            study = httpx.get(url, timeout=10).json()
+            running = study["status"] == "running"
+            trials_seen = _finished(study)
+            httpx.post(f"{url}/cancel", timeout=30)
+            for _ in range(120):
+                if httpx.get(url, timeout=10).json()["status"] in ("cancelled", "completed", "failed"):
+                    break
+                time.sleep(0.5)
+            time.sleep(5)  # let Tune tear the cancelled stage down: "idle" means idle
+            idle = asyncio.run(_load(url, args.clients, args.duration, args.interval))
+        finally:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=30)
+
+    print(f"GET /studies/{{id}}: {args.clients} clients, one request per {args.interval:g} s each, "
+          f"{args.duration:g} s per row; the study had {trials_seen} finished trials"
+          f"{'' if running else ' (NOTE: it was no longer running at the end of the busy row)'}")
+    print(f"{'controller':<16}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>8}{'p90 ms':>8}"
+          f"{'p99 ms':>8}{'max ms':>8}")
+    for label, r in (("study running", busy), ("idle", idle)):
+        print(f"{label:<16}{r['requests']:>9}{r['errors']:>7}{r['rps']:>8.1f}{r['p50']:>8.1f}{r['p90']:>8.1f}"
+              f"{r['p99']:>8.1f}{r['max']:>8.1f}")
+    print(f"p99 running / idle = {busy['p99'] / idle['p99']:.2f}x; target (issue #5): p99 < 50 ms while the study runs")
+
+
+if __name__ == "__main__":
+    main()
