@@ -60,7 +60,7 @@ class _StoreCallback(_LiveOnly, tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         keep = ("epoch", "train_loss", self.metric, "lr", "examples_per_s", "epoch_time_s",
-                "wall_time_s", "peak_memory_mb", "status", "resumed_from_epoch", "node_ip")
+                "wall_time_s", "peak_memory_mb", "status", "resumed_from_epoch", "node_ip", "node_id")
         row = {k: result.get(k) for k in keep if k in result}
         self.store.record_result(self._tid(trial), row, self.metric)
 
@@ -211,7 +211,8 @@ class StudyRunner:
 
         from workers.tune import run_configs
 
-        storage = str(Path(self.settings.storage_path).resolve())
+        sp = self.settings.storage_path  # a shared path or a URI (s3://, gs://) on a multi-node cluster
+        storage = sp if "://" in sp else str(Path(sp).resolve())
         grid = run_configs(
             configs, name=f"{study_id}-{optimizer}-s{stage}-{int(time.time() * 1000)}",
             storage_path=storage, cpu=spec["resources"]["cpu"], gpu=spec["resources"]["gpu"],

@@ -57,8 +57,12 @@ def trainable(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             resume = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
 
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()  # which cluster node trained it
+
     def report(metrics: dict, state: dict, final: bool) -> None:
-        metrics = {**metrics, "meta": trial_config.get("meta", {})}
+        metrics = {**metrics, "meta": trial_config.get("meta", {}), "node_id": node_id}
         if not state:
             tune.report(metrics)
             return
