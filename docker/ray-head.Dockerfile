@@ -3,6 +3,9 @@
 # Build from the repository root: docker build -f docker/ray-head.Dockerfile -t rootfree/ray-head .
 FROM rayproject/ray:2.60.0-py311-cpu
 
+# The base image runs as `ray` (uid 1000, gid 100): these directories are that user's, and a
+# named volume mounted on /home/ray/runs (Tune checkpoints) starts with that ownership.
+RUN mkdir -p /home/ray/app /home/ray/runs
 WORKDIR /home/ray/app
 RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 COPY --chown=1000:100 pyproject.toml README.md ./

@@ -48,6 +48,20 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    """Brings the study database to the newest schema (`serve` does this too, at start)."""
+    from .preflight import ConfigError, check_database
+
+    settings = _settings(args)
+    try:
+        check_database(settings.database_url)
+    except ConfigError as e:
+        print(f"rootfree migrate: {e}", file=sys.stderr)
+        return 2
+    print("the study database is at the newest schema")
+    return 0
+
+
 def _check(r: httpx.Response) -> dict:
     if r.status_code >= 400:
         try:
@@ -192,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=None)
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
     s.set_defaults(func=cmd_serve)
+    m = sub.add_parser("migrate", help="apply the study database's schema migrations and exit")
+    m.add_argument("--db", help="SQLAlchemy URL of the study store (default: ROOTFREE_DATABASE_URL)")
+    m.set_defaults(func=cmd_migrate)
     for name, func, helptext in (("submit", cmd_submit, "submit a study (YAML or JSON file)"),
                                  ("watch", cmd_watch, "live progress of a study"),
                                  ("export", cmd_export, "export a study's best configurations")):
