@@ -179,7 +179,7 @@ def cmd_demo(args) -> int:
         "optimizers": args.optimizers,
         "protocol": {"stages": args.stages, "top_k": max(2, min(args.stages) // 2), "seed": 0},
         "budget": {"epochs": args.epochs, "train_subset": args.train_subset,
-                   "test_subset": 1000, "width": 8, "batch_size": 64},
+                   "test_subset": 2000, "width": 8, "batch_size": 64},
         "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": args.num_cpus or 2,
     }
     study = _check(httpx.post(f"{url}/studies", json=spec, timeout=30))
@@ -227,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="the README's main job: a real comparison study end to end")
     d.add_argument("--optimizers", nargs="+", default=["sgd", "adamw", "rfrmsprop"])
     d.add_argument("--stages", nargs="+", type=int, default=[6, 6])
-    d.add_argument("--epochs", type=int, default=2)
-    d.add_argument("--train-subset", type=int, default=2000)
+    d.add_argument("--epochs", type=int, default=3)
+    d.add_argument("--train-subset", type=int, default=6000)
     d.add_argument("--num-cpus", type=int, default=2)
     d.add_argument("--db", default="rootfree-demo.db")
     d.add_argument("--port", type=int, default=None)
