@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.settings = settings
         app.state.store = StudyStore(settings.database_url)
         app.state.runner = None
         if settings.start_runner:

@@ -132,6 +132,40 @@ def cmd_watch(args) -> int:
     return 0 if study["status"] == "completed" else 1
 
 
+def follow_logs(url: str, study_id: str, lines: int = 50, follow: bool = False,
+                interval: float = 1.0, stream=sys.stdout) -> int:
+    """Prints the last `lines` lines of a study's log stream; with `follow`, keeps printing new
+    lines until the study has ended (exit code 0 when it completed)."""
+    printed, first, ended = 0, True, None
+    while True:
+        # The study's status first: a study seen ended has written its last line before we read.
+        status = _check(httpx.get(f"{url}/studies/{study_id}", timeout=30))["status"]
+        text = _check_text(httpx.get(f"{url}/studies/{study_id}/logs",
+                                     params={"tail": 100_000}, timeout=30))
+        current = text.splitlines()
+        start = max(0, len(current) - lines) if first else printed
+        for line in current[start:]:
+            print(line, file=stream, flush=True)
+        printed, first = len(current), False
+        if not follow:
+            return 0
+        if ended is not None:  # one more read after the end, for a runner still writing
+            return 0 if ended == "completed" else 1
+        if status in TERMINAL:
+            ended = status
+        time.sleep(interval)
+
+
+def _check_text(r: httpx.Response) -> str:
+    if r.status_code >= 400:
+        _check(r)
+    return r.text
+
+
+def cmd_logs(args) -> int:
+    return follow_logs(args.url, args.study_id, args.lines, args.follow)
+
+
 def cmd_export(args) -> int:
     r = httpx.get(f"{args.url}/studies/{args.study_id}/export",
                   params={"format": args.format, "k": args.k}, timeout=30)
@@ -185,7 +219,10 @@ def cmd_demo(args) -> int:
     study = _check(httpx.post(f"{url}/studies", json=spec, timeout=30))
     print(f"rootfree demo: API {url}/docs  study {study['id']}")
     if study.get("dashboard_url"):
-        print(f"Ray dashboard: {study['dashboard_url']}")
+        token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+        signin = f" (sign in with the token in {token})" if token.exists() else ""
+        print(f"Ray dashboard: {study['dashboard_url']}{signin}")
+    print(f"this study's log stream: rootfree logs {study['id']} --url {url} -f")
     study = watch(url, study["id"], interval=5.0)
     print("\n" + comparison_table(study))
     r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, timeout=30)
@@ -211,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     m.set_defaults(func=cmd_migrate)
     for name, func, helptext in (("submit", cmd_submit, "submit a study (YAML or JSON file)"),
                                  ("watch", cmd_watch, "live progress of a study"),
+                                 ("logs", cmd_logs, "a study's log stream (stages, trials, reports)"),
                                  ("export", cmd_export, "export a study's best configurations")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("file" if name == "submit" else "study_id")
@@ -220,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--idempotency-key", default=None)
         if name == "watch":
             p.add_argument("--interval", type=float, default=2.0)
+        if name == "logs":
+            p.add_argument("-n", "--lines", type=int, default=50, help="print the last N lines")
+            p.add_argument("-f", "--follow", action="store_true",
+                           help="keep printing new lines until the study ends")
         if name == "export":
             p.add_argument("--format", choices=["json", "yaml"], default="yaml")
             p.add_argument("--k", type=int, default=1)

@@ -23,6 +23,7 @@ from search_spaces import NarrowingError, SearchSpace, TwoStageProtocol, narrow,
 
 from .settings import Settings
 from .store import StudyStore
+from .study_log import StudyLog, ray_logs_dir
 
 log = logging.getLogger("rootfree.runner")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
@@ -45,27 +46,55 @@ class _LiveOnly:
         self.__dict__.update(state)
 
 
-class _StoreCallback(_LiveOnly, tune.Callback):
-    """Writes every Tune event of a stage into the study store, as it happens."""
+def trial_label(meta: dict) -> str:
+    """The name a trial carries in Ray Tune, the Ray dashboard and the study log."""
+    return f"{meta['study_id'][:8]}-{meta['optimizer']}-s{meta['stage']}-i{meta['index']}"
 
-    def __init__(self, store: StudyStore, metric: str):
-        self.store, self.metric = store, metric
+
+class _StoreCallback(_LiveOnly, tune.Callback):
+    """Writes every Tune event of a stage into the study store (and the study log), as it happens."""
+
+    def __init__(self, store: StudyStore, metric: str, slog: StudyLog | None = None):
+        self.store, self.metric, self.slog = store, metric, slog
 
     @staticmethod
     def _tid(trial) -> int:
         return trial.config["trial"]["meta"]["trial_id"]
 
+    def _say(self, trial, message: str, *args, level: int = logging.INFO) -> None:
+        if self.slog is not None:
+            self.slog.event("trial %s " + message, trial_label(trial.config["trial"]["meta"]),
+                            *args, level=level)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.store.mark_started(self._tid(trial))
+        hp = trial.config["trial"]["hyperparameters"]
+        self._say(trial, "started: %s", " ".join(f"{k}={_fmt(v)}" for k, v in sorted(hp.items())))
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self._say(trial, "restored from its checkpoint after a failure", level=logging.WARNING)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         keep = ("epoch", "train_loss", self.metric, "lr", "examples_per_s", "epoch_time_s",
                 "wall_time_s", "peak_memory_mb", "status", "resumed_from_epoch", "node_ip", "node_id")
         row = {k: result.get(k) for k in keep if k in result}
         self.store.record_result(self._tid(trial), row, self.metric)
+        fields = " ".join(f"{k}={_fmt(row[k])}" for k in
+                          ("train_loss", self.metric, "lr", "examples_per_s", "node_ip") if k in row)
+        self._say(trial, "epoch %s: %s%s", row.get("epoch"), fields,
+                  " (diverged)" if row.get("status") == "diverged" else "")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._say(trial, "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.store.mark_failed(self._tid(trial), str(getattr(trial, "error_file", "") or "error"))
+        self._say(trial, "failed (error file: %s)", getattr(trial, "error_file", None),
+                  level=logging.ERROR)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 class _CancelStopper(_LiveOnly, tune.Stopper):
@@ -89,9 +118,11 @@ class StudyRunner:
     def __init__(self, store: StudyStore, settings: Settings, stop_event=None):
         self.store, self.settings = store, settings
         self.dashboard_url: str | None = None
+        self.node_id: str | None = None  # the Ray node this runner drives from (its logs dir)
         self._stop = stop_event if stop_event is not None else threading.Event()
         self._thread: threading.Thread | None = None
         self.current: str | None = None
+        self._interrupted: dict[str, int] = {}  # study id -> trials a dead controller left running
 
     # ------------------------------------------------------------------ lifecycle
     def connect_ray(self) -> None:
@@ -108,6 +139,7 @@ class StudyRunner:
                            dashboard_port=s.dashboard_port, **kwargs)
         url = getattr(ctx, "dashboard_url", None)
         self.dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def start(self) -> None:
         self.connect_ray()
@@ -130,8 +162,9 @@ class StudyRunner:
 
     def _loop(self) -> None:
         for study in self.store.studies_with_status("running"):  # a previous controller died
-            n = self.store.reset_interrupted(study.id)
-            log.info("resuming study %s (%d interrupted trials rerun)", study.id, n)
+            self._interrupted[study.id] = self.store.reset_interrupted(study.id)
+            log.info("resuming study %s (%d interrupted trials rerun)", study.id,
+                     self._interrupted[study.id])
         while not self._stop.is_set():
             todo = self.store.studies_with_status("running", "queued")
             if not todo:
@@ -142,23 +175,34 @@ class StudyRunner:
     # ------------------------------------------------------------------ one study
     def run_study(self, study_id: str) -> None:
         self.current = study_id
+        slog = StudyLog(self.settings.storage_path, study_id, ray_logs_dir())
         try:
+            before = self.store.get_study(study_id)
             if not self.store.set_status(study_id, "running", only_from=("queued", "running")):
                 return
-            self._run(study_id)
+            how = "started"
+            if before.status == "running":
+                how = f"resumed ({self._interrupted.pop(study_id, 0)} interrupted trials rerun)"
+            slog.event("study %r %s on %s (Ray node %s)", before.name, how,
+                       self.settings.ray_address or "a local Ray", self.node_id)
+            self._run(study_id, slog)
+            slog.event("study completed")
             self.store.set_status(study_id, "completed", only_from=("running",))
         except StudyCancelled:
-            log.info("study %s cancelled", study_id)
+            slog.event("study cancelled" if self.is_cancelled(study_id)
+                       else "study interrupted: the controller is stopping; it resumes on restart")
         except NarrowingError as e:
             self.store.set_status(study_id, "failed", only_from=("running",), error=str(e))
+            slog.event("study failed: %s", e, level=logging.ERROR)
         except Exception as e:  # noqa: BLE001 - the study fails, the controller lives on
-            log.error("study %s failed: %s", study_id, traceback.format_exc())
+            slog.event("study failed: %s", traceback.format_exc(), level=logging.ERROR)
             self.store.set_status(study_id, "failed", only_from=("running",),
                                   error=f"{type(e).__name__}: {e}")
         finally:
+            slog.close()
             self.current = None
 
-    def _run(self, study_id: str) -> None:
+    def _run(self, study_id: str, slog: StudyLog) -> None:
         study = self.store.get_study(study_id)
         spec = study.spec
         p = spec["protocol"]
@@ -182,9 +226,13 @@ class StudyRunner:
                                        margin=protocol.margin)
                         notes = space.notes
                     self.store.save_stage_space(study_id, optimizer, stage, space.to_dict(), notes)
+                    for note in notes:
+                        slog.event("%s stage %d: %s", optimizer, stage, note)
                 configs = sample(space, n, protocol.seed, stage=stage, method=protocol.method)
                 self.store.ensure_trials(study_id, optimizer, stage, configs)
-                self._run_pending(study_id, spec, optimizer, stage)
+                slog.event("%s stage %d: %d trials over %s", optimizer, stage, n,
+                           _describe(space.to_dict()))
+                self._run_pending(study_id, spec, optimizer, stage, slog)
                 if self.is_cancelled(study_id):
                     raise StudyCancelled
                 try:
@@ -193,7 +241,8 @@ class StudyRunner:
                 except Exception:  # noqa: BLE001 - the Optuna view is a convenience
                     log.warning("optuna export failed: %s", traceback.format_exc())
 
-    def _run_pending(self, study_id: str, spec: dict, optimizer: str, stage: int) -> None:
+    def _run_pending(self, study_id: str, spec: dict, optimizer: str, stage: int,
+                     slog: StudyLog | None = None) -> None:
         pending = self.store.trials(study_id, optimizer=optimizer, stage=stage, status="pending")
         if not pending:
             return
@@ -206,8 +255,7 @@ class StudyRunner:
         ]
 
         def trial_name(trial) -> str:
-            m = trial.config["trial"]["meta"]
-            return f"{m['study_id'][:8]}-{m['optimizer']}-s{m['stage']}-i{m['index']}"
+            return trial_label(trial.config["trial"]["meta"])
 
         from workers.tune import run_configs
 
@@ -217,7 +265,7 @@ class StudyRunner:
             configs, name=f"{study_id}-{optimizer}-s{stage}-{int(time.time() * 1000)}",
             storage_path=storage, cpu=spec["resources"]["cpu"], gpu=spec["resources"]["gpu"],
             max_concurrent_trials=spec["max_concurrent_trials"], max_failures=2,
-            callbacks=[_StoreCallback(self.store, spec["metric"])],
+            callbacks=[_StoreCallback(self.store, spec["metric"], slog)],
             trial_name_creator=trial_name, stop=_CancelStopper(self, study_id),
         )
         cancelled = self.is_cancelled(study_id)
@@ -232,6 +280,22 @@ class StudyRunner:
                 if t and t.status not in ("completed", "diverged", "failed", "pending"):
                     self.store.mark_failed(tid, "stopped: the study was cancelled" if cancelled
                                            else "the trial ended without a final report")
+
+
+def _describe(space: dict) -> str:
+    """A one-line summary of a search space's dimensions for the study log."""
+    try:
+        parts = []
+        for name, d in space.items():
+            if "low" in d:
+                parts.append(f"{name}~{d['kind']}[{_fmt(d['low'])}, {_fmt(d['high'])}]")
+            elif "values" in d:
+                parts.append(f"{name} in {d['values']}")
+            else:
+                parts.append(f"{name}={d.get('value')}")
+        return ", ".join(parts)
+    except (AttributeError, KeyError, TypeError):
+        return str(space)
 
 
 class RunnerStartError(RuntimeError):
@@ -261,6 +325,14 @@ def _runner_main(settings_dict: dict, conn, stop_event, parent_pid: int) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the API; it stops us in order
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings(**settings_dict)
+    if settings.runner_nice > 0:
+        # Before any thread or Ray process exists: Linux keeps niceness per thread, and new
+        # threads and processes inherit it from their creator.
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0),
+                                                   settings.runner_nice))
+        except OSError:
+            pass
     try:
         store = StudyStore(settings.database_url)
         runner = StudyRunner(store, settings, stop_event=stop_event)
@@ -268,7 +340,7 @@ def _runner_main(settings_dict: dict, conn, stop_event, parent_pid: int) -> None
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails fast
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
-    conn.send(("ready", runner.dashboard_url))
+    conn.send(("ready", {"dashboard_url": runner.dashboard_url, "node_id": runner.node_id}))
     try:
         runner._loop()
     finally:
@@ -291,6 +363,7 @@ class RunnerProcess:
         self._stop = self._ctx.Event()
         self.process = None
         self.dashboard_url: str | None = None
+        self.node_id: str | None = None
 
     def start(self) -> None:
         parent, child = self._ctx.Pipe(duplex=False)
@@ -311,7 +384,7 @@ class RunnerProcess:
             self.process.join(timeout=10)
             where = self.settings.ray_address or "a local Ray instance"
             raise RunnerStartError(f"the study runner could not start ({where}): {value}")
-        self.dashboard_url = value
+        self.dashboard_url, self.node_id = value["dashboard_url"], value["node_id"]
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.is_alive()

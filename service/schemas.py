@@ -134,6 +134,9 @@ class StudyOut(BaseModel):
     notes: list[str]
     optimizers: list[OptimizerSummary]
     dashboard_url: str | None
+    # The study's log stream as served by the Ray dashboard (its state API reads the file on the
+    # runner's Ray node); `links.logs` serves the same lines from this API.
+    dashboard_log_url: str | None = None
     links: dict[str, str]
 
 

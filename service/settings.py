@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = 1.0
     start_runner: bool = True
     runner_process: bool = True  # the runner in a child process (the API stays responsive)
+    # Niceness of that child process and of the local Ray it starts (trial workers go further,
+    # ROOTFREE_WORKER_NICE): the Tune driver is batch work, the API answers people. 0: leave it.
+    runner_nice: int = 5
 
 
 @lru_cache

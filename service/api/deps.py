@@ -5,11 +5,16 @@ from __future__ import annotations
 from fastapi import HTTPException, Request
 
 from ..models import Study
+from ..settings import Settings
 from ..store import StudyStore
 
 
 def get_store(request: Request) -> StudyStore:
     return request.app.state.store
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
 
 
 def get_study_or_404(study_id: str, request: Request) -> Study:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlencode
 
 import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from ..models import Study
 from ..schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
+from ..settings import Settings
 from ..store import StudyStore
+from ..study_log import log_path, ray_log_name, tail
 from ..summary import best_configs, optimizer_summaries
-from .deps import get_store, get_study_or_404
+from .deps import get_app_settings, get_store, get_study_or_404
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 TERMINAL = ("completed", "failed", "cancelled")
@@ -20,14 +24,19 @@ TERMINAL = ("completed", "failed", "cancelled")
 def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
     runner = getattr(request.app.state, "runner", None)
     base = f"/studies/{study.id}"
+    dashboard = getattr(runner, "dashboard_url", None)
+    node = getattr(runner, "node_id", None)
+    dashboard_log_url = (f"{dashboard}/api/v0/logs/file?"
+                         + urlencode({"node_id": node, "filename": ray_log_name(study.id)})
+                         if dashboard and node else None)
     return StudyOut(
         id=study.id, name=study.name, status=study.status, spec=study.spec,
         created_at=study.created_at, updated_at=study.updated_at, started_at=study.started_at,
         finished_at=study.finished_at, error=study.error, notes=study.notes or [],
         optimizers=optimizer_summaries(store, study),
-        dashboard_url=getattr(runner, "dashboard_url", None),
+        dashboard_url=dashboard, dashboard_log_url=dashboard_log_url,
         links={"self": base, "trials": f"{base}/trials", "best": f"{base}/best",
-               "export": f"{base}/export"},
+               "export": f"{base}/export", "logs": f"{base}/logs"},
     )
 
 
@@ -75,6 +84,15 @@ def get_trial(trial_id: int, study: Study = Depends(get_study_or_404),
     return t
 
 
+@router.get("/{study_id}/logs", response_class=PlainTextResponse)
+def study_logs(tail_lines: int = Query(200, alias="tail", ge=1, le=100_000),
+               study: Study = Depends(get_study_or_404),
+               settings: Settings = Depends(get_app_settings)):
+    """The last `tail` lines of the study's log stream (empty until the runner starts it)."""
+    lines = tail(log_path(settings.storage_path, study.id), tail_lines)
+    return PlainTextResponse("\n".join(lines) + ("\n" if lines else ""))
+
+
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyOut)
 def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
                  store: StudyStore = Depends(get_store)):
@@ -86,10 +104,12 @@ def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
 
 @router.delete("/{study_id}", status_code=204)
 def delete_study(study: Study = Depends(get_study_or_404),
-                 store: StudyStore = Depends(get_store)):
+                 store: StudyStore = Depends(get_store),
+                 settings: Settings = Depends(get_app_settings)):
     if study.status in ("running", "queued"):
         raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
+    log_path(settings.storage_path, study.id).unlink(missing_ok=True)
     return Response(status_code=204)
 
 

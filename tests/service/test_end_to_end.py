@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,9 +30,11 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(db_url: str, port: int, tmp_path) -> subprocess.Popen:
+def _serve(db_url: str, port: int, tmp_path, dashboard_port: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "ROOTFREE_DATABASE_URL": db_url, "ROOTFREE_NUM_CPUS": "2",
-           "ROOTFREE_DASHBOARD": "false", "ROOTFREE_STORAGE_PATH": str(tmp_path / "runs"),
+           "ROOTFREE_DASHBOARD": "true" if dashboard_port else "false",
+           "ROOTFREE_DASHBOARD_PORT": str(dashboard_port or 8265),
+           "ROOTFREE_STORAGE_PATH": str(tmp_path / "runs"),
            "ROOTFREE_POLL_INTERVAL_S": "0.5", "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
@@ -61,6 +64,21 @@ def _wait(url, sid, cond, timeout=600):
     raise AssertionError(f"timed out: {s['status']} {s['optimizers']}")
 
 
+def _dashboard_log(url: str | None, timeout: float = 60) -> str:
+    """The study log as the Ray dashboard serves it (its state API reads the runner node's file).
+    A local Ray 2.60 turns token authentication on by default, with the token in ~/.ray/auth_token."""
+    assert url and "/api/v0/logs/file?" in url, url
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
+    t0 = time.time()
+    while True:
+        r = httpx.get(url, headers=headers, timeout=30)
+        if r.status_code == 200 or time.time() - t0 > timeout:  # its agent may still be starting
+            assert r.status_code == 200, r.text[:500]
+            return r.text
+        time.sleep(1)
+
+
 def _done(study):
     return sum(n for o in study["optimizers"] for c in o["stages"].values()
                for k, n in c["by_status"].items() if k in ("completed", "diverged", "failed"))
@@ -78,9 +96,11 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
         _kill(proc)  # a real kill: no shutdown hooks run
     port = _port()
     url = f"http://127.0.0.1:{port}"
-    proc = _serve(db_url, port, tmp_path)
+    proc = _serve(db_url, port, tmp_path, dashboard_port=_port())  # the restart shows the dashboard
     try:
         study = _wait(url, sid, lambda s: s["status"] in ("completed", "failed"))
+        logs = httpx.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
+        dashboard_logs = _dashboard_log(study["dashboard_log_url"])
         assert study["status"] == "completed", study.get("error")
         trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}).json()
         best = httpx.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
@@ -90,6 +110,15 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
         _kill(proc)
 
     assert again.json()["id"] == sid
+    # the study's log stream: both controllers' runs, every trial's epochs, in the Ray dashboard too
+    assert "started on a local Ray" in logs and "interrupted trials rerun) on a local Ray" in logs
+    assert logs.rstrip().endswith("study completed")
+    for t in trials:
+        label = f"{sid[:8]}-{t['optimizer']}-s{t['stage']}-i{t['index']}"
+        assert f"trial {label} epoch 1: " in logs, label
+    for opt in SPEC["optimizers"]:
+        assert f"{opt} stage 2: 3 trials over " in logs
+    assert "study completed" in dashboard_logs and f"{sid[:8]}-adamw-s2-i0" in dashboard_logs
     # exact protocol counts, one row per (optimizer, stage, index), all finished
     for opt in SPEC["optimizers"]:
         for stage, n in enumerate(SPEC["protocol"]["stages"], start=1):

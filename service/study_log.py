@@ -1,0 +1,96 @@
+"""The study's log stream: one file per study, readable over REST and in the Ray dashboard.
+
+Every event of a study (its start, each stage and its search space, every trial report and how
+each trial ended, the end of the study) is one line of `<storage_path>/logs/study-<id>.log`. The
+file lives next to the Tune checkpoints, so it survives a controller restart (a resumed study
+appends to it) and, on a cluster, sits on the shared volume. The runner links it into its Ray
+node's log directory as `rootfree/study-<id>.log`, so the Ray dashboard's Logs view (and `ray
+logs`) shows each study's stream next to the trial actors' own logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+
+LOG_SUBDIR = "rootfree"  # the folder under the Ray node's log directory
+
+_console = logging.getLogger("rootfree.study")
+
+
+def log_path(storage_path: str, study_id: str) -> Path:
+    """Where a study's log file lives (a local path; a URI storage path keeps logs in ./runs)."""
+    base = Path(storage_path) if "://" not in storage_path else Path("runs")
+    return (base / "logs" / f"study-{study_id}.log").resolve()
+
+
+def ray_log_name(study_id: str) -> str:
+    """The study log's file name relative to a Ray node's log directory."""
+    return f"{LOG_SUBDIR}/study-{study_id}.log"
+
+
+def ray_logs_dir() -> Path | None:
+    """This process's Ray node log directory, or None when Ray is not connected.
+
+    Ray has no public accessor for it; the private one is guarded so a Ray upgrade that moves it
+    only loses the dashboard link, never a study."""
+    try:
+        import ray
+
+        node = ray._private.worker._global_node  # noqa: SLF001
+        return Path(node.get_logs_dir_path()) if node is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last `lines` lines of a log file ([] when it does not exist yet)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n") for line in deque(f, maxlen=lines)]
+    except FileNotFoundError:
+        return []
+
+
+class StudyLog:
+    """Appends timestamped lines to one study's log file; thread-safe (Tune callbacks and the
+    runner loop both write). Lines also go to the runner's console log."""
+
+    def __init__(self, storage_path: str, study_id: str, logs_dir: Path | None = None):
+        self.study_id = study_id
+        self.path = log_path(storage_path, study_id)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
+        self.ray_name: str | None = None
+        if logs_dir is not None:
+            self.ray_name = self._link_into(logs_dir)
+
+    def _link_into(self, logs_dir: Path) -> str | None:
+        # A symlink: Ray's log agent follows links that sit inside its log directory.
+        link = logs_dir / ray_log_name(self.study_id)
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            os.symlink(self.path, link)
+            return ray_log_name(self.study_id)
+        except OSError as e:
+            _console.warning("could not link the study log into %s: %s", logs_dir, e)
+            return None
+
+    def event(self, message: str, *args, level: int = logging.INFO) -> None:
+        text = message % args if args else message
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
+        _console.log(level, "[%s] %s", self.study_id[:8], text)
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
