@@ -11,6 +11,9 @@ is cancelled and the same clients run again against the idle controller, so the 
 by side in one run. `--interval 0` gives the closed-loop saturation throughput instead.
 
 Reports p50 / p90 / p99 / max latency (ms, measured at the client) and requests per second.
+The clients speak HTTP/1.1 keep-alive over plain asyncio streams: the instrument shares the
+machine's cores with the controller and the trials, and httpx's per-request CPU cost (about 10x
+more) was itself adding queueing delay to the measured tail (`--client httpx` shows it).
 Target (issue #5): p99 under 50 ms while the study runs.
 """
 
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -49,16 +53,44 @@ def _finished(study: dict) -> int:
                for k, n in c["by_status"].items() if k in ("completed", "diverged", "failed"))
 
 
-async def _client(c: httpx.AsyncClient, url: str, start: float, until: float, interval: float,
+class _LeanClient:
+    """One keep-alive HTTP/1.1 connection; GET only, Content-Length bodies (what uvicorn sends)."""
+
+    def __init__(self, url: str):
+        u = urlsplit(url)
+        self.host, self.port, self.path = u.hostname, u.port, u.path or "/"
+        self.reader = self.writer = None
+
+    async def get(self, _url: str | None = None) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    async def aclose(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def _client(c, url: str, start: float, until: float, interval: float,
                   out: list[float], errors: list[str]) -> None:
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
     while time.perf_counter() < until:
         t0 = time.perf_counter()
         try:
             r = await c.get(url)
-            if r.status_code != 200:
-                errors.append(str(r.status_code))
-        except httpx.HTTPError as e:
+            status = r if isinstance(r, int) else r.status_code
+            if status != 200:
+                errors.append(str(status))
+        except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as e:
             errors.append(type(e).__name__)
         dt = time.perf_counter() - t0
         out.append(dt)
@@ -66,12 +98,13 @@ async def _client(c: httpx.AsyncClient, url: str, start: float, until: float, in
             await asyncio.sleep(max(0.0, interval - dt))
 
 
-async def _load(url: str, clients: int, duration: float, interval: float) -> dict:
+async def _load(url: str, clients: int, duration: float, interval: float, kind: str = "lean") -> dict:
     lat: list[float] = []
     errors: list[str] = []
     # Every client opens its connection before the clock starts: creating 50 httpx clients
     # blocks this event loop for about a second, which would otherwise be counted as latency.
-    pool = [httpx.AsyncClient(timeout=10) for _ in range(clients)]
+    pool = [httpx.AsyncClient(timeout=10) if kind == "httpx" else _LeanClient(url)
+            for _ in range(clients)]
     try:
         await asyncio.gather(*(c.get(url) for c in pool))
         t0 = time.perf_counter()
@@ -93,6 +126,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between one client's requests")
     ap.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in a temporary directory)")
+    ap.add_argument("--client", choices=["lean", "httpx"], default="lean",
+                    help="the load generator's HTTP client (default: plain asyncio streams)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +158,7 @@ def main() -> None:
                 if study["status"] in ("failed", "completed", "cancelled") or time.time() - t0 > 600:
                     raise SystemExit(f"study {study['status']} before the measurement: {study.get('error')}")
                 time.sleep(1)
-            busy = asyncio.run(_load(url, args.clients, args.duration, args.interval))
+            busy = asyncio.run(_load(url, args.clients, args.duration, args.interval, args.client))
             study = httpx.get(url, timeout=10).json()
             running = study["status"] == "running"
             trials_seen = _finished(study)
@@ -133,12 +168,12 @@ def main() -> None:
                     break
                 time.sleep(0.5)
             time.sleep(5)  # let Tune tear the cancelled stage down: "idle" means idle
-            idle = asyncio.run(_load(url, args.clients, args.duration, args.interval))
+            idle = asyncio.run(_load(url, args.clients, args.duration, args.interval, args.client))
         finally:
             os.killpg(proc.pid, 9)
             proc.wait(timeout=30)
 
-    print(f"GET /studies/{{id}}: {args.clients} clients, one request per {args.interval:g} s each, "
+    print(f"GET /studies/{{id}}: {args.clients} {args.client} clients, one request per {args.interval:g} s each, "
           f"{args.duration:g} s per row; the study had {trials_seen} finished trials"
           f"{'' if running else ' (NOTE: it was no longer running at the end of the busy row)'}")
     print(f"{'controller':<16}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>8}{'p90 ms':>8}"
