@@ -18,6 +18,7 @@ from pathlib import Path
 
 import ray
 from ray import tune
+from ray.job_config import JobConfig
 
 from search_spaces import NarrowingError, SearchSpace, TwoStageProtocol, narrow, sample
 
@@ -130,7 +131,14 @@ class StudyRunner:
             return
         self._owns_ray = True
         s = self.settings
-        kwargs = dict(namespace="rootfree", log_to_driver=False, ignore_reinit_error=True)
+        from sqlalchemy.engine import make_url
+
+        # The Ray dashboard's Jobs view lists this driver; its metadata says what it is.
+        job = JobConfig(metadata={
+            "rootfree": "study runner",
+            "database": make_url(s.database_url).render_as_string(hide_password=True)})
+        kwargs = dict(namespace="rootfree", log_to_driver=False, ignore_reinit_error=True,
+                      job_config=job)
         if s.ray_address:
             ctx = ray.init(address=s.ray_address, **kwargs)
         else:

@@ -64,12 +64,16 @@ def _wait(url, sid, cond, timeout=600):
     raise AssertionError(f"timed out: {s['status']} {s['optimizers']}")
 
 
+def _ray_auth() -> dict:
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    return {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
+
+
 def _dashboard_log(url: str | None, timeout: float = 60) -> str:
     """The study log as the Ray dashboard serves it (its state API reads the runner node's file).
     A local Ray 2.60 turns token authentication on by default, with the token in ~/.ray/auth_token."""
     assert url and "/api/v0/logs/file?" in url, url
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
+    headers = _ray_auth()
     t0 = time.time()
     while True:
         r = httpx.get(url, headers=headers, timeout=30)
@@ -101,6 +105,7 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
         study = _wait(url, sid, lambda s: s["status"] in ("completed", "failed"))
         logs = httpx.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
         dashboard_logs = _dashboard_log(study["dashboard_log_url"])
+        jobs = httpx.get(f"{study['dashboard_url']}/api/jobs/", headers=_ray_auth(), timeout=30).json()
         assert study["status"] == "completed", study.get("error")
         trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}).json()
         best = httpx.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
@@ -119,6 +124,10 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     for opt in SPEC["optimizers"]:
         assert f"{opt} stage 2: 3 trials over " in logs
     assert "study completed" in dashboard_logs and f"{sid[:8]}-adamw-s2-i0" in dashboard_logs
+    # the runner is a named driver job in the dashboard's Jobs view
+    runner_jobs = [j for j in jobs if (j.get("metadata") or {}).get("rootfree") == "study runner"]
+    assert runner_jobs and runner_jobs[0]["metadata"]["database"].startswith(db_url.split(":")[0]), jobs
+    assert runner_jobs[0]["status"] == "RUNNING"
     # exact protocol counts, one row per (optimizer, stage, index), all finished
     for opt in SPEC["optimizers"]:
         for stage, n in enumerate(SPEC["protocol"]["stages"], start=1):
