@@ -65,7 +65,7 @@ class _StoreCallback(_LiveOnly, tune.Callback):
     def _say(self, trial, message: str, *args, level: int = logging.INFO) -> None:
         if self.slog is not None:
             self.slog.event("trial %s " + message, trial_label(trial.config["trial"]["meta"]),
-                            *args, level=level)
+                            *args, level=level, echo=False)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.store.mark_started(self._tid(trial))

@@ -58,7 +58,8 @@ def tail(path: Path, lines: int) -> list[str]:
 
 class StudyLog:
     """Appends timestamped lines to one study's log file; thread-safe (Tune callbacks and the
-    runner loop both write). Lines also go to the runner's console log."""
+    runner loop both write). Study-level lines, and warnings, also go to the runner's console log;
+    per-trial lines stay in the file (`echo=False`), or a console would scroll a line per epoch."""
 
     def __init__(self, storage_path: str, study_id: str, logs_dir: Path | None = None):
         self.study_id = study_id
@@ -83,13 +84,14 @@ class StudyLog:
             _console.warning("could not link the study log into %s: %s", logs_dir, e)
             return None
 
-    def event(self, message: str, *args, level: int = logging.INFO) -> None:
+    def event(self, message: str, *args, level: int = logging.INFO, echo: bool = True) -> None:
         text = message % args if args else message
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         with self._lock:
             if not self._file.closed:
                 self._file.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
-        _console.log(level, "[%s] %s", self.study_id[:8], text)
+        if echo or level >= logging.WARNING:
+            _console.log(level, "[%s] %s", self.study_id[:8], text)
 
     def close(self) -> None:
         with self._lock:

@@ -3,6 +3,7 @@
 dashboard."""
 
 import io
+import logging
 import os
 import threading
 
@@ -140,3 +141,15 @@ def test_rootfree_logs_prints_the_tail_and_follows_to_the_end(app_client, monkey
     slog.close()
     assert code == 1  # cancelled, not completed
     assert [line.split(" ", 2)[2] for line in out.getvalue().splitlines()] == ["before 3", "after"]
+
+
+def test_only_study_level_lines_and_warnings_reach_the_console(tmp_path, caplog):
+    slog = StudyLog(str(tmp_path), "console")
+    with caplog.at_level("INFO", logger="rootfree.study"):
+        slog.event("study started")
+        slog.event("trial x epoch 1", echo=False)
+        slog.event("trial x restored", echo=False, level=logging.WARNING)
+    slog.close()
+    assert [r.getMessage() for r in caplog.records] == ["[console] study started",
+                                                        "[console] trial x restored"]
+    assert len(tail(slog.path, 10)) == 3
