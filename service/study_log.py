@@ -52,7 +52,7 @@ def tail(path: Path, lines: int) -> list[str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return [line.rstrip("\n") for line in deque(f, maxlen=lines)]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 
@@ -64,10 +64,15 @@ class StudyLog:
     def __init__(self, storage_path: str, study_id: str, logs_dir: Path | None = None):
         self.study_id = study_id
         self.path = log_path(storage_path, study_id)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
         self._lock = threading.Lock()
         self.ray_name: str | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+        except OSError as e:  # an unwritable storage path costs the log file, never the study
+            _console.warning("study %s: cannot write its log file %s: %s", study_id, self.path, e)
+            self._file = None
+            return
         if logs_dir is not None:
             self.ray_name = self._link_into(logs_dir)
 
@@ -88,11 +93,12 @@ class StudyLog:
         text = message % args if args else message
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         with self._lock:
-            if not self._file.closed:
+            if self._file is not None and not self._file.closed:
                 self._file.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
         if echo or level >= logging.WARNING:
             _console.log(level, "[%s] %s", self.study_id[:8], text)
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()

@@ -109,7 +109,10 @@ def delete_study(study: Study = Depends(get_study_or_404),
     if study.status in ("running", "queued"):
         raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
-    log_path(settings.storage_path, study.id).unlink(missing_ok=True)
+    try:
+        log_path(settings.storage_path, study.id).unlink(missing_ok=True)
+    except OSError:  # the study is gone from the store; a stray log file is harmless
+        pass
     return Response(status_code=204)
 
 

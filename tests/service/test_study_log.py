@@ -153,3 +153,16 @@ def test_only_study_level_lines_and_warnings_reach_the_console(tmp_path, caplog)
     assert [r.getMessage() for r in caplog.records] == ["[console] study started",
                                                         "[console] trial x restored"]
     assert len(tail(slog.path, 10)) == 3
+
+
+def test_an_unwritable_storage_path_costs_the_file_not_the_study(tmp_path, caplog):
+    storage = tmp_path / "runs"
+    storage.write_text("a file where the storage folder should be")
+    with caplog.at_level("INFO", logger="rootfree.study"):
+        slog = StudyLog(str(storage), "ro", tmp_path)
+        slog.event("study started")  # no exception: the runner goes on
+        slog.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cannot write its log file" in m for m in messages)
+    assert "[ro] study started" in messages
+    assert slog.ray_name is None
