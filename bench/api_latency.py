@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from service.cli import finished_trials, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {
     "name": "bench-api-latency", "workload": "fmnist_cnn", "optimizers": ["adamw", "rfrmsprop"],
@@ -40,17 +41,6 @@ SPEC = {
     "budget": {"epochs": 2, "train_subset": 1000, "test_subset": 500, "width": 8, "batch_size": 64},
     "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
 }
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _finished(study: dict) -> int:
-    return sum(n for o in study["optimizers"] for c in o["stages"].values()
-               for k, n in c["by_status"].items() if k in ("completed", "diverged", "failed"))
 
 
 class _LeanClient:
@@ -131,7 +121,7 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = _port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "ROOTFREE_DATABASE_URL": args.db or f"sqlite:///{tmp}/bench.db",
                "ROOTFREE_NUM_CPUS": "2", "ROOTFREE_DASHBOARD": "false",
@@ -153,7 +143,7 @@ def main() -> None:
             t0 = time.time()
             while True:
                 study = httpx.get(url, timeout=10).json()
-                if study["status"] == "running" and _finished(study) >= 4:
+                if study["status"] == "running" and finished_trials(study) >= 4:
                     break
                 if study["status"] in ("failed", "completed", "cancelled") or time.time() - t0 > 600:
                     raise SystemExit(f"study {study['status']} before the measurement: {study.get('error')}")
@@ -161,7 +151,7 @@ def main() -> None:
             busy = asyncio.run(_load(url, args.clients, args.duration, args.interval, args.client))
             study = httpx.get(url, timeout=10).json()
             running = study["status"] == "running"
-            trials_seen = _finished(study)
+            trials_seen = finished_trials(study)
             httpx.post(f"{url}/cancel", timeout=30)
             for _ in range(120):
                 if httpx.get(url, timeout=10).json()["status"] in ("cancelled", "completed", "failed"):

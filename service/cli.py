@@ -16,6 +16,30 @@ import yaml
 
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TERMINAL = ("completed", "failed", "cancelled")
+TRIAL_FINISHED = ("completed", "diverged", "failed")
+
+
+def finished(by_status: dict[str, int]) -> int:
+    """Trials that have ended, from one stage's `by_status` counts of `GET /studies/{id}`."""
+    return sum(n for status, n in by_status.items() if status in TRIAL_FINISHED)
+
+
+def finished_trials(study: dict) -> int:
+    """Trials that have ended, over every optimizer and stage of a `GET /studies/{id}` body."""
+    return sum(finished(c["by_status"]) for o in study["optimizers"] for c in o["stages"].values())
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_auth_token_file() -> Path:
+    """Where Ray keeps the token its dashboard asks for (Ray 2.60 turns token auth on by default
+    for a local `ray.init()`)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
 
 
 def _settings(args):
@@ -91,7 +115,7 @@ def render(study: dict) -> str:
     metric = study["spec"]["metric"]
     for o in study["optimizers"]:
         for stage, c in o["stages"].items():
-            done = sum(v for k, v in c["by_status"].items() if k in ("completed", "diverged", "failed"))
+            done = finished(c["by_status"])
             extra = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
             lines.append(f"  {o['optimizer']:<10} stage {stage} [{_bar(done, c['total'])}] "
                          f"{done}/{c['total']}  ({extra})")
@@ -180,12 +204,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cmd_demo(args) -> int:
     """Starts the service on SQLite + local Ray, runs a real comparison study, exports it."""
     import uvicorn
@@ -193,7 +211,7 @@ def cmd_demo(args) -> int:
     from .app import create_app
     from .settings import Settings
 
-    port = args.port or _free_port()
+    port = args.port or free_port()
     settings = Settings(database_url=f"sqlite:///{Path(args.db).resolve()}", port=port,
                         num_cpus=args.num_cpus, dashboard=True)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
@@ -219,7 +237,7 @@ def cmd_demo(args) -> int:
     study = _check(httpx.post(f"{url}/studies", json=spec, timeout=30))
     print(f"rootfree demo: API {url}/docs  study {study['id']}")
     if study.get("dashboard_url"):
-        token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+        token = ray_auth_token_file()
         signin = f" (sign in with the token in {token})" if token.exists() else ""
         print(f"Ray dashboard: {study['dashboard_url']}{signin}")
     print(f"this study's log stream: rootfree logs {study['id']} --url {url} -f")

@@ -7,7 +7,6 @@ still completes with exact counts."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from service.cli import free_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -27,12 +28,6 @@ SPEC = {
     "budget": {"epochs": 3, "train_subset": 768, "test_subset": 200, "width": 8, "batch_size": 64},
     "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
 }
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray(env, *args):
@@ -67,7 +62,7 @@ def _pids_of_node(node_manager_port: int) -> list[int]:
 def cluster(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": uuid.uuid4().hex}
-    gcs, worker_port = _port(), _port()
+    gcs, worker_port = free_port(), free_port()
     address = f"127.0.0.1:{gcs}"
     store = str(100 * 2**20)
     try:
@@ -84,7 +79,7 @@ def cluster(tmp_path):
 
 def test_study_on_a_multi_node_cluster_survives_losing_a_worker_node(cluster, pg_url, tmp_path):
     env, address, worker_port = cluster
-    port = _port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     serve_env = {**env, "ROOTFREE_STORAGE_PATH": str(tmp_path / "runs"), "ROOTFREE_POLL_INTERVAL_S": "0.5"}

@@ -4,14 +4,14 @@ a two-optimizer study through the real `rootfree serve` process, killed mid-stud
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
+
+from service.cli import finished_trials, free_port, ray_auth_token_file
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +22,6 @@ SPEC = {
                "batch_size": 64},
     "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
 }
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serve(db_url: str, port: int, tmp_path, dashboard_port: int | None = None) -> subprocess.Popen:
@@ -65,7 +59,7 @@ def _wait(url, sid, cond, timeout=600):
 
 
 def _ray_auth() -> dict:
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    token_file = ray_auth_token_file()
     return {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
 
 
@@ -83,24 +77,19 @@ def _dashboard_log(url: str | None, timeout: float = 60) -> str:
         time.sleep(1)
 
 
-def _done(study):
-    return sum(n for o in study["optimizers"] for c in o["stages"].values()
-               for k, n in c["by_status"].items() if k in ("completed", "diverged", "failed"))
-
-
 def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
-    port = _port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _serve(db_url, port, tmp_path)
     try:
         sid = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
                          timeout=30).json()["id"]
-        _wait(url, sid, lambda s: _done(s) >= 3)
+        _wait(url, sid, lambda s: finished_trials(s) >= 3)
     finally:
         _kill(proc)  # a real kill: no shutdown hooks run
-    port = _port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _serve(db_url, port, tmp_path, dashboard_port=_port())  # the restart shows the dashboard
+    proc = _serve(db_url, port, tmp_path, dashboard_port=free_port())  # the restart shows the dashboard
     try:
         study = _wait(url, sid, lambda s: s["status"] in ("completed", "failed"))
         logs = httpx.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text

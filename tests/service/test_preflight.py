@@ -1,29 +1,23 @@
 """`rootfree serve` fails fast, in one line naming the setting, on a wrong database URL or Ray
 address, before binding its port; and stores nothing."""
 
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from service.cli import free_port
 from service.preflight import ConfigError, check_ray, ray_endpoint
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", str(_free_port()), *args],
+    return subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", str(free_port()), *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("url, says", [
     ("not-a-url", "is not usable"),
-    (f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing", "cannot reach the study database"),
+    (f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", "cannot reach the study database"),
     ("mysql+nosuchdriver://x@127.0.0.1/db", "is not usable"),
 ])
 def test_bad_database_fails_fast(url, says):
@@ -34,7 +28,7 @@ def test_bad_database_fails_fast(url, says):
 
 
 def test_unreachable_ray_address_fails_fast(tmp_path):
-    port = _free_port()
+    port = free_port()
     r = _serve("--db", f"sqlite:///{tmp_path / 's.db'}", "--ray-address", f"127.0.0.1:{port}")
     assert r.returncode == 2
     assert f"127.0.0.1:{port}" in r.stderr and "ROOTFREE_RAY_ADDRESS" in r.stderr
