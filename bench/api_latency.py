@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from service.cli import finished_trials, free_port
+from service.cli import finished_trials, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {
@@ -130,13 +130,7 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            else:
+            if not wait_healthy(base, alive=lambda: proc.poll() is None):
                 raise SystemExit("the controller did not start:\n" + Path(f"{tmp}/serve.log").read_text()[-3000:])
             sid = httpx.post(f"{base}/studies", json=SPEC, timeout=30).json()["id"]
             url = f"{base}/studies/{sid}"

@@ -36,6 +36,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, timeout_s: float = 60.0, alive=lambda: True) -> bool:
+    """Polls `GET {url}/healthz` until it answers 200 (True), or `timeout_s` passes or `alive()`
+    turns false (False): how every caller waits for a `rootfree serve` it has just started."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def ray_auth_token_file() -> Path:
     """Where Ray keeps the token its dashboard asks for (Ray 2.60 turns token auth on by default
     for a local `ray.init()`)."""
@@ -219,13 +233,9 @@ def cmd_demo(args) -> int:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    if not wait_healthy(url, timeout_s=120, alive=thread.is_alive):
+        print(f"rootfree demo: the service did not start on {url}", file=sys.stderr)
+        return 1
     spec = {
         "name": "demo-fmnist-cnn-rootfree", "workload": "fmnist_cnn",
         "optimizers": args.optimizers,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.cli import free_port
+from service.cli import free_port, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -88,13 +88,7 @@ def test_study_on_a_multi_node_cluster_survives_losing_a_worker_node(cluster, pg
                             env=serve_env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            assert proc.poll() is None, log.read_text()[-3000:]
+        assert wait_healthy(url, alive=lambda: proc.poll() is None), log.read_text()[-3000:]
         sid = httpx.post(f"{url}/studies", json=SPEC, timeout=30).json()["id"]
 
         def nodes_seen():

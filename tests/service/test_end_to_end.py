@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from service.cli import finished_trials, free_port, ray_auth_token_file
+from service.cli import finished_trials, free_port, ray_auth_token_file, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +34,9 @@ def _serve(db_url: str, port: int, tmp_path, dashboard_port: int | None = None) 
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
         stdout=open(tmp_path / f"serve-{port}.log", "w"), stderr=subprocess.STDOUT,
         start_new_session=True)  # its own process group: we kill the controller and its Ray
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError((tmp_path / f"serve-{port}.log").read_text()[-3000:])
+    assert wait_healthy(f"http://127.0.0.1:{port}", alive=lambda: proc.poll() is None), \
+        (tmp_path / f"serve-{port}.log").read_text()[-3000:]
+    return proc
 
 
 def _kill(proc: subprocess.Popen) -> None:
