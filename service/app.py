@@ -11,7 +11,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .api import catalog, studies
+from .api import catalog, cluster, studies
+from .api.errors import ApiError
 from .runner import RunnerProcess, StudyRunner
 from .settings import Settings, get_settings
 from .store import StoreUnavailable, StudyStore
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Hyperparameter search for root-free adaptive optimizers")
     app.include_router(studies.router)
     app.include_router(catalog.router)
+    app.include_router(cluster.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -52,6 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(status_code=422,
                             content=jsonable_encoder({"detail": message, "errors": errors}))
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(status_code=exc.status, content=exc.body(), headers=exc.headers)
 
     @app.exception_handler(StoreUnavailable)
     async def _db_down(request: Request, exc: StoreUnavailable):

@@ -204,6 +204,33 @@ def cmd_logs(args) -> int:
     return follow_logs(args.url, args.study_id, args.lines, args.follow)
 
 
+def queue_table(cluster: dict) -> str:
+    """`GET /cluster` as text: the nodes with their resources, then the queue in serving order."""
+    def res(r: dict) -> str:
+        return ", ".join(f"{k}={v:g}" for k, v in sorted(r.items()) if k in ("CPU", "GPU") or v)
+
+    lines = [f"{'node':<14}{'alive':<7}resources"]
+    for n in cluster["nodes"]:
+        lines.append(f"{n['node_id'][:12]:<14}{'yes' if n['alive'] else 'no':<7}{res(n['resources'])}")
+    if not cluster["nodes"]:
+        lines.append("(no nodes recorded yet: the runner has not started)")
+    total, avail = cluster["resources"].get("total", {}), cluster["resources"].get("available", {})
+    lines.append(f"total: {res(total) or '-'}   available: {res(avail) or '-'}")
+    lines.append("")
+    lines.append(f"{'#':<4}{'study':<10}{'name':<24}{'status':<9}{'priority':>8}{'running':>9}{'pending':>9}")
+    for q in cluster["queue"]:
+        lines.append(f"{q['position']:<4}{q['study_id'][:8]:<10}{q['name'][:23]:<24}{q['status']:<9}"
+                     f"{q['priority']:>8}{q['running']:>9}{q['pending']:>9}")
+    if not cluster["queue"]:
+        lines.append("(no queued or running studies)")
+    return "\n".join(lines)
+
+
+def cmd_queue(args) -> int:
+    print(queue_table(_check(httpx.get(f"{args.url}/cluster", timeout=30))))
+    return 0
+
+
 def cmd_export(args) -> int:
     r = httpx.get(f"{args.url}/studies/{args.study_id}/export",
                   params={"format": args.format, "k": args.k}, timeout=30)
@@ -294,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--format", choices=["json", "yaml"], default="yaml")
             p.add_argument("--k", type=int, default=1)
             p.add_argument("--output", default=None)
+    q = sub.add_parser("queue", help="the cluster's nodes and the queue of active studies")
+    q.add_argument("--url", default=DEFAULT_URL)
+    q.set_defaults(func=cmd_queue)
     d = sub.add_parser("demo", help="the README's main job: a real comparison study end to end")
     d.add_argument("--optimizers", nargs="+", default=["sgd", "adamw", "rfrmsprop"])
     d.add_argument("--stages", nargs="+", type=int, default=[6, 6])

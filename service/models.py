@@ -55,9 +55,40 @@ class Trial(Base):
     status: Mapped[str] = mapped_column(String(16))
     objective: Mapped[float | None] = mapped_column(nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The directory of the trial's last per-epoch checkpoint: a trial interrupted by a controller
+    # death resumes from it (migration 0004).
+    checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     runs: Mapped[int] = mapped_column(Integer, default=0)  # times it was started
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     study: Mapped[Study] = relationship(back_populates="trials")
+    reports: Mapped[list[Report]] = relationship(back_populates="trial", cascade="all, delete-orphan",
+                                                 order_by="Report.epoch", lazy="raise")
+
+
+class Report(Base):
+    """One per-epoch report of a trial: rows, not a JSON list rewritten at every epoch (that was
+    quadratic in epochs). At most one row per (trial, epoch): a report repeated after a restart is
+    dropped, so no epoch appears twice."""
+
+    __tablename__ = "rf_reports"
+    __table_args__ = (UniqueConstraint("trial_id", "epoch", name="uq_report_epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("rf_trials.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    row: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    trial: Mapped[Trial] = relationship(back_populates="reports")
+
+
+class ClusterRecord(Base):
+    """What the runner last saw of the Ray cluster (nodes, total and available resources), so
+    the API can answer `GET /cluster` and check a study's feasibility without a Ray connection."""
+
+    __tablename__ = "rf_cluster"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,10 +1,16 @@
-"""The study runner: turns queued studies into Ray Tune runs, one (optimizer, stage) at a time.
+"""The study runner: one long-lived Ray Tune run multiplexes every runnable trial of every study.
 
-Per optimizer: stage 1 samples the study's space, stage k>1 samples ``narrow(stage k-1)``; the
-trials of a stage are created in the store first (deterministic per index), then the pending ones
-run as Ray Tune trials; every report is written to the store as it arrives (a Tune callback in
-this process). After a controller crash, ``resume`` turns the running trials back to pending and
-carries on: completed trials are never re-run, the final counts are exactly the protocol's.
+Mechanism only. Which trial goes next is the scheduler's policy (`service/scheduler.py`); which
+(optimizer, stage) groups are runnable is the study's state machine (`service/stages.py`). Here:
+a Tune `Searcher` whose `suggest` asks the policy for the next trial that fits the free
+resources and claims it in the store; per-trial resources from the trial's study
+(`tune.with_resources` with a function of the config); a callback that writes every report to the
+store and the study log as it arrives; a stopper that ends a cancelled study's trials at once.
+
+Nothing is bound ahead of free capacity (the searcher hands out a trial only when it fits what
+the live trials leave free), so a newly submitted or higher-priority study gets the next slot that
+frees up. After a controller crash, the trials it left running go back to pending and run again;
+completed trials are never re-run, so the final counts are exactly the protocol's.
 """
 
 from __future__ import annotations
@@ -14,26 +20,30 @@ import os
 import threading
 import time
 import traceback
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
 from ray import tune
 from ray.job_config import JobConfig
+from ray.tune.search import Searcher
 
-from search_spaces import NarrowingError, SearchSpace, TwoStageProtocol, narrow, sample
+from search_spaces import NarrowingError
 
+from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
 from .settings import Settings
-from .store import StudyStore
+from .stages import StageMachine, fmt
+from .store import FINISHED, StudyStore
 from .study_log import StudyLog, ray_logs_dir
 
 log = logging.getLogger("rootfree.runner")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
-
-class StudyCancelled(Exception):
-    pass
+# Tune asks a custom searcher for one pending trial at a time unless told otherwise; the searcher
+# itself bounds what is handed out by the free resources, so Tune may start a whole round at once.
+os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "10000")
+IDLE_END_S = 10.0  # a Tune run with nothing to do for this long ends; the runner polls again
 
 
 class _LiveOnly:
@@ -52,36 +62,39 @@ def trial_label(meta: dict) -> str:
     return f"{meta['study_id'][:8]}-{meta['optimizer']}-s{meta['stage']}-i{meta['index']}"
 
 
+def _meta(trial) -> dict:
+    return trial.config["trial"]["meta"]
+
+
 class _StoreCallback(_LiveOnly, tune.Callback):
-    """Writes every Tune event of a stage into the study store (and the study log), as it happens."""
+    """Writes every Tune event into the study store (and the study's log), as it happens."""
 
-    def __init__(self, store: StudyStore, metric: str, slog: StudyLog | None = None):
-        self.store, self.metric, self.slog = store, metric, slog
-
-    @staticmethod
-    def _tid(trial) -> int:
-        return trial.config["trial"]["meta"]["trial_id"]
+    def __init__(self, runner: StudyRunner):
+        self.runner = runner
 
     def _say(self, trial, message: str, *args, level: int = logging.INFO) -> None:
-        if self.slog is not None:
-            self.slog.event("trial %s " + message, trial_label(trial.config["trial"]["meta"]),
-                            *args, level=level, echo=False)
+        meta = _meta(trial)
+        slog = self.runner.study_log(meta["study_id"])
+        if slog is not None:
+            slog.event("trial %s " + message, trial_label(meta), *args, level=level, echo=False)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.store.mark_started(self._tid(trial))
+        self.runner.store.mark_started(_meta(trial)["trial_id"])
         hp = trial.config["trial"]["hyperparameters"]
-        self._say(trial, "started: %s", " ".join(f"{k}={_fmt(v)}" for k, v in sorted(hp.items())))
+        self._say(trial, "started: %s", " ".join(f"{k}={fmt(v)}" for k, v in sorted(hp.items())))
 
     def on_trial_restore(self, iteration, trials, trial, **info):
         self._say(trial, "restored from its checkpoint after a failure", level=logging.WARNING)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        keep = ("epoch", "train_loss", self.metric, "lr", "examples_per_s", "epoch_time_s",
+        meta = _meta(trial)
+        metric = self.runner.metric_of(meta["study_id"])
+        keep = ("epoch", "train_loss", metric, "lr", "examples_per_s", "epoch_time_s",
                 "wall_time_s", "peak_memory_mb", "status", "resumed_from_epoch", "node_ip", "node_id")
         row = {k: result.get(k) for k in keep if k in result}
-        self.store.record_result(self._tid(trial), row, self.metric)
-        fields = " ".join(f"{k}={_fmt(row[k])}" for k in
-                          ("train_loss", self.metric, "lr", "examples_per_s", "node_ip") if k in row)
+        self.runner.store.record_result(meta["trial_id"], row, metric)
+        fields = " ".join(f"{k}={fmt(row[k])}" for k in
+                          ("train_loss", metric, "lr", "examples_per_s", "node_ip") if k in row)
         self._say(trial, "epoch %s: %s%s", row.get("epoch"), fields,
                   " (diverged)" if row.get("status") == "diverged" else "")
 
@@ -89,27 +102,66 @@ class _StoreCallback(_LiveOnly, tune.Callback):
         self._say(trial, "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.store.mark_failed(self._tid(trial), str(getattr(trial, "error_file", "") or "error"))
+        self.runner.store.mark_failed(_meta(trial)["trial_id"],
+                                      str(getattr(trial, "error_file", "") or "error"))
         self._say(trial, "failed (error file: %s)", getattr(trial, "error_file", None),
                   level=logging.ERROR)
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 class _CancelStopper(_LiveOnly, tune.Stopper):
-    def __init__(self, runner: StudyRunner, study_id: str):
-        self.runner, self.study_id, self._checked, self._cancelled = runner, study_id, 0.0, False
+    """Stops a cancelled (or deleted) study's trials at their next report, and every trial when
+    the runner stops."""
+
+    def __init__(self, runner: StudyRunner):
+        self.runner = runner
 
     def __call__(self, trial_id, result):
-        return self.stop_all()
+        meta = result.get("meta") or {}
+        return "study_id" in meta and self.runner.is_cancelled(meta["study_id"])
 
     def stop_all(self):
-        if not self._cancelled and time.monotonic() - self._checked > 0.5:
-            self._checked = time.monotonic()
-            self._cancelled = self.runner.is_cancelled(self.study_id)
-        return self._cancelled
+        return self.runner.stopping
+
+
+class _QueueSearcher(_LiveOnly, Searcher):
+    """Tune's side of the queue: `suggest` hands out the next trial the policy picks."""
+
+    def __init__(self, runner: StudyRunner):
+        super().__init__()
+        self.runner = runner
+
+    def suggest(self, trial_id: str):
+        if self.runner.stopping:
+            return Searcher.FINISHED
+        config = self.runner.dispatch(trial_id)
+        if config is not None:
+            return {"trial": config}
+        if self.runner.idle_for() > IDLE_END_S:
+            return Searcher.FINISHED
+        return None
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+        self.runner.release(trial_id, error)
+
+
+@dataclass
+class _Active:
+    """What the runner keeps in memory about a study it is running."""
+
+    spec: dict
+    request: dict[str, float]
+    priority: int
+    created: float
+    slog: StudyLog
+    groups: tuple[Group, ...] = ()
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class _Live:
+    study_id: str
+    trial_id: int  # the store's row id
+    request: dict
 
 
 class StudyRunner:
@@ -118,12 +170,23 @@ class StudyRunner:
 
     def __init__(self, store: StudyStore, settings: Settings, stop_event=None):
         self.store, self.settings = store, settings
+        self.policy = policy(settings.scheduler)
+        self.stages = StageMachine(store)
         self.dashboard_url: str | None = None
         self.node_id: str | None = None  # the Ray node this runner drives from (its logs dir)
         self._stop = stop_event if stop_event is not None else threading.Event()
         self._thread: threading.Thread | None = None
-        self.current: str | None = None
+        self._lock = threading.RLock()  # Tune's driver thread and stop() share the state below
+        self.active: dict[str, _Active] = {}
+        self.live: dict[str, _Live] = {}  # Tune trial id -> claimed store trial
         self._interrupted: dict[str, int] = {}  # study id -> trials a dead controller left running
+        self._cancelled: dict[str, tuple[float, bool]] = {}
+        self._refreshed = 0.0
+        self._dirty = True
+        self._cluster_at = 0.0
+        self._total: dict[str, float] = {}
+        self._nodes: list[dict[str, float]] = []
+        self._busy_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
     def connect_ray(self) -> None:
@@ -142,7 +205,8 @@ class StudyRunner:
         if s.ray_address:
             ctx = ray.init(address=s.ray_address, **kwargs)
         else:
-            ctx = ray.init(num_cpus=s.num_cpus, object_store_memory=s.object_store_mb * 2**20,
+            ctx = ray.init(num_cpus=s.num_cpus, num_gpus=s.num_gpus,
+                           object_store_memory=s.object_store_mb * 2**20,
                            include_dashboard=s.dashboard, dashboard_host="127.0.0.1",
                            dashboard_port=s.dashboard_port, **kwargs)
         url = getattr(ctx, "dashboard_url", None)
@@ -157,16 +221,26 @@ class StudyRunner:
     def stop(self) -> None:
         self._stop.set()
         if self._thread:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=60)
         self.shutdown_ray()
 
     def shutdown_ray(self) -> None:
         if getattr(self, "_owns_ray", False):
             ray.shutdown()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def is_cancelled(self, study_id: str) -> bool:
-        study = self.store.get_study(study_id)
-        return study is None or study.status == "cancelled"
+        """Whether the study was cancelled or deleted (cached for half a second: the stopper
+        asks at every report)."""
+        at, value = self._cancelled.get(study_id, (0.0, False))
+        if time.monotonic() - at > 0.5:
+            study = self.store.get_study(study_id)
+            value = study is None or study.status == "cancelled"
+            self._cancelled[study_id] = (time.monotonic(), value)
+        return value
 
     def _loop(self) -> None:
         for study in self.store.studies_with_status("running"):  # a previous controller died
@@ -174,136 +248,218 @@ class StudyRunner:
             log.info("resuming study %s (%d interrupted trials rerun)", study.id,
                      self._interrupted[study.id])
         while not self._stop.is_set():
-            todo = self.store.studies_with_status("running", "queued")
-            if not todo:
-                self._stop.wait(self.settings.poll_interval_s)
-                continue
-            self.run_study(todo[0].id)
-
-    # ------------------------------------------------------------------ one study
-    def run_study(self, study_id: str) -> None:
-        self.current = study_id
-        slog = StudyLog(self.settings.storage_path, study_id, ray_logs_dir())
-        try:
-            before = self.store.get_study(study_id)
-            if not self.store.set_status(study_id, "running", only_from=("queued", "running")):
-                return
-            how = "started"
-            if before.status == "running":
-                how = f"resumed ({self._interrupted.pop(study_id, 0)} interrupted trials rerun)"
-            slog.event("study %r %s on %s (Ray node %s)", before.name, how,
-                       self.settings.ray_address or "a local Ray", self.node_id)
-            self._run(study_id, slog)
-            slog.event("study completed")
-            self.store.set_status(study_id, "completed", only_from=("running",))
-        except StudyCancelled:
-            slog.event("study cancelled" if self.is_cancelled(study_id)
-                       else "study interrupted: the controller is stopping; it resumes on restart")
-        except NarrowingError as e:
-            self.store.set_status(study_id, "failed", only_from=("running",), error=str(e))
-            slog.event("study failed: %s", e, level=logging.ERROR)
-        except Exception as e:  # noqa: BLE001 - the study fails, the controller lives on
-            slog.event("study failed: %s", traceback.format_exc(), level=logging.ERROR)
-            self.store.set_status(study_id, "failed", only_from=("running",),
-                                  error=f"{type(e).__name__}: {e}")
-        finally:
-            slog.close()
-            self.current = None
-
-    def _run(self, study_id: str, slog: StudyLog) -> None:
-        study = self.store.get_study(study_id)
-        spec = study.spec
-        p = spec["protocol"]
-        protocol = TwoStageProtocol(stages=tuple(p["stages"]), top_k=p["top_k"],
-                                    margin=p["margin"], seed=p["seed"], method=p["method"],
-                                    metric=spec["metric"], mode=spec["mode"])
-        for optimizer in spec["optimizers"]:
-            space = SearchSpace.from_dict(spec["search_spaces"][optimizer])
-            for stage, n in enumerate(protocol.stages, start=1):
-                if self.is_cancelled(study_id) or self._stop.is_set():
-                    raise StudyCancelled
-                saved = (self.store.get_study(study_id).stage_spaces or {}).get(optimizer, {})
-                if str(stage) in saved:
-                    space = SearchSpace.from_dict(saved[str(stage)])
+            try:
+                self._record_cluster(force=True)
+                if self.store.studies_with_status("running", "queued"):
+                    self._run_tune()
                 else:
-                    notes: list[str] = []
-                    if stage > 1:
-                        prev = self.store.trials(study_id, optimizer=optimizer, stage=stage - 1)
-                        space = narrow(space, [(t.config, t.objective) for t in prev],
-                                       mode=protocol.mode, top_k=protocol.top_k,
-                                       margin=protocol.margin)
-                        notes = space.notes
-                    self.store.save_stage_space(study_id, optimizer, stage, space.to_dict(), notes)
-                    for note in notes:
-                        slog.event("%s stage %d: %s", optimizer, stage, note)
-                configs = sample(space, n, protocol.seed, stage=stage, method=protocol.method)
-                self.store.ensure_trials(study_id, optimizer, stage, configs)
-                slog.event("%s stage %d: %d trials over %s", optimizer, stage, n,
-                           _describe(space.to_dict()))
-                self._run_pending(study_id, spec, optimizer, stage, slog)
-                if self.is_cancelled(study_id):
-                    raise StudyCancelled
-                try:
-                    self.store.export_to_optuna(study_id, optimizer, stage, space.to_dict(),
-                                                protocol.mode)
-                except Exception:  # noqa: BLE001 - the Optuna view is a convenience
-                    log.warning("optuna export failed: %s", traceback.format_exc())
+                    self._stop.wait(self.settings.poll_interval_s)
+            except Exception:  # noqa: BLE001 - the runner lives on; the next poll tries again
+                log.error("runner loop: %s", traceback.format_exc())
+                self._stop.wait(self.settings.poll_interval_s)
+        with self._lock:
+            for sid in list(self.active):
+                self._drop(sid, "study interrupted: the controller is stopping; it resumes on restart")
 
-    def _run_pending(self, study_id: str, spec: dict, optimizer: str, stage: int,
-                     slog: StudyLog | None = None) -> None:
-        pending = self.store.trials(study_id, optimizer=optimizer, stage=stage, status="pending")
-        if not pending:
-            return
-        configs = [
-            {"workload": spec["workload"], "optimizer": optimizer, "hyperparameters": t.config,
-             "budget": spec["budget"], "seed": spec["protocol"]["seed"],
-             "meta": {"trial_id": t.id, "study_id": study_id, "optimizer": optimizer,
-                      "stage": stage, "index": t.index}}
-            for t in pending
-        ]
+    # ------------------------------------------------------------------ the Tune run
+    def _run_tune(self) -> None:
+        from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
+        from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+        from workers.tune import trainable
+
+        def resources(config: dict) -> PlacementGroupFactory:  # per trial, from its study
+            request = config["trial"]["meta"]["request"]
+            return PlacementGroupFactory([{k: v for k, v in request.items() if v > 0}])
 
         def trial_name(trial) -> str:
-            return trial_label(trial.config["trial"]["meta"])
-
-        from workers.tune import run_configs
+            return trial_label(_meta(trial))
 
         sp = self.settings.storage_path  # a shared path or a URI (s3://, gs://) on a multi-node cluster
         storage = sp if "://" in sp else str(Path(sp).resolve())
-        grid = run_configs(
-            configs, name=f"{study_id}-{optimizer}-s{stage}-{int(time.time() * 1000)}",
-            storage_path=storage, cpu=spec["resources"]["cpu"], gpu=spec["resources"]["gpu"],
-            max_concurrent_trials=spec["max_concurrent_trials"], max_failures=2,
-            callbacks=[_StoreCallback(self.store, spec["metric"], slog)],
-            trial_name_creator=trial_name, stop=_CancelStopper(self, study_id),
+        self._busy_at = time.monotonic()
+        tuner = Tuner(
+            tune.with_resources(trainable, resources),
+            tune_config=TuneConfig(
+                search_alg=_QueueSearcher(self), num_samples=-1, reuse_actors=True,
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=RunConfig(
+                name=f"rootfree-{int(time.time() * 1000)}", storage_path=storage,
+                callbacks=[_StoreCallback(self)], stop=_CancelStopper(self),
+                failure_config=FailureConfig(max_failures=2), verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
-        cancelled = self.is_cancelled(study_id)
-        for result in grid:
-            tid = result.config["trial"]["meta"]["trial_id"] if result.config else None
-            if tid is None:
+        tuner.fit()
+        with self._lock:  # anything Tune did not report back is not running any more
+            for tune_id in list(self.live):
+                self.release(tune_id, error=False)
+
+    def idle_for(self) -> float:
+        with self._lock:
+            if self.live or any(not a.done for a in self.active.values()):
+                self._busy_at = time.monotonic()
+        return time.monotonic() - self._busy_at
+
+    # ------------------------------------------------------------------ the queue
+    def dispatch(self, tune_trial_id: str) -> dict | None:
+        """The next trial to start (a trial configuration for `workers.run_trial`), or None."""
+        with self._lock:
+            self._refresh()
+            running: dict[str, int] = {}
+            for t in self.live.values():
+                running[t.study_id] = running.get(t.study_id, 0) + 1
+            free = free_resources(self._total, [t.request for t in self.live.values()])
+            states = [StudyState(sid, a.priority, a.created, running.get(sid, 0),
+                                 a.spec["max_concurrent_trials"], a.request, a.groups)
+                      for sid, a in self.active.items() if not a.done]
+            for _ in range(len(states) + 1):
+                choice = self.policy.choose(states, free)
+                if choice is None:
+                    return None
+                a = self.active[choice.study_id]
+                trial = self.store.claim_pending(choice.study_id, choice.optimizer, choice.stage)
+                a.groups = tuple(
+                    replace(g, runnable=g.runnable - 1 if trial else 0, running=g.running + (trial is not None))
+                    if (g.optimizer, g.stage) == (choice.optimizer, choice.stage) else g
+                    for g in a.groups)
+                states = [replace(s, groups=a.groups) if s.study_id == choice.study_id else s
+                          for s in states]
+                if trial is None:  # our counts were stale: look again soon
+                    self._dirty = True
+                    continue
+                self.live[tune_trial_id] = _Live(choice.study_id, trial.id, a.request)
+                self._busy_at = time.monotonic()
+                return {"workload": a.spec["workload"], "optimizer": trial.optimizer,
+                        "hyperparameters": trial.config, "budget": a.spec["budget"],
+                        "seed": a.spec["protocol"]["seed"],
+                        "meta": {"trial_id": trial.id, "study_id": choice.study_id,
+                                 "optimizer": trial.optimizer, "stage": trial.stage,
+                                 "index": trial.index, "request": a.request}}
+            return None
+
+    def release(self, tune_trial_id: str, error: bool) -> None:
+        """Tune is done with a trial: it finished, failed, or was stopped."""
+        with self._lock:
+            live = self.live.pop(tune_trial_id, None)
+            self._dirty = True
+            if live is None:
+                return
+            t = self.store.trial(live.study_id, live.trial_id)
+            if t is None or t.status in FINISHED:
+                return
+            if self.is_cancelled(live.study_id):
+                self.store.mark_failed(live.trial_id, "stopped: the study was cancelled")
+            elif self.stopping:
+                self.store.release_trial(live.trial_id)  # runs again after the restart
+            else:
+                self.store.mark_failed(live.trial_id, "the trial failed" if error
+                                       else "the trial ended without a final report")
+
+    def _refresh(self) -> None:
+        """Brings the in-memory view of the active studies up to date (rate-limited)."""
+        now = time.monotonic()
+        if not self._dirty and now - self._refreshed < self.settings.poll_interval_s:
+            return
+        self._refreshed, self._dirty = now, False
+        self._record_cluster()
+        studies = {s.id: s for s in self.store.studies_with_status("running", "queued")}
+        for sid in list(self.active):
+            if sid not in studies:
+                self._drop(sid, "study cancelled" if self.is_cancelled(sid) else None)
+        for sid, study in studies.items():
+            a = self.active.get(sid) or self._admit(study)
+            if a is None:
                 continue
-            if result.error is not None:
-                self.store.mark_failed(tid, f"{type(result.error).__name__}: {result.error}")
-            else:
-                t = self.store.trial(study_id, tid)
-                if t and t.status not in ("completed", "diverged", "failed", "pending"):
-                    self.store.mark_failed(tid, "stopped: the study was cancelled" if cancelled
-                                           else "the trial ended without a final report")
+            try:
+                progress = self.stages.advance(study, a.slog)
+            except NarrowingError as e:
+                self._finish(sid, "failed", str(e))
+                continue
+            except Exception as e:  # noqa: BLE001 - the study fails, the runner lives on
+                a.slog.event("study failed: %s", traceback.format_exc(), level=logging.ERROR)
+                self._finish(sid, "failed", f"{type(e).__name__}: {e}", logged=True)
+                continue
+            a.groups, a.done = progress.groups, progress.done
+            if a.done and not any(t.study_id == sid for t in self.live.values()):
+                self._finish(sid, "completed")
 
+    def _admit(self, study) -> _Active | None:
+        """A study this runner has not run yet (new, or resumed after a restart)."""
+        spec = study.spec
+        request = trial_request(spec["resources"])
+        short = infeasible(request, self._nodes)
+        if short is not None:
+            self.store.set_status(study.id, "failed", only_from=("queued", "running"),
+                                  error=f"resources: no node of the cluster has enough {short} "
+                                        f"for one trial ({spec['resources']})")
+            return None
+        before = study.status
+        if not self.store.set_status(study.id, "running", only_from=("queued", "running")):
+            return None
+        slog = StudyLog(self.settings.storage_path, study.id, ray_logs_dir())
+        how = "started"
+        if before == "running":
+            how = f"resumed ({self._interrupted.pop(study.id, 0)} interrupted trials rerun)"
+        slog.event("study %r %s on %s (Ray node %s)", study.name, how,
+                   self.settings.ray_address or "a local Ray", self.node_id)
+        a = _Active(spec=spec, request=request, priority=int(spec.get("priority", 0)),
+                    created=study.created_at.timestamp(), slog=slog)
+        self.active[study.id] = a
+        return a
 
-def _describe(space: dict) -> str:
-    """A one-line summary of a search space's dimensions for the study log."""
-    try:
-        parts = []
-        for name, d in space.items():
-            if "low" in d:
-                parts.append(f"{name}~{d['kind']}[{_fmt(d['low'])}, {_fmt(d['high'])}]")
-            elif "values" in d:
-                parts.append(f"{name} in {d['values']}")
-            else:
-                parts.append(f"{name}={d.get('value')}")
-        return ", ".join(parts)
-    except (AttributeError, KeyError, TypeError):
-        return str(space)
+    def _finish(self, study_id: str, status: str, error: str | None = None, logged: bool = False) -> None:
+        a = self.active.get(study_id)
+        if status == "completed":
+            self.store.set_status(study_id, "completed", only_from=("running",))
+            if a:
+                a.slog.event("study completed")
+        else:
+            self.store.set_status(study_id, status, only_from=("running",), error=error)
+            if a and not logged:
+                a.slog.event("study %s: %s", status, error, level=logging.ERROR)
+        self._drop(study_id, None)
+
+    def _drop(self, study_id: str, message: str | None) -> None:
+        a = self.active.pop(study_id, None)
+        if a is not None:
+            if message:
+                a.slog.event(message)
+            a.slog.close()
+
+    def study_log(self, study_id: str) -> StudyLog | None:
+        a = self.active.get(study_id)
+        return a.slog if a else None
+
+    def metric_of(self, study_id: str) -> str:
+        a = self.active.get(study_id)
+        if a is not None:
+            return a.spec["metric"]
+        study = self.store.get_study(study_id)
+        return study.spec["metric"] if study else "objective"
+
+    # ------------------------------------------------------------------ the cluster
+    def _record_cluster(self, force: bool = False) -> None:
+        """Reads the cluster's nodes and resources from Ray and records them in the store (the
+        API answers `GET /cluster` and checks feasibility from that record)."""
+        now = time.monotonic()
+        if not force and now - self._cluster_at < self.settings.cluster_refresh_s:
+            return
+        self._cluster_at = now
+        try:
+            nodes = [{"node_id": n["NodeID"], "alive": bool(n["Alive"]),
+                      "address": n.get("NodeManagerAddress"),
+                      "resources": {k: float(v) for k, v in (n.get("Resources") or {}).items()
+                                    if not k.startswith("node:") and k != "object_store_memory"}}
+                     for n in ray.nodes()]
+            total = {k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
+            available = {k: float(v) for k, v in ray.available_resources().items()
+                         if not k.startswith("node:")}
+        except Exception:  # noqa: BLE001 - keep the last record; Ray may be reconnecting
+            log.warning("could not read the cluster's resources: %s", traceback.format_exc())
+            return
+        self._total = total
+        self._nodes = [n["resources"] for n in nodes if n["alive"]]
+        self.store.record_cluster(nodes=nodes, total=total, available=available)
 
 
 class RunnerStartError(RuntimeError):

@@ -32,7 +32,8 @@ class ProtocolSpec(BaseModel):
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu: float = Field(default=1, gt=0, le=1024)
-    gpu: float = Field(default=0, ge=0, le=64)
+    gpu: float = Field(default=0, ge=0, le=64)  # a fraction shares a GPU: 0.5 runs two trials on one
+    memory_mb: float = Field(default=0, ge=0, le=16 * 2**20)  # reserved per trial (Ray's `memory`)
 
 
 class StudySpec(BaseModel):
@@ -47,6 +48,8 @@ class StudySpec(BaseModel):
     budget: dict[str, int] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
+    # Higher goes first; among equal priority the study with the fewest running trials.
+    priority: int = Field(default=0, ge=0, le=100)
 
     @field_validator("workload")
     @classmethod
@@ -137,7 +140,15 @@ class StudyOut(BaseModel):
     # The study's log stream as served by the Ray dashboard (its state API reads the file on the
     # runner's Ray node); `links.logs` serves the same lines from this API.
     dashboard_log_url: str | None = None
+    queue: QueuePlace | None = None  # where a queued or running study stands (None once ended)
     links: dict[str, str]
+
+
+class QueuePlace(BaseModel):
+    position: int  # 1: the study the next free slot goes to
+    running: int
+    pending: int
+    priority: int
 
 
 class StudyList(BaseModel):
@@ -158,7 +169,8 @@ class TrialOut(BaseModel):
     status: str
     objective: float | None
     metrics: dict[str, Any]
-    history: list[dict[str, Any]]
+    # Per-epoch reports: always on GET /trials/{id}; on lists only with ?include=history.
+    history: list[dict[str, Any]] | None = None
     error: str | None
     runs: int
     started_at: datetime | None
@@ -180,3 +192,27 @@ class Export(BaseModel):
     metric: str
     mode: str
     best: dict[str, list[BestConfig]]
+
+
+class NodeOut(BaseModel):
+    node_id: str
+    alive: bool
+    address: str | None = None
+    resources: dict[str, float]
+
+
+class QueueEntry(BaseModel):
+    study_id: str
+    name: str
+    status: str
+    priority: int
+    running: int
+    pending: int
+    position: int
+
+
+class ClusterOut(BaseModel):
+    nodes: list[NodeOut]
+    resources: dict[str, dict[str, float]]  # total, available
+    queue: list[QueueEntry]
+    updated_at: datetime | None  # when the runner last recorded the cluster (None: never)

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     # Niceness of that child process and of the local Ray it starts (trial workers go further,
     # ROOTFREE_WORKER_NICE): the Tune driver is batch work, the API answers people. 0: leave it.
     runner_nice: int = 5
+    num_gpus: int | None = None  # for a local Ray (a logical GPU count: fractional-GPU tests)
+    # Who runs next (service/scheduler.py): "fair" (priority, then fair share) or "sequential"
+    # (one study and one (optimizer, stage) group at a time: the old order, for bench/scheduler.py).
+    scheduler: str = "fair"
+    cluster_refresh_s: float = 5.0  # how often the runner records the cluster's nodes
+    max_trials_per_study: int = 5000  # every stage of every optimizer
+    max_active_studies: int = 50  # queued + running
 
 
 @lru_cache

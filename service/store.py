@@ -18,13 +18,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
-from .models import Study, Trial
+from .models import ClusterRecord, Report, Study, Trial
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 FINISHED = ("completed", "diverged", "failed")
@@ -164,7 +164,32 @@ class StudyStore:
             for i, cfg in enumerate(configs):
                 if i not in have:
                     s.add(Trial(study_id=study_id, optimizer=optimizer, stage=stage, index=i,
-                                config=cfg, status="pending", metrics={}, history=[], runs=0))
+                                config=cfg, status="pending", metrics={}, runs=0))
+            s.commit()
+
+    def claim_pending(self, study_id: str, optimizer: str, stage: int) -> Trial | None:
+        """Marks the lowest-index pending trial of a group as running and returns it (None when
+        the group has no pending trial left). The conditional update makes the claim exclusive."""
+        with self.session() as s:
+            for _ in range(3):
+                t = s.scalar(select(Trial).where(
+                    Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
+                    Trial.status == "pending").order_by(Trial.index).limit(1))
+                if t is None:
+                    return None
+                n = s.execute(update(Trial).where(Trial.id == t.id, Trial.status == "pending")
+                              .values(status="running", started_at=now(), runs=Trial.runs + 1)).rowcount
+                s.commit()
+                if n:
+                    s.refresh(t)
+                    return t
+            return None
+
+    def release_trial(self, trial_id: int) -> None:
+        """A claimed trial that did not finish goes back to pending (the runner is stopping)."""
+        with self.session() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status == "running")
+                      .values(status="pending"))
             s.commit()
 
     def reset_interrupted(self, study_id: str) -> int:
@@ -225,21 +250,27 @@ class StudyStore:
                 .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
 
     def mark_started(self, trial_id: int) -> None:
+        """The trial's worker has started it (claimed trials are already `running`: this sets
+        when it really began)."""
         with self.session() as s:
             t = s.get(Trial, trial_id)
             if t.status == "pending":
                 t.status, t.started_at, t.runs = "running", now(), t.runs + 1
                 s.commit()
+            elif t.status == "running":
+                t.started_at = now()
+                s.commit()
 
     def record_result(self, trial_id: int, row: dict[str, Any], metric: str) -> None:
-        """Appends one report; a final report (status completed/diverged) finishes the trial."""
+        """Stores one per-epoch report (a row; a repeated epoch replaces the earlier row, so no
+        epoch appears twice); a final report (status completed/diverged) finishes the trial."""
         with self.session() as s:
             t = s.get(Trial, trial_id)
             if t is None or t.status in FINISHED:
                 return  # never overwrite a finished trial (a duplicate report after a restart)
-            history = [h for h in (t.history or []) if h.get("epoch") != row.get("epoch")]
-            history.append(row)
-            t.history = sorted(history, key=lambda h: h.get("epoch", 0))
+            epoch = int(row.get("epoch") or 0)
+            s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
+            s.add(Report(trial_id=trial_id, epoch=epoch, row=row))
             value = row.get(metric)
             if isinstance(value, int | float) and math.isfinite(value):
                 t.metrics = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
@@ -253,12 +284,70 @@ class StudyStore:
                 t.status, t.started_at = "running", now()
             s.commit()
 
+    def set_checkpoint(self, trial_id: int, path: str | None) -> None:
+        """Where the trial's last per-epoch checkpoint is (a resumed trial starts from it)."""
+        with self.session() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.not_in(FINISHED))
+                      .values(checkpoint=path))
+            s.commit()
+
+    def histories(self, trial_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """The per-epoch reports of some trials, in epoch order: trial id -> rows."""
+        out: dict[int, list[dict[str, Any]]] = {tid: [] for tid in trial_ids}
+        if not trial_ids:
+            return out
+        with self.session() as s:
+            for i in range(0, len(trial_ids), 500):  # bounded IN lists
+                q = (select(Report.trial_id, Report.row).where(Report.trial_id.in_(trial_ids[i:i + 500]))
+                     .order_by(Report.trial_id, Report.epoch))
+                for tid, row in s.execute(q):
+                    out[tid].append(row)
+        return out
+
+    def history(self, trial_id: int) -> list[dict[str, Any]]:
+        return self.histories([trial_id])[trial_id]
+
     def mark_failed(self, trial_id: int, error: str) -> None:
         with self.session() as s:
             t = s.get(Trial, trial_id)
             if t is not None and t.status not in FINISHED:
                 t.status, t.error, t.finished_at = "failed", error[-2000:], now()
                 s.commit()
+
+    def active_counts(self) -> dict[str, dict[str, int]]:
+        """Trials per status of every queued or running study: study id -> status -> count."""
+        out: dict[str, dict[str, int]] = {}
+        with self.session() as s:
+            rows = s.execute(
+                select(Trial.study_id, Trial.status, func.count())
+                .join(Study, Study.id == Trial.study_id)
+                .where(Study.status.in_(("queued", "running")))
+                .group_by(Trial.study_id, Trial.status))
+            for sid, status, n in rows:
+                out.setdefault(sid, {})[status] = n
+        return out
+
+    def count_studies(self, *statuses: str) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Study)
+                            .where(Study.status.in_(statuses))) or 0
+
+    # ------------------------------------------------------------------ the cluster
+    def record_cluster(self, **values: Any) -> None:
+        """Stores what the runner sees of the Ray cluster (keys: nodes, total, available)."""
+        with self.session() as s:
+            for key, value in values.items():
+                s.merge(ClusterRecord(key=key, value=value, updated_at=now()))
+            s.commit()
+
+    def cluster(self) -> dict[str, Any]:
+        """The runner's last record of the cluster: {key: value, "updated_at": newest time}."""
+        with self.session() as s:
+            rows = list(s.scalars(select(ClusterRecord)))
+        out: dict[str, Any] = {r.key: r.value for r in rows}
+        if rows:
+            out["updated_at"] = max(r.updated_at for r in rows)
+        return out
 
     # ------------------------------------------------------------------ Optuna view
     def export_to_optuna(self, study_id: str, optimizer: str, stage: int, space_dict: dict,

@@ -43,6 +43,8 @@ class Workload:
     default_budget: dict[str, Any]
     schedule: str  # "step" (x0.1 at 50% and 75% of epochs) or "cosine"
     prepare: Callable[[dict[str, Any], int, torch.device], Prepared] = field(repr=False)
+    # Budget keys that may be 0 (every other key is a positive integer).
+    zero_ok: frozenset[str] = frozenset()
 
     def budget(self, overrides: dict[str, Any] | None) -> dict[str, Any]:
         overrides = overrides or {}
@@ -54,8 +56,10 @@ class Workload:
             )
         out = {**self.default_budget, **overrides}
         for k, v in out.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"workload {self.name!r}: budget {k} must be a positive integer, got {v!r}")
+            low = 0 if k in self.zero_ok else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                kind = "a non-negative" if low == 0 else "a positive"
+                raise ValueError(f"workload {self.name!r}: budget {k} must be {kind} integer, got {v!r}")
         return out
 
     def scheduler(self, opt: torch.optim.Optimizer, epochs: int):
@@ -160,6 +164,55 @@ def _ptb_prepare(budget: dict, seed: int, device: torch.device) -> Prepared:
     return Prepared(model, bs, batches, evaluate, loss_fn, bs * bptt)
 
 
+# ---------------------------------------------------------------------- noisy quadratic model
+class NoisyQuadratic(nn.Module):
+    """The noisy quadratic model (Zhang et al. 2019, "Which algorithmic choices matter at which
+    batch sizes?"): a matrix parameter W, curvature H and gradient noise with covariance H/B.
+
+    H is Kronecker-structured, ``h_ij = a_i b_j`` with ``a_i = 1/(i+1)``, so a Kronecker
+    preconditioner (Shampoo, IF-Shampoo) can capture it exactly, as the paper's analysis assumes.
+    The forward pass takes a batch of noise samples eps ~ N(0, H^-1) and returns ``W - eps``."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        a = 1.0 / torch.arange(1, width + 1, dtype=torch.float32)
+        self.register_buffer("h", torch.outer(a, a))
+        self.weight = nn.Parameter(torch.ones(width, width))
+
+    def forward(self, eps: torch.Tensor) -> torch.Tensor:
+        return self.weight - eps
+
+    def expected_loss(self) -> float:
+        """E[loss] minus the irreducible noise term: 0.5 * sum(h * W^2)."""
+        return 0.5 * float((self.h * self.weight.detach().float() ** 2).sum())
+
+
+def _nqm_prepare(budget: dict, seed: int, device: torch.device) -> Prepared:
+    import time
+
+    torch.manual_seed(seed)
+    model = NoisyQuadratic(budget["width"]).to(device)
+    bs, steps, pace_s = budget["batch_size"], budget["steps"], budget["pace_ms"] / 1000
+    scale = model.h.rsqrt()
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        start = time.perf_counter()
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        for _ in range(steps):
+            eps = torch.randn((bs, *scale.shape), generator=g).to(device) * scale
+            yield eps, eps  # the target is unused: the loss needs only the residual
+        # A simulated heavier model: the epoch lasts at least pace_ms (scheduler benchmarks).
+        time.sleep(max(0.0, pace_s - (time.perf_counter() - start)))
+
+    def loss_fn(residual: torch.Tensor, _target: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model.h * residual.float() ** 2).sum(dim=(1, 2)).mean()
+
+    def evaluate(m: nn.Module) -> float:
+        return m.expected_loss()
+
+    return Prepared(model, bs, batches, evaluate, loss_fn, bs)
+
+
 _REGISTRY: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -200,6 +253,16 @@ _REGISTRY: dict[str, Workload] = {
             "step",
             _classification("cifar100", lambda b: ResNet(3, 100, width=b["width"],
                                                           blocks_per_stage=2)),
+        ),
+        Workload(
+            "noisy_quadratic",
+            "Noisy quadratic model (Zhang et al. 2019): a trial takes well under a second; "
+            "pace_ms stretches each epoch to simulate a heavier model (scheduler tests, benchmarks)",
+            "loss", "min",
+            {"epochs": 3, "steps": 20, "batch_size": 16, "width": 16, "pace_ms": 0},
+            "step",
+            _nqm_prepare,
+            zero_ok=frozenset({"pace_ms"}),
         ),
     )
 }

@@ -10,15 +10,20 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import PlainTextResponse
 
 from ..models import Study
+from ..queue import place
+from ..scheduler import infeasible, trial_request
 from ..schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from ..settings import Settings
+from ..stages import planned_trials
 from ..store import StudyStore
 from ..study_log import log_path, ray_log_name, tail
 from ..summary import best_configs, optimizer_summaries
 from .deps import get_app_settings, get_store, get_study_or_404
+from .errors import ApiError
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 TERMINAL = ("completed", "failed", "cancelled")
+MAX_LIMIT = 1000  # list endpoints: more in one page -> 422
 
 
 def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
@@ -35,6 +40,7 @@ def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
         finished_at=study.finished_at, error=study.error, notes=study.notes or [],
         optimizers=optimizer_summaries(store, study),
         dashboard_url=dashboard, dashboard_log_url=dashboard_log_url,
+        queue=place(store, study.id) if study.status in ("queued", "running") else None,
         links={"self": base, "trials": f"{base}/trials", "best": f"{base}/best",
                "export": f"{base}/export", "logs": f"{base}/logs"},
     )
@@ -43,18 +49,44 @@ def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
 @router.post("", status_code=201, response_model=StudyOut)
 def create_study(spec: StudySpec, request: Request, response: Response,
                  idempotency_key: str | None = Header(default=None, max_length=200),
-                 store: StudyStore = Depends(get_store)):
-    study, created = store.create_study(spec.resolved(), idempotency_key)
+                 store: StudyStore = Depends(get_store),
+                 settings: Settings = Depends(get_app_settings)):
+    resolved = spec.resolved()
+    check_admission(store, settings, resolved)
+    study, created = store.create_study(resolved, idempotency_key)
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/studies/{study.id}"
     return study_out(store, study, request)
 
 
+def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
+    """Quotas and feasibility, before anything is stored: 422 naming the field, 429 naming the limit."""
+    n = planned_trials(spec)
+    if n > settings.max_trials_per_study:
+        raise ApiError(422, "trials", f"the study plans {n} trials (stages x optimizers); the limit is "
+                                       f"{settings.max_trials_per_study} (ROOTFREE_MAX_TRIALS_PER_STUDY)")
+    nodes = [node["resources"] for node in store.cluster().get("nodes", []) if node.get("alive")]
+    short = infeasible(trial_request(spec["resources"]), nodes)
+    if short is not None:
+        field = {"CPU": "cpu", "GPU": "gpu", "memory": "memory_mb"}.get(short, short)
+        biggest = max(node.get(short, 0.0) for node in nodes)
+        if short == "memory":
+            biggest /= 2**20
+        raise ApiError(422, f"resources.{field}", f"no live node of the cluster could ever run one trial: "
+                                                   f"it asks for {spec['resources'][field]} {field}, the largest "
+                                                   f"node has {biggest:g}")
+    active = store.count_studies("queued", "running")
+    if active >= settings.max_active_studies:
+        raise ApiError(429, "max_active_studies", f"{active} studies are queued or running, the limit is "
+                                                  f"{settings.max_active_studies} (ROOTFREE_MAX_ACTIVE_STUDIES); "
+                                                  "wait for one to end or cancel one")
+
+
 @router.get("", response_model=StudyList)
 def list_studies(request: Request,
                  status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None,
-                 limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0),
+                 limit: int = Query(20, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0),
                  store: StudyStore = Depends(get_store)):
     rows, total = store.list_studies(status, limit, offset)
     return StudyList(items=[study_out(store, s, request) for s in rows], total=total,
@@ -67,12 +99,21 @@ def get_study(request: Request, study: Study = Depends(get_study_or_404),
     return study_out(store, study, request)
 
 
+def trial_out(t, history: list | None = None) -> TrialOut:
+    out = TrialOut.model_validate(t)
+    out.history = history
+    return out
+
+
 @router.get("/{study_id}/trials", response_model=list[TrialOut])
-def list_trials(optimizer: str | None = None, stage: int | None = Query(None, ge=1),
+def list_trials(optimizer: str | None = Query(None, max_length=40), stage: int | None = Query(None, ge=1),
                 status: Literal["pending", "running", "completed", "diverged", "failed"] | None = None,
-                limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0),
+                limit: int = Query(100, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0),
+                include: Literal["history"] | None = Query(None, description="history: add per-epoch reports"),
                 study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
-    return store.trials(study.id, optimizer, stage, status, limit, offset)
+    trials = store.trials(study.id, optimizer, stage, status, limit, offset)
+    histories = store.histories([t.id for t in trials]) if include == "history" else {}
+    return [trial_out(t, histories.get(t.id)) for t in trials]
 
 
 @router.get("/{study_id}/trials/{trial_id}", response_model=TrialOut)
@@ -81,7 +122,7 @@ def get_trial(trial_id: int, study: Study = Depends(get_study_or_404),
     t = store.trial(study.id, trial_id)
     if t is None:
         raise HTTPException(404, f"trial {trial_id} not found in study {study.id!r}")
-    return t
+    return trial_out(t, store.history(t.id))
 
 
 @router.get("/{study_id}/logs", response_class=PlainTextResponse)

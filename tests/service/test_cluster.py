@@ -5,6 +5,7 @@ zero-resource node for the controller, token authentication on, and `rootfree se
 PostgreSQL; the worker node is killed (raylet and its workers, SIGKILL) mid-study and the study
 still completes with exact counts."""
 
+import json
 import os
 import signal
 import subprocess
@@ -92,7 +93,8 @@ def test_study_on_a_multi_node_cluster_survives_losing_a_worker_node(cluster, pg
         sid = httpx.post(f"{url}/studies", json=SPEC, timeout=30).json()["id"]
 
         def nodes_seen():
-            trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}, timeout=10).json()
+            trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"},
+                               timeout=10).json()
             return {h["node_id"] for t in trials for h in t["history"] if h.get("node_id")}
 
         t0 = time.time()
@@ -119,8 +121,11 @@ def test_study_on_a_multi_node_cluster_survives_losing_a_worker_node(cluster, pg
     # Every result is in PostgreSQL: exact protocol counts, one row per index, full histories.
     engine = sa.create_engine(pg_url)
     with engine.connect() as c:
-        rows = c.execute(sa.text("SELECT stage, index, status, objective, history, runs "
-                                 "FROM rf_trials ORDER BY stage, index")).mappings().all()
+        rows = [dict(r) for r in c.execute(sa.text("SELECT id, stage, index, status, objective, runs "
+                                                   "FROM rf_trials ORDER BY stage, index")).mappings()]
+        for r in rows:  # per-epoch reports are rows of rf_reports
+            r["history"] = [json.loads(h) if isinstance(h, str) else h for h in c.execute(
+                sa.text("SELECT row FROM rf_reports WHERE trial_id = :t ORDER BY epoch"), {"t": r["id"]}).scalars()]
     engine.dispose()
     for stage, n in enumerate(SPEC["protocol"]["stages"], start=1):
         assert sorted(r["index"] for r in rows if r["stage"] == stage) == list(range(n))

@@ -1,5 +1,6 @@
 """End to end on a real local Ray with real data and tiny budgets, against SQLite and PostgreSQL:
-a two-optimizer study through the real `rootfree serve` process, killed mid-study and restarted."""
+two studies at once (a two-optimizer Fashion-MNIST study and a noisy-quadratic one) through the
+real `rootfree serve` process, killed mid-study and restarted."""
 
 import math
 import os
@@ -21,6 +22,11 @@ SPEC = {
     "budget": {"epochs": 2, "train_subset": 384, "test_subset": 200, "width": 16,
                "batch_size": 64},
     "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
+}
+SECOND = {
+    "name": "e2e-nqm", "workload": "noisy_quadratic", "optimizers": ["sgd", "ifshampoo"],
+    "protocol": {"stages": [4, 3], "top_k": 2, "seed": 2}, "priority": 1,
+    "budget": {"epochs": 2, "pace_ms": 500}, "max_concurrent_trials": 1,
 }
 
 
@@ -80,7 +86,10 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     try:
         sid = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
                          timeout=30).json()["id"]
+        second = httpx.post(f"{url}/studies", json=SECOND, timeout=30).json()["id"]
         _wait(url, sid, lambda s: finished_trials(s) >= 3)
+        # both studies run at once: the second has finished trials before the first ends
+        assert finished_trials(httpx.get(f"{url}/studies/{second}").json()) >= 1
     finally:
         _kill(proc)  # a real kill: no shutdown hooks run
     port = free_port()
@@ -88,11 +97,13 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     proc = _serve(db_url, port, tmp_path, dashboard_port=free_port())  # the restart shows the dashboard
     try:
         study = _wait(url, sid, lambda s: s["status"] in ("completed", "failed"))
+        other = _wait(url, second, lambda s: s["status"] in ("completed", "failed"))
+        other_trials = httpx.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
         logs = httpx.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
         dashboard_logs = _dashboard_log(study["dashboard_log_url"])
         jobs = httpx.get(f"{study['dashboard_url']}/api/jobs/", headers=_ray_auth(), timeout=30).json()
         assert study["status"] == "completed", study.get("error")
-        trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}).json()
+        trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"}).json()
         best = httpx.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
         export = httpx.get(f"{url}/studies/{sid}/export", params={"format": "yaml"})
         again = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"})
@@ -100,6 +111,12 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
         _kill(proc)
 
     assert again.json()["id"] == sid
+    assert other["status"] == "completed", other.get("error")
+    for opt in SECOND["optimizers"]:
+        for stage, n in enumerate(SECOND["protocol"]["stages"], start=1):
+            rows = [t for t in other_trials if t["optimizer"] == opt and t["stage"] == stage]
+            assert sorted(t["index"] for t in rows) == list(range(n))
+            assert all(t["status"] in ("completed", "diverged") for t in rows), rows
     # the study's log stream: both controllers' runs, every trial's epochs, in the Ray dashboard too
     assert "started on a local Ray" in logs and "interrupted trials rerun) on a local Ray" in logs
     assert logs.rstrip().endswith("study completed")

@@ -11,6 +11,7 @@ TINY = {
                    "width": 32},
     "ptb_lstm": {"epochs": 1, "train_subset": 8000, "test_subset": 2000, "batch_size": 20,
                  "width": 32, "bptt": 20},
+    "noisy_quadratic": {"epochs": 2, "steps": 20, "batch_size": 16, "width": 8, "pace_ms": 0},
 }
 LR = {"sgd": 0.05, "adamw": 3e-3, "rmsprop": 1e-3, "shampoo": 0.05, "rfrmsprop": 3e-2,
       "rfshampoo": 3e-3, "ifshampoo": 3e-3}
@@ -86,4 +87,17 @@ def test_cifar100_missing_names_the_directory(tmp_path, monkeypatch):
 
 
 def test_registry_names():
-    assert set(workloads.names()) == {"fmnist_cnn", "fmnist_vit", "ptb_lstm", "cifar100_resnet"}
+    assert set(workloads.names()) == {"fmnist_cnn", "fmnist_vit", "ptb_lstm", "cifar100_resnet",
+                                      "noisy_quadratic"}
+
+
+def test_noisy_quadratic_pace_and_budget():
+    cfg = {"workload": "noisy_quadratic", "optimizer": "adamw", "hyperparameters": {"lr": 0.05},
+           "budget": {"epochs": 2, "pace_ms": 150}, "seed": 0}
+    result = run_trial(cfg)
+    assert all(h["epoch_time_s"] >= 0.15 for h in result["history"])
+    assert run_trial({**cfg, "budget": {"epochs": 2, "pace_ms": 0}})["metrics"] == result["metrics"]
+    with pytest.raises(ValueError, match="pace_ms must be a non-negative integer"):
+        validate_config({**cfg, "budget": {"pace_ms": -1}})
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        validate_config({**cfg, "budget": {"steps": 0}})

@@ -1,0 +1,38 @@
+"""The queue as people see it (`GET /cluster`, `rootfree queue`, a study's place in line),
+read from the store in the scheduler's own order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .scheduler import StudyState, queue_order
+from .stages import planned_trials
+from .store import FINISHED, StudyStore
+
+
+def queue(store: StudyStore) -> list[dict[str, Any]]:
+    """Every queued or running study, in the order the fair-share policy serves them: study_id,
+    name, status, priority, running, pending (trials not yet started), position (1-based)."""
+    counts = store.active_counts()
+    studies = store.studies_with_status("running", "queued")
+    by_id = {s.id: s for s in studies}
+    states = [StudyState(s.id, int(s.spec.get("priority", 0)), s.created_at.timestamp(),
+                         counts.get(s.id, {}).get("running", 0), s.spec["max_concurrent_trials"], {})
+              for s in studies]
+    out = []
+    for position, st in enumerate(queue_order(states), start=1):
+        study, c = by_id[st.study_id], counts.get(st.study_id, {})
+        finished = sum(n for status, n in c.items() if status in FINISHED)
+        out.append({"study_id": study.id, "name": study.name, "status": study.status,
+                    "priority": st.priority, "running": st.running,
+                    "pending": max(0, planned_trials(study.spec) - finished - st.running),
+                    "position": position})
+    return out
+
+
+def place(store: StudyStore, study_id: str) -> dict[str, Any] | None:
+    """Where one study stands: running, pending and position (None once it has ended)."""
+    for entry in queue(store):
+        if entry["study_id"] == study_id:
+            return {k: entry[k] for k in ("position", "running", "pending", "priority")}
+    return None

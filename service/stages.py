@@ -1,0 +1,132 @@
+"""A study's state machine: which (optimizer, stage) groups are runnable, and stage narrowing.
+
+Per optimizer, stage 1 samples the study's space and stage k>1 samples ``narrow(stage k-1)``
+as soon as every trial of stage k-1 has ended, independent of the other optimizers. A stage's
+trials are created in the store when the stage opens (deterministic per index, so a restarted
+study re-creates exactly the missing ones); its space and narrowing notes are saved with the
+study; a finished stage is also written as an Optuna study (a read view for optuna-dashboard).
+
+The protocol's math (sampling, narrowing) lives in `search_spaces`; this module only decides
+when to apply it, and reads and writes through the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+
+from search_spaces import SearchSpace, narrow, sample
+
+from .models import Study
+from .scheduler import Group
+from .store import FINISHED, StudyStore
+from .study_log import StudyLog
+
+log = logging.getLogger("rootfree.stages")
+
+
+@dataclass(frozen=True)
+class Progress:
+    groups: tuple[Group, ...]  # per optimizer: its finished stages and its current one
+    done: bool  # every stage of every optimizer has ended
+
+    @property
+    def runnable(self) -> int:
+        return sum(g.runnable for g in self.groups)
+
+
+def planned_trials(spec: dict) -> int:
+    """Every trial the protocol will run for the study (all stages of all optimizers)."""
+    return sum(spec["protocol"]["stages"]) * len(spec["optimizers"])
+
+
+class StageMachine:
+    """Advances studies through their stages; remembers which stages it has exported to Optuna
+    (the export is idempotent, the memory only saves the database a round trip per poll)."""
+
+    def __init__(self, store: StudyStore):
+        self.store = store
+        self._exported: set[tuple[str, str, int]] = set()
+
+    def advance(self, study: Study, slog: StudyLog | None = None) -> Progress:
+        """Opens every stage that has become runnable and says what can run now.
+        Raises `search_spaces.NarrowingError` when a stage cannot be narrowed (the study fails)."""
+        spec = study.spec
+        stages = spec["protocol"]["stages"]
+        counts: dict[tuple[str, int], dict[str, int]] = {}
+        for opt, stage, status, n in self.store.count_trials(study.id):
+            counts.setdefault((opt, stage), {})[status] = n
+        groups: list[Group] = []
+        for order, opt in enumerate(spec["optimizers"]):
+            for stage, n in enumerate(stages, start=1):
+                c = counts.get((opt, stage), {})
+                if sum(c.values()) < n:
+                    self._open_stage(study, opt, stage, slog)
+                    c = {**c, "pending": c.get("pending", 0) + n - sum(c.values())}
+                finished = sum(v for k, v in c.items() if k in FINISHED)
+                groups.append(Group(opt, stage, order, runnable=c.get("pending", 0),
+                                    running=c.get("running", 0), finished=finished >= n))
+                if finished < n:
+                    break  # the next stage narrows around this one: it waits
+                self._export(study, opt, stage)
+        done = all(g.finished for g in groups) and len(groups) == len(stages) * len(spec["optimizers"])
+        return Progress(tuple(groups), done)
+
+    def _open_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> None:
+        spec = study.spec
+        p = spec["protocol"]
+        saved = (self.store.get_study(study.id).stage_spaces or {}).get(optimizer, {})
+        if str(stage) in saved:  # opened before a restart: the same space, the missing trials
+            space = SearchSpace.from_dict(saved[str(stage)])
+        else:
+            space = SearchSpace.from_dict(spec["search_spaces"][optimizer])
+            notes: list[str] = []
+            if stage > 1:
+                prev_space = SearchSpace.from_dict(saved.get(str(stage - 1), spec["search_spaces"][optimizer]))
+                prev = self.store.trials(study.id, optimizer=optimizer, stage=stage - 1)
+                space = narrow(prev_space, [(t.config, t.objective) for t in prev],
+                               mode=spec["mode"], top_k=p["top_k"], margin=p["margin"])
+                notes = space.notes
+            self.store.save_stage_space(study.id, optimizer, stage, space.to_dict(), notes)
+            for note in notes:
+                if slog:
+                    slog.event("%s stage %d: %s", optimizer, stage, note)
+        n = p["stages"][stage - 1]
+        self.store.ensure_trials(study.id, optimizer, stage,
+                                 sample(space, n, p["seed"], stage=stage, method=p["method"]))
+        if slog:
+            slog.event("%s stage %d: %d trials over %s", optimizer, stage, n, describe(space.to_dict()))
+
+    def _export(self, study: Study, optimizer: str, stage: int) -> None:
+        key = (study.id, optimizer, stage)
+        if key in self._exported:
+            return
+        self._exported.add(key)
+        space = (self.store.get_study(study.id).stage_spaces or {}).get(optimizer, {}).get(str(stage))
+        if space is None:
+            return
+        try:
+            self.store.export_to_optuna(study.id, optimizer, stage, space, study.spec["mode"])
+        except Exception:  # noqa: BLE001 - the Optuna view is a convenience
+            log.warning("optuna export failed: %s", traceback.format_exc())
+
+
+def describe(space: dict) -> str:
+    """A one-line summary of a search space's dimensions for the study log."""
+    try:
+        parts = []
+        for name, d in space.items():
+            if "low" in d:
+                parts.append(f"{name}~{d['kind']}[{fmt(d['low'])}, {fmt(d['high'])}]")
+            elif "values" in d:
+                parts.append(f"{name} in {d['values']}")
+            else:
+                parts.append(f"{name}={d.get('value')}")
+        return ", ".join(parts)
+    except (AttributeError, KeyError, TypeError):
+        return str(space)
+
+
+def fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
