@@ -11,11 +11,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .api import catalog, cluster, studies
+from .api import catalog, cluster, health, studies
 from .api.errors import ApiError
-from .runner import RunnerProcess, StudyRunner
+from .limits import InputLimits
 from .settings import Settings, get_settings
 from .store import StoreUnavailable, StudyStore
+from .supervisor import RunnerSupervisor
 
 log = logging.getLogger("rootfree.api")
 
@@ -27,30 +28,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.settings = settings
         app.state.store = StudyStore(settings.database_url)
-        app.state.runner = None
+        app.state.supervisor = None
         if settings.start_runner:
-            app.state.runner = (RunnerProcess(settings) if settings.runner_process
-                                else StudyRunner(app.state.store, settings))
-            app.state.runner.start()
+            app.state.supervisor = RunnerSupervisor(settings, app.state.store)
+            app.state.supervisor.start()
         # Everything imported so far (torch and Ray among it: about 340k objects) lives as long
         # as the process; a full collection walking it took 125 ms, 250 ms under load, and was
         # the API's worst latency (bench/api_latency.py). Frozen objects are never scanned.
         gc.collect()
         gc.freeze()
         yield
-        if app.state.runner:
-            app.state.runner.stop()
+        if app.state.supervisor:
+            app.state.supervisor.stop()
 
     app = FastAPI(title="rootfree", version="0.1.0", lifespan=lifespan,
                   description="Hyperparameter search for root-free adaptive optimizers")
+    app.add_middleware(InputLimits)
     app.include_router(studies.router)
     app.include_router(catalog.router)
     app.include_router(cluster.router)
+    app.include_router(health.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"),
-                   "message": e["msg"].removeprefix("Value error, ")} for e in exc.errors()]
+        errors = []
+        for e in exc.errors():
+            field = ".".join(str(p) for p in e["loc"] if p != "body")
+            message = e["msg"].removeprefix("Value error, ")
+            if not field and ": " in message:  # a whole-model check names its field first
+                field, message = message.split(": ", 1)
+            errors.append({"field": field, "message": message})
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse(status_code=422,
                             content=jsonable_encoder({"detail": message, "errors": errors}))

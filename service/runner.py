@@ -30,10 +30,12 @@ from ray.tune.search import Searcher
 
 from search_spaces import NarrowingError
 
+from .lease import Lease, LeaseLost, holder_id
 from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
 from .settings import Settings
 from .stages import StageMachine, fmt
-from .store import FINISHED, StudyStore
+from .storage import study_dirs
+from .store import FINISHED, RunnerStore, StudyStore
 from .study_log import StudyLog, ray_logs_dir
 
 log = logging.getLogger("rootfree.runner")
@@ -62,6 +64,23 @@ def trial_label(meta: dict) -> str:
     return f"{meta['study_id'][:8]}-{meta['optimizer']}-s{meta['stage']}-i{meta['index']}"
 
 
+def trial_dirname(meta: dict) -> str:
+    """A trial's directory in every Tune run that ran it: ``<study id>-<optimizer>-s<k>-i<n>``."""
+    return f"{meta['study_id']}-{meta['optimizer']}-s{meta['stage']}-i{meta['index']}"
+
+
+def trial_error(trial) -> str:
+    """What a failed trial's error was: the last lines of Tune's error file (they hold the
+    exception, e.g. "No space left on device: '<path>'"), or the file's name."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text(errors="replace").strip() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-3:])[-2000:] if lines else str(path or "error")
+
+
 def _meta(trial) -> dict:
     return trial.config["trial"]["meta"]
 
@@ -79,7 +98,10 @@ class _StoreCallback(_LiveOnly, tune.Callback):
             slog.event("trial %s " + message, trial_label(meta), *args, level=level, echo=False)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.runner.store.mark_started(_meta(trial)["trial_id"])
+        try:
+            self.runner.store.mark_started(_meta(trial)["trial_id"])
+        except LeaseLost as e:
+            self.runner.lost(e)
         hp = trial.config["trial"]["hyperparameters"]
         self._say(trial, "started: %s", " ".join(f"{k}={fmt(v)}" for k, v in sorted(hp.items())))
 
@@ -87,6 +109,18 @@ class _StoreCallback(_LiveOnly, tune.Callback):
         self._say(trial, "restored from its checkpoint after a failure", level=logging.WARNING)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        try:
+            self._on_result(trial, result)
+        except LeaseLost as e:
+            self.runner.lost(e)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        try:
+            self.runner.store.set_checkpoint(_meta(trial)["trial_id"], checkpoint.path)
+        except LeaseLost as e:
+            self.runner.lost(e)
+
+    def _on_result(self, trial, result) -> None:
         meta = _meta(trial)
         metric = self.runner.metric_of(meta["study_id"])
         keep = ("epoch", "train_loss", metric, "lr", "examples_per_s", "epoch_time_s",
@@ -102,8 +136,10 @@ class _StoreCallback(_LiveOnly, tune.Callback):
         self._say(trial, "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.runner.store.mark_failed(_meta(trial)["trial_id"],
-                                      str(getattr(trial, "error_file", "") or "error"))
+        try:
+            self.runner.store.mark_failed(_meta(trial)["trial_id"], trial_error(trial))
+        except LeaseLost as e:
+            self.runner.lost(e)
         self._say(trial, "failed (error file: %s)", getattr(trial, "error_file", None),
                   level=logging.ERROR)
 
@@ -133,7 +169,11 @@ class _QueueSearcher(_LiveOnly, Searcher):
     def suggest(self, trial_id: str):
         if self.runner.stopping:
             return Searcher.FINISHED
-        config = self.runner.dispatch(trial_id)
+        try:
+            config = self.runner.dispatch(trial_id)
+        except LeaseLost as e:
+            self.runner.lost(e)
+            return Searcher.FINISHED
         if config is not None:
             return {"trial": config}
         if self.runner.idle_for() > IDLE_END_S:
@@ -169,14 +209,23 @@ class StudyRunner:
     a child process, which is what `rootfree serve` does."""
 
     def __init__(self, store: StudyStore, settings: Settings, stop_event=None):
-        self.store, self.settings = store, settings
+        self.settings = settings
+        self.base_store = store
+        self.holder = settings.runner_id or holder_id()
+        self.lease = Lease(store.engine, self.holder, ttl_s=settings.lease_ttl_s)
+        self._stop = stop_event if stop_event is not None else threading.Event()
+        # Every runner transaction is fenced by the lease and retried through database outages.
+        self.store = RunnerStore(store, self.lease, retry_s=settings.db_retry_s, stop=self._stop)
         self.policy = policy(settings.scheduler)
-        self.stages = StageMachine(store)
+        self.stages = StageMachine(self.store)
         self.dashboard_url: str | None = None
         self.node_id: str | None = None  # the Ray node this runner drives from (its logs dir)
-        self._stop = stop_event if stop_event is not None else threading.Event()
+        self.role = "standby"
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()  # Tune's driver thread and stop() share the state below
+        self._reset_state()
+
+    def _reset_state(self) -> None:
         self.active: dict[str, _Active] = {}
         self.live: dict[str, _Live] = {}  # Tune trial id -> claimed store trial
         self._interrupted: dict[str, int] = {}  # study id -> trials a dead controller left running
@@ -187,10 +236,15 @@ class StudyRunner:
         self._total: dict[str, float] = {}
         self._nodes: list[dict[str, float]] = []
         self._busy_at = time.monotonic()
+        self._lost = False  # a fenced write found the lease gone: stop everything
+        self._disk_message: str | None = None
+        self._disk_checked = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     def connect_ray(self) -> None:
         if ray.is_initialized():
+            if self.node_id is None:
+                self.node_id = ray.get_runtime_context().get_node_id()
             return
         self._owns_ray = True
         s = self.settings
@@ -212,9 +266,10 @@ class StudyRunner:
         url = getattr(ctx, "dashboard_url", None)
         self.dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
         self.node_id = ray.get_runtime_context().get_node_id()
+        self.store.record_cluster(runner={"holder": self.holder, "pid": os.getpid(), "since": time.time(),
+                                          "dashboard_url": self.dashboard_url, "node_id": self.node_id})
 
     def start(self) -> None:
-        self.connect_ray()
         self._thread = threading.Thread(target=self._loop, name="rootfree-runner", daemon=True)
         self._thread.start()
 
@@ -225,12 +280,14 @@ class StudyRunner:
         self.shutdown_ray()
 
     def shutdown_ray(self) -> None:
-        if getattr(self, "_owns_ray", False):
+        if getattr(self, "_owns_ray", False) and ray.is_initialized():
             ray.shutdown()
+        self._owns_ray = False
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        """The runner stops (shutdown), or its lease is about to lapse: trials must stop."""
+        return self._stop.is_set() or self._lost or self.lease.expiring()
 
     def is_cancelled(self, study_id: str) -> bool:
         """Whether the study was cancelled or deleted (cached for half a second: the stopper
@@ -243,23 +300,96 @@ class StudyRunner:
         return value
 
     def _loop(self) -> None:
-        for study in self.store.studies_with_status("running"):  # a previous controller died
-            self._interrupted[study.id] = self.store.reset_interrupted(study.id)
-            log.info("resuming study %s (%d interrupted trials rerun)", study.id,
-                     self._interrupted[study.id])
+        """Standby until this controller holds the lease, then leader until it stops or loses it."""
         while not self._stop.is_set():
             try:
+                if not self.lease.acquire():
+                    self.role = "standby"
+                    self._stop.wait(self.settings.lease_poll_s)
+                    continue
+            except Exception:  # noqa: BLE001 - the database may be down: try again
+                log.warning("runner lease: %s", traceback.format_exc(limit=1))
+                self._stop.wait(self.settings.lease_poll_s)
+                continue
+            self.role = "leader"
+            renewer = threading.Thread(target=self._renew_loop, name="rootfree-lease", daemon=True)
+            renewer.start()
+            try:
+                self._lead()
+            finally:
+                self.role = "standby"
+                if self._stop.is_set():
+                    try:
+                        self.lease.release()  # a clean stop: a standby takes over at once
+                    except Exception:  # noqa: BLE001
+                        pass
+                renewer.join(timeout=10)
+
+    def _renew_loop(self) -> None:
+        while self.lease.held and not self._stop.is_set():
+            if self._stop.wait(self.settings.lease_renew_s):
+                return
+            try:
+                if not self.lease.renew():
+                    log.error("runner lease lost to another controller; stopping this runner's trials")
+                    return
+            except Exception:  # noqa: BLE001 - keep trying until the lease would lapse
+                log.warning("runner lease renewal failed: %s", traceback.format_exc(limit=1))
+
+    def _lead(self) -> None:
+        """The leader's work: resume what a dead leader left running, then run every study."""
+        self._reset_state()
+        log.info("runner %s leads (lease token %s)", self.holder, self.lease.token)
+        try:
+            for study in self.store.studies_with_status("running"):  # a previous leader died
+                self._interrupted[study.id] = self.store.reset_interrupted(study.id)
+                log.info("resuming study %s (%d interrupted trials rerun)", study.id,
+                         self._interrupted[study.id])
+        except LeaseLost as e:
+            log.error("runner: %s", e)
+            return
+        while not self.stopping:
+            try:
+                self.connect_ray()
                 self._record_cluster(force=True)
                 if self.store.studies_with_status("running", "queued"):
                     self._run_tune()
                 else:
                     self._stop.wait(self.settings.poll_interval_s)
+            except LeaseLost as e:
+                log.error("runner: %s; back to standby", e)
+                break
             except Exception:  # noqa: BLE001 - the runner lives on; the next poll tries again
                 log.error("runner loop: %s", traceback.format_exc())
+                self._reconnect_ray_if_lost()
                 self._stop.wait(self.settings.poll_interval_s)
         with self._lock:
+            message = ("study interrupted: the controller is stopping; it resumes on restart"
+                       if self._stop.is_set() else
+                       "study interrupted: this controller lost the runner lease; another resumes it")
             for sid in list(self.active):
-                self._drop(sid, "study interrupted: the controller is stopping; it resumes on restart")
+                self._drop(sid, message)
+
+    def lost(self, error: Exception) -> None:
+        """A fenced write found the lease gone: stop every trial, write nothing more."""
+        if not self._lost:
+            log.error("runner: %s; stopping this runner's trials", error)
+        self._lost = True
+
+    def _reconnect_ray_if_lost(self) -> None:
+        """A lost Ray connection (the head restarted, the network broke) is re-established on the
+        next loop: the old connection is shut down here."""
+        if not ray.is_initialized():
+            return
+        try:
+            ray.nodes()
+        except Exception:  # noqa: BLE001
+            log.warning("the Ray connection is lost; reconnecting")
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            self.node_id = None
 
     # ------------------------------------------------------------------ the Tune run
     def _run_tune(self) -> None:
@@ -275,6 +405,9 @@ class StudyRunner:
         def trial_name(trial) -> str:
             return trial_label(_meta(trial))
 
+        def trial_dir(trial) -> str:  # the whole study id: DELETE finds every run's directory
+            return trial_dirname(_meta(trial))
+
         sp = self.settings.storage_path  # a shared path or a URI (s3://, gs://) on a multi-node cluster
         storage = sp if "://" in sp else str(Path(sp).resolve())
         self._busy_at = time.monotonic()
@@ -282,12 +415,13 @@ class StudyRunner:
             tune.with_resources(trainable, resources),
             tune_config=TuneConfig(
                 search_alg=_QueueSearcher(self), num_samples=-1, reuse_actors=True,
-                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+                trial_name_creator=trial_name, trial_dirname_creator=trial_dir),
             run_config=RunConfig(
                 name=f"rootfree-{int(time.time() * 1000)}", storage_path=storage,
                 callbacks=[_StoreCallback(self)], stop=_CancelStopper(self),
                 failure_config=FailureConfig(max_failures=2), verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=None if self.settings.keep_checkpoints == "all" else 1)),
         )
         tuner.fit()
         with self._lock:  # anything Tune did not report back is not running any more
@@ -305,6 +439,8 @@ class StudyRunner:
         """The next trial to start (a trial configuration for `workers.run_trial`), or None."""
         with self._lock:
             self._refresh()
+            if self._disk_full():
+                return None
             running: dict[str, int] = {}
             for t in self.live.values():
                 running[t.study_id] = running.get(t.study_id, 0) + 1
@@ -329,12 +465,17 @@ class StudyRunner:
                     continue
                 self.live[tune_trial_id] = _Live(choice.study_id, trial.id, a.request)
                 self._busy_at = time.monotonic()
-                return {"workload": a.spec["workload"], "optimizer": trial.optimizer,
-                        "hyperparameters": trial.config, "budget": a.spec["budget"],
-                        "seed": a.spec["protocol"]["seed"],
-                        "meta": {"trial_id": trial.id, "study_id": choice.study_id,
-                                 "optimizer": trial.optimizer, "stage": trial.stage,
-                                 "index": trial.index, "request": a.request}}
+                config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
+                          "hyperparameters": trial.config, "budget": a.spec["budget"],
+                          "seed": a.spec["protocol"]["seed"],
+                          "meta": {"trial_id": trial.id, "study_id": choice.study_id,
+                                   "optimizer": trial.optimizer, "stage": trial.stage,
+                                   "index": trial.index, "request": a.request}}
+                if trial.checkpoint:  # interrupted by a controller death: go on from its last epoch
+                    config["resume_from"] = trial.checkpoint
+                    a.slog.event("trial %s resumes from its checkpoint %s", trial_label(config["meta"]),
+                                 trial.checkpoint, echo=False)
+                return config
             return None
 
     def release(self, tune_trial_id: str, error: bool) -> None:
@@ -344,16 +485,64 @@ class StudyRunner:
             self._dirty = True
             if live is None:
                 return
-            t = self.store.trial(live.study_id, live.trial_id)
-            if t is None or t.status in FINISHED:
-                return
-            if self.is_cancelled(live.study_id):
-                self.store.mark_failed(live.trial_id, "stopped: the study was cancelled")
-            elif self.stopping:
-                self.store.release_trial(live.trial_id)  # runs again after the restart
-            else:
-                self.store.mark_failed(live.trial_id, "the trial failed" if error
-                                       else "the trial ended without a final report")
+            try:
+                t = self.store.trial(live.study_id, live.trial_id)
+                if t is not None and t.status in FINISHED:
+                    self._prune_checkpoints(t)
+                if t is None or t.status in FINISHED:
+                    return
+                if self.is_cancelled(live.study_id):
+                    self.store.mark_failed(live.trial_id, "stopped: the study was cancelled")
+                elif self.stopping:
+                    self.store.release_trial(live.trial_id)  # runs again after the restart
+                else:
+                    self.store.mark_failed(live.trial_id, "the trial failed" if error
+                                           else "the trial ended without a final report")
+            except LeaseLost:
+                pass  # the new leader resets it to pending
+
+    def _prune_checkpoints(self, t) -> None:
+        """A finished trial keeps its final checkpoint only (ROOTFREE_KEEP_CHECKPOINTS=final), all
+        of them (all) or none (none); checkpoints of earlier, interrupted runs of it go."""
+        import shutil
+
+        keep = self.settings.keep_checkpoints
+        if keep == "all":
+            return
+        final = Path(t.checkpoint).resolve() if t.checkpoint and "://" not in t.checkpoint else None
+        name = f"{t.optimizer}-s{t.stage}-i{t.index}"
+        for d in study_dirs(self.settings.storage_path, t.study_id, name):
+            if not d.name.endswith(name):
+                continue
+            for ckpt in d.glob("checkpoint_*"):
+                if keep == "none" or ckpt.resolve() != final:
+                    shutil.rmtree(ckpt, ignore_errors=True)
+
+    def _disk_full(self) -> bool:
+        """Whether the storage path has less than ROOTFREE_MIN_FREE_MB free (checked at most
+        once a second). While it does, no trial starts; a study with nothing running ends."""
+        import shutil
+
+        now = time.monotonic()
+        if now - getattr(self, "_disk_checked", 0.0) < 1.0:
+            return self._disk_message is not None
+        self._disk_checked = now
+        sp = self.settings.storage_path
+        message = None
+        if "://" not in sp:
+            path = Path(sp).resolve()
+            probe = path if path.exists() else path.parent
+            try:
+                free = shutil.disk_usage(probe).free / 2**20
+            except OSError:
+                free = float("inf")
+            if free < self.settings.min_free_mb:
+                message = (f"no space left on device under {path}: {free:.0f} MB free, trials need "
+                           f"{self.settings.min_free_mb} MB (ROOTFREE_MIN_FREE_MB)")
+        if message and not self._disk_message:
+            log.error("%s; no trial starts until there is space", message)
+        self._disk_message = message
+        return message is not None
 
     def _refresh(self) -> None:
         """Brings the in-memory view of the active studies up to date (rate-limited)."""
@@ -380,8 +569,11 @@ class StudyRunner:
                 self._finish(sid, "failed", f"{type(e).__name__}: {e}", logged=True)
                 continue
             a.groups, a.done = progress.groups, progress.done
-            if a.done and not any(t.study_id == sid for t in self.live.values()):
+            busy = any(t.study_id == sid for t in self.live.values())
+            if a.done and not busy:
                 self._finish(sid, "completed")
+            elif not busy and self._disk_full():
+                self._finish(sid, "failed", self._disk_message)
 
     def _admit(self, study) -> _Active | None:
         """A study this runner has not run yet (new, or resumed after a restart)."""
@@ -500,11 +692,11 @@ def _runner_main(settings_dict: dict, conn, stop_event, parent_pid: int) -> None
     try:
         store = StudyStore(settings.database_url)
         runner = StudyRunner(store, settings, stop_event=stop_event)
-        runner.connect_ray()
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails fast
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
-    conn.send(("ready", {"dashboard_url": runner.dashboard_url, "node_id": runner.node_id}))
+    # Ray is connected when this runner becomes the leader: a standby holds no Ray resources.
+    conn.send(("ready", {"holder": runner.holder}))
     try:
         runner._loop()
     finally:
@@ -517,7 +709,7 @@ class RunnerProcess:
     The Tune driver loop, its callbacks' database writes and Ray's driver threads then never
     compete with the API for one interpreter lock: `bench/api_latency.py` measured GET
     /studies/{id} p99 at hundreds of ms with the runner as a thread of the API process while
-    trials ran. Coordination goes through the study store only (status, cancel), as before."""
+    trials ran. Coordination goes through the study store only (status, cancel, the lease)."""
 
     def __init__(self, settings: Settings, start_timeout_s: float = 180.0):
         import multiprocessing as mp
@@ -526,29 +718,32 @@ class RunnerProcess:
         self._ctx = mp.get_context("spawn")  # no fork of a process holding threads and sockets
         self._stop = self._ctx.Event()
         self.process = None
-        self.dashboard_url: str | None = None
-        self.node_id: str | None = None
+        self.holder: str | None = None
 
     def start(self) -> None:
+        self._stop = self._ctx.Event()
+        self.holder = holder_id()  # a new holder id per process: a restart never inherits a lease
+        settings = self.settings.model_copy(update={"runner_id": self.holder})
         parent, child = self._ctx.Pipe(duplex=False)
         self.process = self._ctx.Process(
             target=_runner_main, name="rootfree-runner",
-            args=(self.settings.model_dump(), child, self._stop, os.getpid()))
+            args=(settings.model_dump(), child, self._stop, os.getpid()))
         self.process.start()
         child.close()
         if not parent.poll(self.start_timeout_s):
             self.stop()
-            raise RunnerStartError(f"the study runner did not start within {self.start_timeout_s:.0f} s "
-                                   f"(Ray address: {self.settings.ray_address or 'local'})")
+            raise RunnerStartError(f"the study runner did not start within {self.start_timeout_s:.0f} s")
         try:
             kind, value = parent.recv()
         except EOFError:
             kind, value = "error", f"the runner process exited with code {self.process.exitcode}"
         if kind == "error":
             self.process.join(timeout=10)
-            where = self.settings.ray_address or "a local Ray instance"
-            raise RunnerStartError(f"the study runner could not start ({where}): {value}")
-        self.dashboard_url, self.node_id = value["dashboard_url"], value["node_id"]
+            raise RunnerStartError(f"the study runner could not start: {value}")
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.is_alive()

@@ -11,13 +11,15 @@ import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError, TwoStageProtocol
 from workers import workloads
 
+from .limits import CONTROL
+
 
 class ProtocolSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stages: list[int] = Field(default=[100, 100], min_length=1, max_length=10)
     top_k: int = Field(default=10, ge=2, le=10000)
     margin: float = Field(default=0.25, ge=0, le=10)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     method: Literal["random", "halton"] = "random"
 
     @field_validator("stages")
@@ -36,8 +38,31 @@ class Resources(BaseModel):
     memory_mb: float = Field(default=0, ge=0, le=16 * 2**20)  # reserved per trial (Ray's `memory`)
 
 
+def reject_control_characters(value: Any, path: str = "") -> None:
+    """Raises ValueError naming the first string (key or value) with a control character."""
+    if isinstance(value, str):
+        if CONTROL.search(value):
+            raise ValueError(f"{path or 'body'}: control characters (NUL, newline, ...) are not allowed")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and CONTROL.search(k):
+                raise ValueError(f"{path or 'body'}: a key contains control characters")
+            reject_control_characters(v, where)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            reject_control_characters(v, f"{path}[{i}]")
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        reject_control_characters(data)
+        return data
+
     name: str = Field(min_length=1, max_length=200)
     workload: str
     optimizers: list[str] = Field(min_length=1, max_length=10)
@@ -83,10 +108,7 @@ class StudySpec(BaseModel):
         if self.metric is not None and self.metric != w.metric:
             raise ValueError(f"metric: workload {self.workload!r} reports {w.metric!r}, "
                              f"not {self.metric!r}")
-        try:
-            w.budget(self.budget)
-        except ValueError as e:
-            raise ValueError(f"budget: {e}") from None
+        w.budget(self.budget)  # raises ValueError("budget.<key>: ...") naming the key and its limit
         return self
 
     def resolved(self) -> dict[str, Any]:

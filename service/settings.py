@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +33,20 @@ class Settings(BaseSettings):
     cluster_refresh_s: float = 5.0  # how often the runner records the cluster's nodes
     max_trials_per_study: int = 5000  # every stage of every optimizer
     max_active_studies: int = 50  # queued + running
+    # The runner lease (service/lease.py): a standby takes over within lease_ttl_s of the
+    # leader's death; the leader renews every lease_renew_s and stops its own trials when it has
+    # not renewed for lease_ttl_s - 5 s (so no trial runs under two leaders).
+    lease_ttl_s: float = 30.0
+    lease_renew_s: float = 3.0
+    lease_poll_s: float = 2.0  # how often a standby tries to take the lease
+    db_retry_s: float = 600.0  # the runner's writes retry through a database outage this long
+    max_runner_restarts: int = 5  # consecutive failed restarts before `serve` exits non-zero
+    # Checkpoints of finished trials: final (only the last, the default), all, or none.
+    keep_checkpoints: Literal["final", "all", "none"] = "final"
+    # No trial starts while the storage path has less free space than this (a full disk fails
+    # the trials it hits; a study that cannot go on ends, saying why).
+    min_free_mb: int = 50
+    runner_id: str | None = None  # the lease holder id (set by `serve` for its runner process)
 
 
 @lru_cache

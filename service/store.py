@@ -10,7 +10,9 @@ opens them with Optuna's plots and parameter importances (see ``export_to_optuna
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +22,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
 from .models import ClusterRecord, Report, Study, Trial
 
+log = logging.getLogger("rootfree.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
 FINISHED = ("completed", "diverged", "failed")
 
@@ -71,6 +74,14 @@ def migrate(engine: Engine) -> None:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def transient(e: BaseException) -> bool:
+    """A database error worth retrying: the server is down or restarting, a connection was cut,
+    SQLite is busy. Not: a constraint or a programming error."""
+    if isinstance(e, OperationalError | InterfaceError):
+        return True
+    return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
 
 
 class StudyStore:
@@ -350,6 +361,22 @@ class StudyStore:
         return out
 
     # ------------------------------------------------------------------ Optuna view
+    def delete_optuna_studies(self, study_id: str) -> int:
+        """Removes the study's Optuna views (one per optimizer and stage), each in one call."""
+        import optuna
+
+        try:
+            storage = optuna.storages.RDBStorage(str(self.engine.url.render_as_string(False)))
+        except Exception:  # noqa: BLE001 - no Optuna tables yet: nothing to remove
+            return 0
+        n = 0
+        for name in optuna.get_all_study_names(storage):
+            if name.startswith(f"{study_id}/"):
+                storage.delete_study(storage.get_study_id_from_name(name))
+                n += 1
+        storage.remove_session()
+        return n
+
     def export_to_optuna(self, study_id: str, optimizer: str, stage: int, space_dict: dict,
                          mode: str) -> None:
         import optuna
@@ -376,3 +403,44 @@ class StudyStore:
                     user_attrs={"rootfree_trial_id": t.id, "status": t.status}))
             except ValueError:
                 continue  # a value outside a narrowed distribution: skip rather than fail
+
+
+class RunnerStore:
+    """The runner's view of the store: every transaction is fenced by the runner lease (its
+    first statement checks the lease, see service/lease.py) and every call is retried with
+    backoff through a database outage of up to `retry_s` (a report that arrives while the
+    database is down waits and is written when it is back; it is never dropped). A lost lease
+    is not retried: `LeaseLost` reaches the runner, which stops."""
+
+    def __init__(self, store: StudyStore, lease=None, retry_s: float = 600.0, stop=None):
+        self._store = copy.copy(store)
+        self._store.sessions = sessionmaker(store.engine, expire_on_commit=False)
+        if lease is not None:
+            event.listen(self._store.sessions, "after_begin",
+                         lambda session, transaction, connection: lease.check(connection))
+        self.retry_s, self._stop = retry_s, stop
+        self.retries = 0  # transient failures seen (exposed for tests and health)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            deadline, delay = time.monotonic() + self.retry_s, 0.2
+            while True:
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as e:
+                    if not transient(e) or time.monotonic() >= deadline:
+                        raise
+                    self.retries += 1
+                    log.warning("store.%s: the database is unavailable (%s); retrying in %.1f s",
+                                name, type(e).__name__, delay)
+                    if self._stop is not None and self._stop.wait(delay):
+                        raise
+                    if self._stop is None:
+                        time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+        return call

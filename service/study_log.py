@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,13 +46,28 @@ def ray_logs_dir() -> Path | None:
         return None
 
 
-def tail(path: Path, lines: int) -> list[str]:
-    """The last `lines` lines of a log file ([] when it does not exist yet)."""
+def tail(path: Path, lines: int, within: Path | None = None) -> list[str]:
+    """The last `lines` lines of a log file ([] when it does not exist yet), read backwards from
+    its end in blocks (a long study's log is never read whole). A symlink is never followed, nor
+    a path outside `within` (the storage path's log folder)."""
+    if within is not None and not path.resolve().is_relative_to(within.resolve()):
+        return []
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n") for line in deque(f, maxlen=lines)]
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError:  # a symlink (ELOOP) or no permission: nothing to show
+        return []
+    with os.fdopen(fd, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        data, pos, block = b"", end, 64 * 1024
+        while pos > 0 and data.count(b"\n") <= lines:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    text = data.decode("utf-8", errors="replace").splitlines()
+    return text[-lines:] if lines else []
 
 
 class StudyLog:
@@ -61,8 +75,13 @@ class StudyLog:
     runner loop both write). Study-level lines, and warnings, also go to the runner's console log;
     per-trial lines stay in the file (`echo=False`), or a console would scroll a line per epoch."""
 
-    def __init__(self, storage_path: str, study_id: str, logs_dir: Path | None = None):
+    MAX_BYTES = 20 * 2**20  # then the file rotates: study-<id>.log.1, .2 (the oldest goes)
+    BACKUPS = 2
+
+    def __init__(self, storage_path: str, study_id: str, logs_dir: Path | None = None,
+                 max_bytes: int | None = None):
         self.study_id = study_id
+        self.max_bytes = max_bytes or self.MAX_BYTES
         self.path = log_path(storage_path, study_id)
         self._lock = threading.Lock()
         self.ray_name: str | None = None
@@ -94,11 +113,35 @@ class StudyLog:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         with self._lock:
             if self._file is not None and not self._file.closed:
-                self._file.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
+                try:
+                    self._file.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
+                    if self._file.tell() > self.max_bytes:
+                        self._rotate()
+                except OSError as e:  # a full disk costs log lines, never the study
+                    _console.warning("study %s: cannot write its log file %s: %s", self.study_id, self.path, e)
         if echo or level >= logging.WARNING:
             _console.log(level, "[%s] %s", self.study_id[:8], text)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for i in range(self.BACKUPS, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            newer = self.path.with_name(f"{self.path.name}.{i - 1}") if i > 1 else self.path
+            if newer.exists():
+                os.replace(newer, older)
+        self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
                 self._file.close()
+
+
+def remove_logs(storage_path: str, study_id: str) -> None:
+    """A deleted study's log file and its rotated parts."""
+    path = log_path(storage_path, study_id)
+    for p in [path, *(path.with_name(f"{path.name}.{i}") for i in range(1, StudyLog.BACKUPS + 1))]:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass

@@ -48,14 +48,28 @@ def lower_priority(nice: int | None = None) -> int:
     return nice
 
 
+def load_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A trial's state from one of its checkpoints: plain tensors and numbers only
+    (``weights_only=True``: loading a checkpoint never runs code from it)."""
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True)
+
+
 def trainable(config: dict[str, Any]) -> None:
-    trial_config = config["trial"]
+    trial_config = dict(config["trial"])
+    # A trial that a controller death interrupted resumes from the checkpoint its last run left
+    # (the runner passes its location); Tune's own checkpoint (a retry in this run) comes first.
+    resume_from = trial_config.pop("resume_from", None)
     lower_priority()
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+        resume = load_checkpoint(checkpoint)
+    elif resume_from:
+        try:
+            resume = load_checkpoint(Checkpoint(resume_from))
+        except (FileNotFoundError, OSError, RuntimeError):  # gone (deleted, another disk): start over
+            resume = None
 
     import ray
 

@@ -43,6 +43,9 @@ class Workload:
     default_budget: dict[str, Any]
     schedule: str  # "step" (x0.1 at 50% and 75% of epochs) or "cosine"
     prepare: Callable[[dict[str, Any], int, torch.device], Prepared] = field(repr=False)
+    # Upper limits of the budget keys, sized for the dataset and a large GPU: an absurd budget is
+    # refused when the study is submitted, not after it has queued or exhausted memory.
+    limits: dict[str, int] = field(default_factory=dict)
     # Budget keys that may be 0 (every other key is a positive integer).
     zero_ok: frozenset[str] = frozenset()
 
@@ -51,7 +54,7 @@ class Workload:
         unknown = sorted(set(overrides) - set(self.default_budget))
         if unknown:
             raise ValueError(
-                f"workload {self.name!r}: unknown budget field(s) {', '.join(unknown)}; "
+                f"budget.{unknown[0]}: workload {self.name!r}: unknown budget field(s) {', '.join(unknown)}; "
                 f"known: {', '.join(self.default_budget)}"
             )
         out = {**self.default_budget, **overrides}
@@ -59,7 +62,11 @@ class Workload:
             low = 0 if k in self.zero_ok else 1
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 kind = "a non-negative" if low == 0 else "a positive"
-                raise ValueError(f"workload {self.name!r}: budget {k} must be {kind} integer, got {v!r}")
+                raise ValueError(f"budget.{k}: workload {self.name!r}: budget {k} must be {kind} integer, "
+                                 f"got {v!r}")
+            limit = self.limits.get(k)
+            if limit is not None and v > limit:
+                raise ValueError(f"budget.{k}: workload {self.name!r} allows at most {limit}, got {v}")
         return out
 
     def scheduler(self, opt: torch.optim.Optimizer, epochs: int):
@@ -224,6 +231,7 @@ _REGISTRY: dict[str, Workload] = {
              "width": 16},
             "step",
             _classification("fashion_mnist", lambda b: ResNet(1, 10, width=b["width"])),
+            limits={"epochs": 1000, "train_subset": 60000, "test_subset": 10000, "batch_size": 8192, "width": 512},
         ),
         Workload(
             "fmnist_vit",
@@ -234,6 +242,7 @@ _REGISTRY: dict[str, Workload] = {
             "cosine",
             _classification("fashion_mnist",
                             lambda b: ViT(dim=b["width"], depth=2, heads=4, patch=4)),
+            limits={"epochs": 1000, "train_subset": 60000, "test_subset": 10000, "batch_size": 8192, "width": 2048},
         ),
         Workload(
             "ptb_lstm",
@@ -243,6 +252,8 @@ _REGISTRY: dict[str, Workload] = {
              "width": 128, "bptt": 35},
             "step",
             _ptb_prepare,
+            limits={"epochs": 1000, "train_subset": 1_000_000, "test_subset": 100_000, "batch_size": 4096,
+                    "width": 4096, "bptt": 1024},
         ),
         Workload(
             "cifar100_resnet",
@@ -253,6 +264,8 @@ _REGISTRY: dict[str, Workload] = {
             "step",
             _classification("cifar100", lambda b: ResNet(3, 100, width=b["width"],
                                                           blocks_per_stage=2)),
+            limits={"epochs": 1000, "train_subset": 50000, "test_subset": 10000, "batch_size": 8192,
+                    "width": 256},
         ),
         Workload(
             "noisy_quadratic",
@@ -262,6 +275,8 @@ _REGISTRY: dict[str, Workload] = {
             {"epochs": 3, "steps": 20, "batch_size": 16, "width": 16, "pace_ms": 0},
             "step",
             _nqm_prepare,
+            limits={"epochs": 10000, "steps": 100_000, "batch_size": 65536, "width": 4096,
+                    "pace_ms": 600_000},
             zero_ok=frozenset({"pace_ms"}),
         ),
     )

@@ -1,14 +1,11 @@
-"""What can be tuned: workloads, optimizers with their default spaces, and a health check."""
+"""What can be tuned: workloads, and optimizers with their default spaces."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 import search_spaces
 from workers import workloads
-
-from ..store import StudyStore
-from .deps import get_store
 
 router = APIRouter(tags=["catalog"])
 
@@ -25,9 +22,3 @@ def list_optimizers():
     return [{"name": n, "hyperparameters": list(search_spaces.accepted_hyperparameters(n)),
              "default_space": search_spaces.default_space(n).to_dict()}
             for n in search_spaces.optimizer_names()]
-
-
-@router.get("/healthz")
-def healthz(store: StudyStore = Depends(get_store)):
-    store.list_studies(None, 1, 0)  # the database answers
-    return {"status": "ok"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import HTTPException, Request
 
 from ..models import Study
@@ -22,3 +24,14 @@ def get_study_or_404(study_id: str, request: Request) -> Study:
     if study is None:
         raise HTTPException(404, f"study {study_id!r} not found")
     return study
+
+
+def leader_info(request: Request, max_age_s: float = 2.0) -> dict:
+    """What the leading runner recorded of itself (holder, pid, dashboard_url, node_id), cached
+    for a moment: `GET /studies/{id}` shows the dashboard links on every poll, on every
+    controller (a standby shows the leader's)."""
+    cached = getattr(request.app.state, "leader_info", None)
+    if cached is None or time.monotonic() - cached[0] > max_age_s:
+        cached = (time.monotonic(), get_store(request).cluster().get("runner") or {})
+        request.app.state.leader_info = cached
+    return cached[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -15,22 +16,23 @@ from ..scheduler import infeasible, trial_request
 from ..schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from ..settings import Settings
 from ..stages import planned_trials
+from ..storage import remove_study_files
 from ..store import StudyStore
 from ..study_log import log_path, ray_log_name, tail
 from ..summary import best_configs, optimizer_summaries
-from .deps import get_app_settings, get_store, get_study_or_404
+from .deps import get_app_settings, get_store, get_study_or_404, leader_info
 from .errors import ApiError
 
 router = APIRouter(prefix="/studies", tags=["studies"])
+log = logging.getLogger("rootfree.api")
 TERMINAL = ("completed", "failed", "cancelled")
 MAX_LIMIT = 1000  # list endpoints: more in one page -> 422
 
 
 def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
-    runner = getattr(request.app.state, "runner", None)
+    leader = leader_info(request)
     base = f"/studies/{study.id}"
-    dashboard = getattr(runner, "dashboard_url", None)
-    node = getattr(runner, "node_id", None)
+    dashboard, node = leader.get("dashboard_url"), leader.get("node_id")
     dashboard_log_url = (f"{dashboard}/api/v0/logs/file?"
                          + urlencode({"node_id": node, "filename": ray_log_name(study.id)})
                          if dashboard and node else None)
@@ -130,7 +132,8 @@ def study_logs(tail_lines: int = Query(200, alias="tail", ge=1, le=100_000),
                study: Study = Depends(get_study_or_404),
                settings: Settings = Depends(get_app_settings)):
     """The last `tail` lines of the study's log stream (empty until the runner starts it)."""
-    lines = tail(log_path(settings.storage_path, study.id), tail_lines)
+    path = log_path(settings.storage_path, study.id)
+    lines = tail(path, tail_lines, within=path.parent)
     return PlainTextResponse("\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -150,10 +153,13 @@ def delete_study(study: Study = Depends(get_study_or_404),
     if study.status in ("running", "queued"):
         raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
+    # Then what lives beside the rows: checkpoints and results under the storage path, the study
+    # log, the Optuna views. The rows are gone first, so a failure here never resurrects a study.
+    remove_study_files(settings.storage_path, study.id)
     try:
-        log_path(settings.storage_path, study.id).unlink(missing_ok=True)
-    except OSError:  # the study is gone from the store; a stray log file is harmless
-        pass
+        store.delete_optuna_studies(study.id)
+    except Exception:  # noqa: BLE001 - a stray Optuna view is harmless; the study is gone
+        log.warning("could not remove the Optuna views of study %s", study.id, exc_info=True)
     return Response(status_code=204)
 
 

@@ -59,7 +59,7 @@ def test_idempotent_post(client):
         ({"search_spaces": {"sgd": {"beta2": {"kind": "fixed", "value": 0.9}}}},
          "not a hyperparameter of optimizer 'sgd'"),
         ({"search_spaces": {"adamw": {}}}, "not one of the study's optimizers"),
-        ({"budget": {"epochz": 1}}, "budget"),
+        ({"budget": {"epochz": 1}}, "budget.epochz"),
         ({"metric": "perplexity"}, "metric"),
         ({"max_concurrent_trials": 0}, "max_concurrent_trials"),
         ({"colour": "blue"}, "colour"),
@@ -81,7 +81,11 @@ def test_unknown_ids_are_404(client):
 
 
 def test_catalog_and_health(client):
-    assert client.get("/healthz").json() == {"status": "ok"}
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "database": "ok",
+                             "runner": {"role": "off", "pid": None, "restarts": 0, "lease_expires_at": None},
+                             "ray": {"nodes_alive": 0, "recorded_at": None}}
     names = {w["name"] for w in client.get("/workloads").json()}
     assert {"fmnist_cnn", "fmnist_vit", "ptb_lstm"} <= names
     opts = {o["name"]: o for o in client.get("/optimizers").json()}

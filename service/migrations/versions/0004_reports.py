@@ -14,7 +14,22 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    # Read the histories first: on SQLite the batch ALTER below recreates rf_trials, and dropping
+    # the old table would cascade to report rows already written.
+    bind = op.get_bind()
+    trials = sa.table("rf_trials", sa.column("id", sa.Integer), sa.column("history", sa.JSON))
+    rows = []
+    for tid, history in bind.execute(sa.select(trials.c.id, trials.c.history)):
+        seen = set()
+        for h in history or []:
+            epoch = int(h.get("epoch") or 0)
+            if epoch not in seen:
+                seen.add(epoch)
+                rows.append({"trial_id": tid, "epoch": epoch, "row": h})
+    with op.batch_alter_table("rf_trials") as batch:
+        batch.drop_column("history")
+        batch.add_column(sa.Column("checkpoint", sa.Text, nullable=True))
+    reports = op.create_table(
         "rf_reports",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("trial_id", sa.Integer, sa.ForeignKey("rf_trials.id", ondelete="CASCADE"), nullable=False),
@@ -24,23 +39,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("trial_id", "epoch", name="uq_report_epoch"),
     )
     op.create_index("ix_rf_reports_trial_id", "rf_reports", ["trial_id"])
-    bind = op.get_bind()
-    trials = sa.table("rf_trials", sa.column("id", sa.Integer), sa.column("history", sa.JSON))
-    reports = sa.table("rf_reports", sa.column("trial_id", sa.Integer), sa.column("epoch", sa.Integer),
-                       sa.column("row", sa.JSON))
-    rows = []
-    for tid, history in bind.execute(sa.select(trials.c.id, trials.c.history)):
-        seen = set()
-        for h in history or []:
-            epoch = int(h.get("epoch") or 0)
-            if epoch not in seen:
-                seen.add(epoch)
-                rows.append({"trial_id": tid, "epoch": epoch, "row": h})
     if rows:
         op.bulk_insert(reports, rows)
-    with op.batch_alter_table("rf_trials") as batch:
-        batch.drop_column("history")
-        batch.add_column(sa.Column("checkpoint", sa.Text, nullable=True))
 
 
 def downgrade() -> None:

@@ -1,0 +1,87 @@
+"""`serve` keeps its study runner alive: a dead runner process is restarted (and counted); when
+restarts keep failing, the controller exits non-zero so its own supervisor (compose `restart:`,
+systemd, Kubernetes) takes over, rather than serving an API whose studies never run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from .runner import RunnerProcess, RunnerStartError, StudyRunner
+
+log = logging.getLogger("rootfree.supervisor")
+EXIT_RUNNER_FAILED = 3
+
+
+class RunnerSupervisor:
+    def __init__(self, settings, store, check_s: float = 1.0, exit=os._exit):
+        self.settings, self.store, self.check_s, self._exit = settings, store, check_s, exit
+        self.runner: RunnerProcess | StudyRunner | None = None
+        self.restarts = 0
+        self.failures = 0  # consecutive failed starts
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Starts the runner (raises RunnerStartError when it cannot start at all) and watches it."""
+        self.runner = self._new()
+        self.runner.start()
+        if isinstance(self.runner, RunnerProcess):
+            self._thread = threading.Thread(target=self._watch, name="rootfree-supervisor", daemon=True)
+            self._thread.start()
+
+    def _new(self):
+        if self.settings.runner_process:
+            return RunnerProcess(self.settings)
+        return StudyRunner(self.store, self.settings)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.check_s):
+            if self.runner.is_alive():
+                self.failures = 0
+                continue
+            code = self.runner.process.exitcode if self.runner.process else None
+            log.error("the study runner process died (exit code %s); restarting it", code)
+            self.restarts += 1
+            try:
+                self.runner = self._new()
+                self.runner.start()
+                self.failures = 0
+                self.last_error = None
+            except RunnerStartError as e:
+                self.failures += 1
+                self.last_error = str(e)
+                log.error("runner restart %d failed: %s", self.failures, e)
+                if self.failures >= self.settings.max_runner_restarts:
+                    log.critical("the study runner cannot be restarted (%d tries); exiting with code %d",
+                                 self.failures, EXIT_RUNNER_FAILED)
+                    self._exit(EXIT_RUNNER_FAILED)
+                    return
+                time.sleep(min(30.0, 2.0 ** self.failures))
+
+    def alive(self) -> bool:
+        if self.runner is None:
+            return False
+        if isinstance(self.runner, StudyRunner):
+            return self.runner._thread is not None and self.runner._thread.is_alive()
+        return self.runner.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        if isinstance(self.runner, RunnerProcess):
+            return self.runner.pid
+        return os.getpid() if self.runner is not None else None
+
+    @property
+    def holder(self) -> str | None:
+        return getattr(self.runner, "holder", None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self.runner is not None:
+            self.runner.stop()

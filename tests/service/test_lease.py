@@ -1,0 +1,93 @@
+"""The runner lease on SQLite and PostgreSQL: one holder, takeover after expiry, fencing of a
+paused old holder, and the runner's store retrying through a cut database connection."""
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from service.lease import Lease, LeaseLost, current
+from service.store import RunnerStore, StudyStore
+
+from .tcp_proxy import TcpProxy
+
+SPEC = {"name": "l", "workload": "noisy_quadratic", "optimizers": ["sgd"], "metric": "loss", "mode": "min",
+        "protocol": {"stages": [2], "top_k": 2, "seed": 0, "margin": 0.25, "method": "random"},
+        "budget": {"epochs": 1}, "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 1,
+        "search_spaces": {"sgd": {}}, "priority": 0}
+
+
+def test_one_holder_then_takeover_after_expiry(db_url):
+    store = StudyStore(db_url)
+    a = Lease(store.engine, "a", ttl_s=1.5, fence_margin_s=0.5)
+    b = Lease(store.engine, "b", ttl_s=1.5, fence_margin_s=0.5)
+    assert a.acquire() and not b.acquire()
+    assert current(store.engine)["holder"] == "a" and current(store.engine)["token"] == 1
+    assert a.renew() and not a.expiring()
+    time.sleep(1.1)
+    assert a.expiring()  # past ttl - margin without a renewal: a stops its trials now
+    assert not b.acquire()  # ...but the lease has not lapsed yet
+    time.sleep(0.6)
+    assert b.acquire() and current(store.engine) | {"expires_at": None, "acquired_at": None} == \
+        {"holder": "b", "token": 2, "expires_at": None, "acquired_at": None}
+    assert not a.renew() and not a.held  # the old holder learns it lost
+
+
+def test_fencing_stops_a_paused_old_leader(db_url):
+    store = StudyStore(db_url)
+    study, _ = store.create_study(SPEC, None)
+    old = Lease(store.engine, "old", ttl_s=1.0, fence_margin_s=0.2)
+    assert old.acquire()
+    fenced = RunnerStore(store, old, retry_s=0)
+    fenced.set_status(study.id, "running")  # while held: writes pass
+    time.sleep(1.1)  # the old leader "pauses" past its expiry
+    with pytest.raises(LeaseLost, match="expired"):
+        fenced.set_status(study.id, "failed")
+    new = Lease(store.engine, "new", ttl_s=30)
+    assert new.acquire()
+    with pytest.raises(LeaseLost, match="held by new"):
+        fenced.set_status(study.id, "failed")
+    assert store.get_study(study.id).status == "running"  # nothing written over the new leader
+    RunnerStore(store, new, retry_s=0).set_status(study.id, "completed")
+    assert store.get_study(study.id).status == "completed"
+
+
+def test_release_hands_over_at_once(db_url):
+    store = StudyStore(db_url)
+    a, b = Lease(store.engine, "a"), Lease(store.engine, "b")
+    assert a.acquire() and not b.acquire()
+    a.release()
+    assert b.acquire()
+
+
+@pytest.mark.postgres
+def test_runner_writes_wait_through_a_database_outage(pg_url):
+    name = sa.engine.make_url(pg_url).database
+    proxy = TcpProxy()
+    try:
+        store = StudyStore(proxy.url(name))
+        study, _ = store.create_study(SPEC, None)
+        store.ensure_trials(study.id, "sgd", 1, [{"lr": 0.1}, {"lr": 0.2}])
+        trial = store.trials(study.id)[0]
+        runner_store = RunnerStore(store, None, retry_s=60)
+        proxy.cut()
+        done = threading.Event()
+
+        def report():
+            runner_store.record_result(trial.id, {"epoch": 1, "loss": 0.5, "status": "completed"}, "loss")
+            done.set()
+
+        t0 = time.monotonic()
+        threading.Thread(target=report, daemon=True).start()
+        time.sleep(3)
+        assert not done.is_set()  # the report waits; it is not dropped
+        proxy.restore()
+        assert done.wait(30), "the report was never written after the database came back"
+        assert time.monotonic() - t0 >= 3 and runner_store.retries >= 1
+        fresh = StudyStore(pg_url)
+        assert fresh.trial(study.id, trial.id).status == "completed"
+        assert fresh.history(trial.id) == [{"epoch": 1, "loss": 0.5, "status": "completed"}]
+        store.engine.dispose()
+    finally:
+        proxy.close()
