@@ -137,7 +137,7 @@ class _StoreCallback(_LiveOnly, tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:
-            self.runner.store.mark_failed(_meta(trial)["trial_id"], trial_error(trial))
+            self.runner.store.mark_failed(_meta(trial)["trial_id"], self.runner.failure_reason(trial))
         except LeaseLost as e:
             self.runner.lost(e)
         self._say(trial, "failed (error file: %s)", getattr(trial, "error_file", None),
@@ -370,6 +370,14 @@ class StudyRunner:
             for sid in list(self.active):
                 self._drop(sid, message)
 
+    def failure_reason(self, trial) -> str:
+        """Why a trial failed: its error, and the full disk when that is what it hit (Tune cannot
+        even write its error file there)."""
+        reason = trial_error(trial)
+        if "no space left" not in reason.lower() and self._disk_full(fresh=True):
+            reason = f"{self._disk_message} ({reason})"
+        return reason
+
     def lost(self, error: Exception) -> None:
         """A fenced write found the lease gone: stop every trial, write nothing more."""
         if not self._lost:
@@ -423,10 +431,12 @@ class StudyRunner:
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=None if self.settings.keep_checkpoints == "all" else 1)),
         )
-        tuner.fit()
-        with self._lock:  # anything Tune did not report back is not running any more
-            for tune_id in list(self.live):
-                self.release(tune_id, error=False)
+        try:
+            tuner.fit()
+        finally:
+            with self._lock:  # anything Tune did not report back is not running any more
+                for tune_id in list(self.live):
+                    self.release(tune_id, error=True)
 
     def idle_for(self) -> float:
         with self._lock:
@@ -495,6 +505,8 @@ class StudyRunner:
                     self.store.mark_failed(live.trial_id, "stopped: the study was cancelled")
                 elif self.stopping:
                     self.store.release_trial(live.trial_id)  # runs again after the restart
+                elif self._disk_full(fresh=True):  # what failed it, most likely: say so, and where
+                    self.store.mark_failed(live.trial_id, f"the trial failed: {self._disk_message}")
                 else:
                     self.store.mark_failed(live.trial_id, "the trial failed" if error
                                            else "the trial ended without a final report")
@@ -518,13 +530,13 @@ class StudyRunner:
                 if keep == "none" or ckpt.resolve() != final:
                     shutil.rmtree(ckpt, ignore_errors=True)
 
-    def _disk_full(self) -> bool:
+    def _disk_full(self, fresh: bool = False) -> bool:
         """Whether the storage path has less than ROOTFREE_MIN_FREE_MB free (checked at most
         once a second). While it does, no trial starts; a study with nothing running ends."""
         import shutil
 
         now = time.monotonic()
-        if now - getattr(self, "_disk_checked", 0.0) < 1.0:
+        if not fresh and now - self._disk_checked < 1.0:
             return self._disk_message is not None
         self._disk_checked = now
         sp = self.settings.storage_path

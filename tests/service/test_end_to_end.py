@@ -3,16 +3,14 @@ two studies at once (a two-optimizer Fashion-MNIST study and a noisy-quadratic o
 real `rootfree serve` process, killed mid-study and restarted."""
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from service.cli import finished_trials, free_port, ray_auth_token_file, wait_healthy
+from service.cli import finished_trials, free_port, ray_auth_token_file
+
+from .serving import kill, serve, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,36 +26,6 @@ SECOND = {
     "protocol": {"stages": [4, 3], "top_k": 2, "seed": 2}, "priority": 1,
     "budget": {"epochs": 2, "pace_ms": 500}, "max_concurrent_trials": 1,
 }
-
-
-def _serve(db_url: str, port: int, tmp_path, dashboard_port: int | None = None) -> subprocess.Popen:
-    env = {**os.environ, "ROOTFREE_DATABASE_URL": db_url, "ROOTFREE_NUM_CPUS": "2",
-           "ROOTFREE_DASHBOARD": "true" if dashboard_port else "false",
-           "ROOTFREE_DASHBOARD_PORT": str(dashboard_port or 8265),
-           "ROOTFREE_STORAGE_PATH": str(tmp_path / "runs"),
-           "ROOTFREE_POLL_INTERVAL_S": "0.5", "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
-        stdout=open(tmp_path / f"serve-{port}.log", "w"), stderr=subprocess.STDOUT,
-        start_new_session=True)  # its own process group: we kill the controller and its Ray
-    assert wait_healthy(f"http://127.0.0.1:{port}", alive=lambda: proc.poll() is None), \
-        (tmp_path / f"serve-{port}.log").read_text()[-3000:]
-    return proc
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def _wait(url, sid, cond, timeout=600):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        s = httpx.get(f"{url}/studies/{sid}", timeout=10).json()
-        if cond(s):
-            return s
-        time.sleep(0.5)
-    raise AssertionError(f"timed out: {s['status']} {s['optimizers']}")
 
 
 def _ray_auth() -> dict:
@@ -82,22 +50,22 @@ def _dashboard_log(url: str | None, timeout: float = 60) -> str:
 def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _serve(db_url, port, tmp_path)
+    proc = serve(db_url, port, tmp_path)
     try:
         sid = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
                          timeout=30).json()["id"]
         second = httpx.post(f"{url}/studies", json=SECOND, timeout=30).json()["id"]
-        _wait(url, sid, lambda s: finished_trials(s) >= 3)
+        wait_for(url, sid, lambda s: finished_trials(s) >= 3)
         # both studies run at once: the second has finished trials before the first ends
         assert finished_trials(httpx.get(f"{url}/studies/{second}").json()) >= 1
     finally:
-        _kill(proc)  # a real kill: no shutdown hooks run
+        kill(proc)  # a real kill: no shutdown hooks run
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _serve(db_url, port, tmp_path, dashboard_port=free_port())  # the restart shows the dashboard
+    proc = serve(db_url, port, tmp_path, dashboard_port=free_port())  # the restart shows the dashboard
     try:
-        study = _wait(url, sid, lambda s: s["status"] in ("completed", "failed"))
-        other = _wait(url, second, lambda s: s["status"] in ("completed", "failed"))
+        study = wait_for(url, sid, lambda s: s["status"] in ("completed", "failed"))
+        other = wait_for(url, second, lambda s: s["status"] in ("completed", "failed"))
         other_trials = httpx.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
         logs = httpx.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
         dashboard_logs = _dashboard_log(study["dashboard_log_url"])
@@ -108,7 +76,7 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
         export = httpx.get(f"{url}/studies/{sid}/export", params={"format": "yaml"})
         again = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"})
     finally:
-        _kill(proc)
+        kill(proc)
 
     assert again.json()["id"] == sid
     assert other["status"] == "completed", other.get("error")

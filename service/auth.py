@@ -1,0 +1,171 @@
+"""Who is calling: bearer tokens, users, the admin role, and the audit trail.
+
+Tokens are 256-bit random strings shown once at creation and stored only as their SHA-256 (a
+random 256-bit secret needs no slow hash: there is nothing to guess; the digest is the lookup
+key, so checking a token is one indexed read, cached for `CACHE_S`). Each carries a user name
+and an admin flag. `current_user` is the one FastAPI dependency every router uses; with
+``ROOTFREE_AUTH=none`` (a loopback-only development server) everyone is the local admin.
+
+Ownership: a study records its owner; a user sees and acts on their own studies only (another
+user's study answers 404, so its existence is not revealed); admins see and act on all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fastapi import HTTPException, Request
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from .models import ApiToken, AuditEntry
+
+TOKEN_PREFIX = "rf_"
+CACHE_S = 2.0  # a revoked token stops working within this long on every controller
+LAST_USED_EVERY_S = 60.0  # `last used` is written at most this often per token (no write per call)
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    admin: bool
+    token_id: int | None = None
+
+    def owns(self, owner: str | None) -> bool:
+        return self.admin or (owner is not None and hmac.compare_digest(owner, self.user))
+
+
+LOCAL_ADMIN = Principal("local", admin=True)
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)  # 256 bits
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def audit(engine_or_session, actor: str, action: str, target: str | None = None,
+          client: str | None = None, detail: dict | None = None) -> None:
+    """Appends one entry to the audit trail (in the caller's session when given one)."""
+    entry = AuditEntry(at=_now(), actor=actor, action=action, target=target, client=client, detail=detail or {})
+    if isinstance(engine_or_session, Session):
+        engine_or_session.add(entry)
+        return
+    with Session(engine_or_session) as s:
+        s.add(entry)
+        s.commit()
+
+
+def create_token(engine: Engine, user: str, admin: bool = False, actor: str = "cli",
+                 client: str | None = None) -> tuple[str, int]:
+    """Makes a token for `user`; returns (the token, shown this once; its id)."""
+    user = user.strip()
+    if not user or len(user) > 100 or any(ord(c) < 32 or c.isspace() for c in user):
+        raise ValueError("user: 1..100 printable characters without spaces")
+    token = new_token()
+    with Session(engine) as s:
+        row = ApiToken(user=user, admin=admin, token_hash=token_hash(token), created_at=_now())
+        s.add(row)
+        s.flush()
+        audit(s, actor, "token.create", str(row.id), client, {"user": user, "admin": admin})
+        s.commit()
+        return token, row.id
+
+
+def list_tokens(engine: Engine) -> list[ApiToken]:
+    with Session(engine) as s:
+        return list(s.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+def revoke_tokens(engine: Engine, *, user: str | None = None, token_id: int | None = None,
+                  actor: str = "cli", client: str | None = None) -> int:
+    """Revokes every live token of `user`, or the token `token_id`; returns how many."""
+    if (user is None) == (token_id is None):
+        raise ValueError("give exactly one of user or token id")
+    with Session(engine) as s:
+        q = select(ApiToken).where(ApiToken.revoked_at.is_(None))
+        q = q.where(ApiToken.user == user) if user is not None else q.where(ApiToken.id == token_id)
+        rows = list(s.scalars(q))
+        for row in rows:
+            row.revoked_at = _now()
+            audit(s, actor, "token.revoke", str(row.id), client, {"user": row.user})
+        s.commit()
+        return len(rows)
+
+
+class TokenCache:
+    """token hash -> Principal (or None for unknown/revoked), kept `CACHE_S`."""
+
+    def __init__(self, engine: Engine, ttl_s: float = CACHE_S):
+        self.engine, self.ttl_s = engine, ttl_s
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._used: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, token: str) -> Principal | None:
+        digest = token_hash(token)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(digest)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            principal = hit[1]
+        else:
+            with Session(self.engine) as s:
+                row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest,
+                                                      ApiToken.revoked_at.is_(None)))
+            principal = Principal(row.user, row.admin, row.id) if row else None
+            with self._lock:
+                if len(self._entries) > 10_000:  # bounded: a flood of wrong tokens costs no memory
+                    self._entries.clear()
+                self._entries[digest] = (now, principal)
+        if principal is not None and now - self._used.get(principal.token_id, -1e9) > LAST_USED_EVERY_S:
+            self._used[principal.token_id] = now
+            with Session(self.engine) as s:
+                s.execute(update(ApiToken).where(ApiToken.id == principal.token_id).values(last_used_at=_now()))
+                s.commit()
+        return principal
+
+
+def unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_user(request: Request) -> Principal:
+    """The FastAPI dependency: the caller, from `Authorization: Bearer <token>`."""
+    settings = request.app.state.settings
+    if settings.auth == "none":
+        return LOCAL_ADMIN
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("authentication required: send Authorization: Bearer <token> "
+                           "(rootfree token create --user NAME makes one)")
+    principal = request.app.state.tokens.lookup(token.strip())
+    if principal is None:
+        raise unauthorized("the token is not valid (unknown or revoked)")
+    request.state.principal = principal
+    return principal
+
+
+def require_admin(request: Request) -> Principal:
+    principal = current_user(request)
+    if not principal.admin:
+        raise HTTPException(403, "this needs an admin token")
+    return principal
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None

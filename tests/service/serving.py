@@ -1,0 +1,59 @@
+"""Real `rootfree serve` processes for the end-to-end and fault tests: started in their own
+process group (a kill takes the controller, its runner and its local Ray), polled over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from service.cli import wait_healthy
+
+
+def serve(db_url: str, port: int, tmp_path, *, storage=None, dashboard_port: int | None = None,
+          wait: bool = True, **settings) -> subprocess.Popen:
+    env = {**os.environ, "ROOTFREE_DATABASE_URL": db_url, "ROOTFREE_NUM_CPUS": "2",
+           "ROOTFREE_DASHBOARD": "true" if dashboard_port else "false",
+           "ROOTFREE_DASHBOARD_PORT": str(dashboard_port or 8265),
+           "ROOTFREE_STORAGE_PATH": str(storage or tmp_path / "runs"),
+           "ROOTFREE_POLL_INTERVAL_S": "0.5", "RAY_USAGE_STATS_ENABLED": "0",
+           **{f"ROOTFREE_{k.upper()}": str(v) for k, v in settings.items()}}
+    log = tmp_path / f"serve-{port}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env,
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        start_new_session=True)  # its own process group: we kill the controller and its Ray
+    if wait:
+        assert wait_healthy(f"http://127.0.0.1:{port}", alive=lambda: proc.poll() is None), \
+            log.read_text()[-3000:]
+    return proc
+
+
+def kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def wait_for(url: str, sid: str, cond, timeout: float = 600) -> dict:
+    t0, s = time.time(), None
+    while time.time() - t0 < timeout:
+        try:
+            s = httpx.get(f"{url}/studies/{sid}", timeout=10).json()
+            if cond(s):
+                return s
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out: {s and s['status']} {s and s['optimizers']}")
+
+
+def health(url: str) -> tuple[int, dict]:
+    r = httpx.get(f"{url}/healthz", timeout=10)
+    return r.status_code, r.json()
