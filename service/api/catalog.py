@@ -13,7 +13,7 @@ router = APIRouter(tags=["catalog"])
 @router.get("/workloads")
 def list_workloads():
     return [{"name": w.name, "description": w.description, "metric": w.metric, "mode": w.mode,
-             "default_budget": w.default_budget, "schedule": w.schedule}
+             "default_budget": w.default_budget, "budget_limits": w.limits, "schedule": w.schedule}
             for w in map(workloads.get, workloads.names())]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Path, Request
 
 from ..models import Study
 from ..settings import Settings
@@ -19,7 +19,7 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_study_or_404(study_id: str, request: Request) -> Study:
+def get_study_or_404(request: Request, study_id: str = Path(max_length=64)) -> Study:
     study = get_store(request).get_study(study_id)
     if study is None:
         raise HTTPException(404, f"study {study_id!r} not found")

@@ -7,7 +7,7 @@ from typing import Literal
 from urllib.parse import urlencode
 
 import yaml
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from ..models import Study
@@ -27,6 +27,8 @@ router = APIRouter(prefix="/studies", tags=["studies"])
 log = logging.getLogger("rootfree.api")
 TERMINAL = ("completed", "failed", "cancelled")
 MAX_LIMIT = 1000  # list endpoints: more in one page -> 422
+MAX_OFFSET = 10**9
+MAX_ID = 2**31 - 1  # trial ids are 32-bit integers in PostgreSQL
 
 
 def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
@@ -88,7 +90,7 @@ def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
 @router.get("", response_model=StudyList)
 def list_studies(request: Request,
                  status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None,
-                 limit: int = Query(20, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0),
+                 limit: int = Query(20, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                  store: StudyStore = Depends(get_store)):
     rows, total = store.list_studies(status, limit, offset)
     return StudyList(items=[study_out(store, s, request) for s in rows], total=total,
@@ -108,9 +110,9 @@ def trial_out(t, history: list | None = None) -> TrialOut:
 
 
 @router.get("/{study_id}/trials", response_model=list[TrialOut])
-def list_trials(optimizer: str | None = Query(None, max_length=40), stage: int | None = Query(None, ge=1),
+def list_trials(optimizer: str | None = Query(None, max_length=40), stage: int | None = Query(None, ge=1, le=100),
                 status: Literal["pending", "running", "completed", "diverged", "failed"] | None = None,
-                limit: int = Query(100, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0),
+                limit: int = Query(100, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                 include: Literal["history"] | None = Query(None, description="history: add per-epoch reports"),
                 study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
     trials = store.trials(study.id, optimizer, stage, status, limit, offset)
@@ -119,7 +121,7 @@ def list_trials(optimizer: str | None = Query(None, max_length=40), stage: int |
 
 
 @router.get("/{study_id}/trials/{trial_id}", response_model=TrialOut)
-def get_trial(trial_id: int, study: Study = Depends(get_study_or_404),
+def get_trial(trial_id: int = Path(ge=1, le=MAX_ID), study: Study = Depends(get_study_or_404),
               store: StudyStore = Depends(get_store)):
     t = store.trial(study.id, trial_id)
     if t is None:
