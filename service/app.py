@@ -10,9 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .api import catalog, cluster, health, studies
+from .api import audit, catalog, cluster, health, studies
 from .api.errors import ApiError
+from .auth import TokenCache
 from .limits import InputLimits
 from .settings import Settings, get_settings
 from .store import StoreUnavailable, StudyStore
@@ -28,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.settings = settings
         app.state.store = StudyStore(settings.database_url)
+        app.state.tokens = TokenCache(app.state.store.engine)
         app.state.supervisor = None
         if settings.start_runner:
             app.state.supervisor = RunnerSupervisor(settings, app.state.store)
@@ -44,10 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="rootfree", version="0.1.0", lifespan=lifespan,
                   description="Hyperparameter search for root-free adaptive optimizers")
     app.add_middleware(InputLimits)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_host_list)
     app.include_router(studies.router)
     app.include_router(catalog.router)
     app.include_router(cluster.router)
     app.include_router(health.router)
+    app.include_router(audit.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

@@ -15,6 +15,7 @@ import httpx
 import yaml
 
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
+TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
 TERMINAL = ("completed", "failed", "cancelled")
 TRIAL_FINISHED = ("completed", "diverged", "failed")
 
@@ -54,6 +55,43 @@ def ray_auth_token_file() -> Path:
     """Where Ray keeps the token its dashboard asks for (Ray 2.60 turns token auth on by default
     for a local `ray.init()`)."""
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+
+
+def token_file() -> Path:
+    """The per-user file the client commands read a token from (written 0600 by --save)."""
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return base / "rootfree" / "token"
+
+
+def save_token(token: str, path: Path | None = None) -> Path:
+    path = path or token_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def resolve_token(explicit: str | None) -> str | None:
+    """--token, else ROOTFREE_TOKEN, else the per-user token file."""
+    if explicit:
+        return explicit
+    if os.environ.get("ROOTFREE_TOKEN"):
+        return os.environ["ROOTFREE_TOKEN"]
+    try:
+        return token_file().read_text().strip() or None
+    except OSError:
+        return None
+
+
+AUTH: dict[str, str] = {}  # the Authorization header the client commands send (set by main)
+
+
+def use_token(token: str | None) -> None:
+    AUTH.clear()
+    if token:
+        AUTH["Authorization"] = f"Bearer {token}"
 
 
 def _settings(args):
@@ -114,7 +152,7 @@ def cmd_submit(args) -> int:
     text = Path(args.file).read_text()
     spec = yaml.safe_load(text)  # YAML is a superset of JSON
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    study = _check(httpx.post(f"{args.url}/studies", json=spec, headers=headers, timeout=30))
+    study = _check(httpx.post(f"{args.url}/studies", json=spec, headers={**AUTH, **headers}, timeout=30))
     print(study["id"])
     return 0
 
@@ -154,7 +192,7 @@ def comparison_table(study: dict) -> str:
 def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> dict:
     last = ""
     while True:
-        study = _check(httpx.get(f"{url}/studies/{study_id}", timeout=30))
+        study = _check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))
         text = render(study)
         if text != last:
             print(text + "\n", file=stream, flush=True)
@@ -177,8 +215,8 @@ def follow_logs(url: str, study_id: str, lines: int = 50, follow: bool = False,
     printed, first, ended = 0, True, None
     while True:
         # The study's status first: a study seen ended has written its last line before we read.
-        status = _check(httpx.get(f"{url}/studies/{study_id}", timeout=30))["status"]
-        text = _check_text(httpx.get(f"{url}/studies/{study_id}/logs",
+        status = _check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))["status"]
+        text = _check_text(httpx.get(f"{url}/studies/{study_id}/logs", headers=AUTH,
                                      params={"tail": 100_000}, timeout=30))
         current = text.splitlines()
         start = max(0, len(current) - lines) if first else printed
@@ -227,12 +265,12 @@ def queue_table(cluster: dict) -> str:
 
 
 def cmd_queue(args) -> int:
-    print(queue_table(_check(httpx.get(f"{args.url}/cluster", timeout=30))))
+    print(queue_table(_check(httpx.get(f"{args.url}/cluster", headers=AUTH, timeout=30))))
     return 0
 
 
 def cmd_export(args) -> int:
-    r = httpx.get(f"{args.url}/studies/{args.study_id}/export",
+    r = httpx.get(f"{args.url}/studies/{args.study_id}/export", headers=AUTH,
                   params={"format": args.format, "k": args.k}, timeout=30)
     if r.status_code >= 400:
         _check(r)
@@ -250,11 +288,18 @@ def cmd_demo(args) -> int:
     import uvicorn
 
     from .app import create_app
+    from .auth import create_token
     from .settings import Settings
+    from .store import StudyStore
 
     port = args.port or free_port()
     settings = Settings(database_url=f"sqlite:///{Path(args.db).resolve()}", port=port,
                         num_cpus=args.num_cpus, dashboard=True)
+    # Tokens are on, as in production: the demo makes a local token for itself (shown nowhere).
+    store = StudyStore(settings.database_url)
+    token, _ = create_token(store.engine, "demo", admin=False, actor="rootfree demo")
+    store.engine.dispose()
+    use_token(token)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -271,7 +316,7 @@ def cmd_demo(args) -> int:
                    "test_subset": 2000, "width": 8, "batch_size": 64},
         "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": args.num_cpus or 2,
     }
-    study = _check(httpx.post(f"{url}/studies", json=spec, timeout=30))
+    study = _check(httpx.post(f"{url}/studies", json=spec, headers=AUTH, timeout=30))
     print(f"rootfree demo: API {url}/docs  study {study['id']}")
     if study.get("dashboard_url"):
         token = ray_auth_token_file()
@@ -280,12 +325,57 @@ def cmd_demo(args) -> int:
     print(f"this study's log stream: rootfree logs {study['id']} --url {url} -f")
     study = watch(url, study["id"], interval=5.0)
     print("\n" + comparison_table(study))
-    r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, timeout=30)
+    r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, headers=AUTH, timeout=30)
     Path(args.output).write_text(r.text)
     print(f"\nexported the best configurations to {args.output}")
     server.should_exit = True
     thread.join(timeout=30)
     return 0 if study["status"] == "completed" else 1
+
+
+def cmd_token(args) -> int:
+    """rootfree token create|list|revoke: straight on the study database (the operator's tool)."""
+    from .auth import create_token, list_tokens, revoke_tokens
+    from .store import StoreUnavailable, StudyStore
+
+    try:
+        store = StudyStore(_settings(args).database_url)
+    except StoreUnavailable as e:
+        print(f"rootfree token: {e}", file=sys.stderr)
+        return 2
+    actor = f"cli:{os.environ.get('USER') or os.getuid()}"
+    if args.action == "create":
+        try:
+            token, tid = create_token(store.engine, args.user, admin=args.admin, actor=actor)
+        except ValueError as e:
+            print(f"rootfree token: {e}", file=sys.stderr)
+            return 2
+        print(f"token {tid} for user {args.user!r}{' (admin)' if args.admin else ''}; "
+              "it is shown only now, keep it secret:")
+        if args.save:
+            print(f"(also saved to {save_token(token)}, mode 0600)")
+        print(token)
+        return 0
+    if args.action == "list":
+        print(f"{'id':>4}  {'user':<20}{'admin':<7}{'created':<22}{'last used':<22}revoked")
+        for t in list_tokens(store.engine):
+            when = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else "-"  # noqa: E731
+            print(f"{t.id:>4}  {t.user:<20}{'yes' if t.admin else 'no':<7}{when(t.created_at):<22}"
+                  f"{when(t.last_used_at):<22}{when(t.revoked_at)}")
+        return 0
+    n = revoke_tokens(store.engine, user=args.user, token_id=args.id, actor=actor)
+    print(f"revoked {n} token(s)")
+    return 0 if n else 1
+
+
+def cmd_audit(args) -> int:
+    body = _check(httpx.get(f"{args.url}/audit", params={"limit": args.limit, "offset": args.offset},
+                            headers=AUTH, timeout=30))
+    print(f"{'time':<27}{'actor':<24}{'action':<17}{'target':<38}client")
+    for e in body["items"]:
+        print(f"{e['at'][:26]:<27}{(e['actor'] or '')[:23]:<24}{e['action']:<17}{(e['target'] or '-')[:37]:<38}"
+              f"{e['client'] or '-'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("file" if name == "submit" else "study_id")
         p.add_argument("--url", default=DEFAULT_URL)
+        p.add_argument("--token", default=None, help=TOKEN_HELP)
         p.set_defaults(func=func)
         if name == "submit":
             p.add_argument("--idempotency-key", default=None)
@@ -323,7 +414,28 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--output", default=None)
     q = sub.add_parser("queue", help="the cluster's nodes and the queue of active studies")
     q.add_argument("--url", default=DEFAULT_URL)
+    q.add_argument("--token", default=None, help=TOKEN_HELP)
     q.set_defaults(func=cmd_queue)
+    a = sub.add_parser("audit", help="the audit trail of state changes (admins)")
+    a.add_argument("--url", default=DEFAULT_URL)
+    a.add_argument("--token", default=None, help=TOKEN_HELP)
+    a.add_argument("--limit", type=int, default=100)
+    a.add_argument("--offset", type=int, default=0)
+    a.set_defaults(func=cmd_audit)
+    t = sub.add_parser("token", help="API tokens: create, list, revoke (on the study database)")
+    tsub = t.add_subparsers(dest="action", required=True)
+    tc = tsub.add_parser("create", help="make a token for a user; it is printed once, as the last line")
+    tc.add_argument("--user", required=True)
+    tc.add_argument("--admin", action="store_true", help="may see and act on every study, read the audit")
+    tc.add_argument("--save", action="store_true", help=f"also write it to {token_file()} (mode 0600)")
+    tl = tsub.add_parser("list", help="users, roles, created, last used (never the tokens)")
+    tr = tsub.add_parser("revoke", help="revoke a user's tokens or one token")
+    who = tr.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user")
+    who.add_argument("--id", type=int)
+    for p in (tc, tl, tr):
+        p.add_argument("--db", help="SQLAlchemy URL of the study store (default: ROOTFREE_DATABASE_URL)")
+        p.set_defaults(func=cmd_token)
     d = sub.add_parser("demo", help="the README's main job: a real comparison study end to end")
     d.add_argument("--optimizers", nargs="+", default=["sgd", "adamw", "rfrmsprop"])
     d.add_argument("--stages", nargs="+", type=int, default=[6, 6])
@@ -335,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--output", default="rootfree-export.yaml")
     d.set_defaults(func=cmd_demo)
     args = ap.parse_args(argv)
+    if hasattr(args, "token"):
+        use_token(resolve_token(args.token))
     return args.func(args)
 
 

@@ -64,6 +64,7 @@ class Lease:
         self.holder = holder or holder_id()
         self.ttl_s, self.fence_margin_s = ttl_s, fence_margin_s
         self.token: int | None = None  # the fencing token while held
+        self.took_over_from: str | None = None  # the previous holder, when the last acquire took over
         self.expires_at: datetime | None = None
         self._renewed_at = 0.0  # monotonic time of the last successful acquire/renew
         self._lock = threading.Lock()
@@ -87,12 +88,15 @@ class Lease:
                 return self.renew()
             if _aware(row.expires_at) > now:
                 return False  # someone else holds it
-            token = row.token + 1
+            token, previous = row.token + 1, row.holder
             n = s.execute(update(LeaseRow).where(LeaseRow.name == self.name, LeaseRow.token == row.token)
                           .values(holder=self.holder, token=token, expires_at=expires,
                                   acquired_at=now)).rowcount
             s.commit()
-            return self._held(token, expires) if n == 1 else False
+            if n != 1:
+                return False
+            self.took_over_from = previous
+            return self._held(token, expires)
 
     def renew(self) -> bool:
         """Pushes the expiry forward; False (and no longer held) when someone else holds it."""

@@ -23,7 +23,7 @@ def queue(store: StudyStore) -> list[dict[str, Any]]:
     for position, st in enumerate(queue_order(states), start=1):
         study, c = by_id[st.study_id], counts.get(st.study_id, {})
         finished = sum(n for status, n in c.items() if status in FINISHED)
-        out.append({"study_id": study.id, "name": study.name, "status": study.status,
+        out.append({"study_id": study.id, "name": study.name, "status": study.status, "owner": study.owner,
                     "priority": st.priority, "running": st.running,
                     "pending": max(0, planned_trials(study.spec) - finished - st.running),
                     "position": position})

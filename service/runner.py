@@ -30,6 +30,7 @@ from ray.tune.search import Searcher
 
 from search_spaces import NarrowingError
 
+from .auth import audit
 from .lease import Lease, LeaseLost, holder_id
 from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
 from .settings import Settings
@@ -340,6 +341,13 @@ class StudyRunner:
         """The leader's work: resume what a dead leader left running, then run every study."""
         self._reset_state()
         log.info("runner %s leads (lease token %s)", self.holder, self.lease.token)
+        if self.lease.took_over_from and self.lease.took_over_from != self.holder:
+            try:
+                audit(self.base_store.engine, self.holder, "runner.takeover", "runner lease",
+                      detail={"from": self.lease.took_over_from, "token": self.lease.token})
+            except Exception:  # noqa: BLE001 - the audit line is not worth the leadership
+                log.warning("could not write the takeover to the audit trail")
+            self.lease.took_over_from = None
         try:
             for study in self.store.studies_with_status("running"):  # a previous leader died
                 self._interrupted[study.id] = self.store.reset_interrupted(study.id)

@@ -150,6 +150,7 @@ class StudyOut(BaseModel):
     id: str
     name: str
     status: str
+    owner: str | None = None  # the user who submitted it
     spec: dict[str, Any]
     created_at: datetime
     updated_at: datetime

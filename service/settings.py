@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     # the trials it hits; a study that cannot go on ends, saying why).
     min_free_mb: int = 50
     runner_id: str | None = None  # the lease holder id (set by `serve` for its runner process)
+    # tokens: every endpoint but /healthz and the OpenAPI pages needs a bearer token (the default);
+    # none: no authentication, only for a development server on a loopback address.
+    auth: Literal["tokens", "none"] = "tokens"
+    # Host names the API answers to (TrustedHostMiddleware); "*" accepts any. Comma-separated
+    # in the environment: ROOTFREE_ALLOWED_HOSTS=rootfree.lab.example,127.0.0.1
+    allowed_hosts: str = "*"
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [h.strip() for h in self.allowed_hosts.split(",") if h.strip()] or ["*"]
 
 
 @lru_cache

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
-from .models import ClusterRecord, Report, Study, Trial
+from .models import AuditEntry, ClusterRecord, Report, Study, Trial
 
 log = logging.getLogger("rootfree.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -95,32 +95,43 @@ class StudyStore:
         return self.sessions()
 
     # ------------------------------------------------------------------ studies
-    def create_study(self, spec: dict[str, Any], idempotency_key: str | None) -> tuple[Study, bool]:
-        """Returns (study, created). A repeated idempotency key returns the first study."""
+    def create_study(self, spec: dict[str, Any], idempotency_key: str | None, owner: str | None = None,
+                     audit: dict[str, Any] | None = None) -> tuple[Study, bool]:
+        """Returns (study, created). A repeated idempotency key (per owner: one user's key never
+        returns another user's study) returns the first study. `audit` (actor, client) writes the
+        study.create entry in the same transaction."""
+        key = f"{owner or ''}:{idempotency_key}" if idempotency_key else None
         with self.session() as s:
-            if idempotency_key:
-                existing = s.scalar(select(Study).where(Study.idempotency_key == idempotency_key))
+            if key:
+                existing = s.scalar(select(Study).where(Study.idempotency_key == key))
                 if existing:
                     return existing, False
             study = Study(id=str(uuid.uuid4()), name=spec["name"], status="queued", spec=spec,
-                          stage_spaces={}, notes=[], idempotency_key=idempotency_key)
+                          stage_spaces={}, notes=[], idempotency_key=key, owner=owner)
             s.add(study)
+            if audit is not None:
+                s.add(AuditEntry(at=now(), action="study.create", target=study.id, detail={"name": spec["name"]},
+                                 **audit))
             try:
                 s.commit()
             except IntegrityError:  # a concurrent retry with the same key won the race
                 s.rollback()
-                return s.scalar(select(Study).where(Study.idempotency_key == idempotency_key)), False
+                return s.scalar(select(Study).where(Study.idempotency_key == key)), False
             return study, True
 
     def get_study(self, study_id: str) -> Study | None:
         with self.session() as s:
             return s.get(Study, study_id)
 
-    def list_studies(self, status: str | None, limit: int, offset: int) -> tuple[list[Study], int]:
+    def list_studies(self, status: str | None, limit: int, offset: int,
+                     owner: str | None = None) -> tuple[list[Study], int]:
+        """A page of studies, newest first (only `owner`'s when given)."""
         with self.session() as s:
             q = select(Study)
             if status:
                 q = q.where(Study.status == status)
+            if owner is not None:
+                q = q.where(Study.owner == owner)
             total = s.scalar(select(func.count()).select_from(q.subquery()))
             rows = s.scalars(q.order_by(Study.created_at.desc()).limit(limit).offset(offset))
             return list(rows), total or 0
@@ -338,10 +349,12 @@ class StudyStore:
                 out.setdefault(sid, {})[status] = n
         return out
 
-    def count_studies(self, *statuses: str) -> int:
+    def count_studies(self, *statuses: str, owner: str | None = None) -> int:
         with self.session() as s:
-            return s.scalar(select(func.count()).select_from(Study)
-                            .where(Study.status.in_(statuses))) or 0
+            q = select(func.count()).select_from(Study).where(Study.status.in_(statuses))
+            if owner is not None:
+                q = q.where(Study.owner == owner)
+            return s.scalar(q) or 0
 
     # ------------------------------------------------------------------ the cluster
     def record_cluster(self, **values: Any) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 import search_spaces
 from workers import workloads
 
-router = APIRouter(tags=["catalog"])
+from ..auth import current_user
+
+router = APIRouter(tags=["catalog"], dependencies=[Depends(current_user)])
 
 
 @router.get("/workloads")

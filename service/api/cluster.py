@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from ..auth import Principal, current_user
 from ..queue import queue
 from ..schemas import ClusterOut
 from ..store import StudyStore
@@ -14,9 +15,16 @@ router = APIRouter(tags=["cluster"])
 
 
 @router.get("/cluster", response_model=ClusterOut)
-def cluster(store: StudyStore = Depends(get_store)):
+def cluster(store: StudyStore = Depends(get_store), user: Principal = Depends(current_user)):
+    """Everyone sees the whole queue (where their studies stand); another user's studies show
+    only their place, priority and counts, not their id, name or owner (unless the caller is an
+    admin)."""
     record = store.cluster()
+    entries = queue(store)
+    for e in entries:
+        if not user.owns(e.pop("owner")):
+            e.update(study_id="-", name="(another user's study)")
     return ClusterOut(
         nodes=record.get("nodes", []),
         resources={"total": record.get("total", {}), "available": record.get("available", {})},
-        queue=queue(store), updated_at=record.get("updated_at"))
+        queue=entries, updated_at=record.get("updated_at"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from fastapi import HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Request
 
+from ..auth import Principal, current_user
 from ..models import Study
 from ..settings import Settings
 from ..store import StudyStore
@@ -19,9 +20,12 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_study_or_404(request: Request, study_id: str = Path(max_length=64)) -> Study:
+def get_study_or_404(request: Request, study_id: str = Path(max_length=64),
+                     user: Principal = Depends(current_user)) -> Study:
+    """The study, if the caller may see it: its owner or an admin. Another user's study answers
+    exactly like a missing one (its existence is not revealed)."""
     study = get_store(request).get_study(study_id)
-    if study is None:
+    if study is None or not user.owns(study.owner):
         raise HTTPException(404, f"study {study_id!r} not found")
     return study
 

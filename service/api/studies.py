@@ -10,6 +10,7 @@ import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from ..auth import Principal, audit, client_address, current_user
 from ..models import Study
 from ..queue import place
 from ..scheduler import infeasible, trial_request
@@ -23,7 +24,7 @@ from ..summary import best_configs, optimizer_summaries
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info
 from .errors import ApiError
 
-router = APIRouter(prefix="/studies", tags=["studies"])
+router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[Depends(current_user)])
 log = logging.getLogger("rootfree.api")
 TERMINAL = ("completed", "failed", "cancelled")
 MAX_LIMIT = 1000  # list endpoints: more in one page -> 422
@@ -39,7 +40,7 @@ def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
                          + urlencode({"node_id": node, "filename": ray_log_name(study.id)})
                          if dashboard and node else None)
     return StudyOut(
-        id=study.id, name=study.name, status=study.status, spec=study.spec,
+        id=study.id, name=study.name, status=study.status, owner=study.owner, spec=study.spec,
         created_at=study.created_at, updated_at=study.updated_at, started_at=study.started_at,
         finished_at=study.finished_at, error=study.error, notes=study.notes or [],
         optimizers=optimizer_summaries(store, study),
@@ -54,18 +55,20 @@ def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
 def create_study(spec: StudySpec, request: Request, response: Response,
                  idempotency_key: str | None = Header(default=None, max_length=200),
                  store: StudyStore = Depends(get_store),
-                 settings: Settings = Depends(get_app_settings)):
+                 settings: Settings = Depends(get_app_settings), user: Principal = Depends(current_user)):
     resolved = spec.resolved()
-    check_admission(store, settings, resolved)
-    study, created = store.create_study(resolved, idempotency_key)
+    check_admission(store, settings, resolved, user.user)
+    study, created = store.create_study(resolved, idempotency_key, owner=user.user,
+                                        audit={"actor": user.user, "client": client_address(request)})
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/studies/{study.id}"
     return study_out(store, study, request)
 
 
-def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
-    """Quotas and feasibility, before anything is stored: 422 naming the field, 429 naming the limit."""
+def check_admission(store: StudyStore, settings: Settings, spec: dict, owner: str) -> None:
+    """Quotas (per user) and feasibility, before anything is stored: 422 naming the field, 429
+    naming the limit."""
     n = planned_trials(spec)
     if n > settings.max_trials_per_study:
         raise ApiError(422, "trials", f"the study plans {n} trials (stages x optimizers); the limit is "
@@ -80,9 +83,9 @@ def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
         raise ApiError(422, f"resources.{field}", f"no live node of the cluster could ever run one trial: "
                                                    f"it asks for {spec['resources'][field]} {field}, the largest "
                                                    f"node has {biggest:g}")
-    active = store.count_studies("queued", "running")
+    active = store.count_studies("queued", "running", owner=owner)
     if active >= settings.max_active_studies:
-        raise ApiError(429, "max_active_studies", f"{active} studies are queued or running, the limit is "
+        raise ApiError(429, "max_active_studies", f"{active} of your studies are queued or running, the limit is "
                                                   f"{settings.max_active_studies} (ROOTFREE_MAX_ACTIVE_STUDIES); "
                                                   "wait for one to end or cancel one")
 
@@ -91,8 +94,9 @@ def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
 def list_studies(request: Request,
                  status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None,
                  limit: int = Query(20, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                 store: StudyStore = Depends(get_store)):
-    rows, total = store.list_studies(status, limit, offset)
+                 store: StudyStore = Depends(get_store), user: Principal = Depends(current_user)):
+    """The caller's studies, newest first (an admin's: everyone's)."""
+    rows, total = store.list_studies(status, limit, offset, owner=None if user.admin else user.user)
     return StudyList(items=[study_out(store, s, request) for s in rows], total=total,
                      limit=limit, offset=offset)
 
@@ -141,20 +145,22 @@ def study_logs(tail_lines: int = Query(200, alias="tail", ge=1, le=100_000),
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyOut)
 def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
-                 store: StudyStore = Depends(get_store)):
+                 store: StudyStore = Depends(get_store), user: Principal = Depends(current_user)):
     if study.status in TERMINAL:
         raise HTTPException(409, f"study {study.id!r} is already {study.status}")
-    store.set_status(study.id, "cancelled", only_from=("queued", "running"))
+    if store.set_status(study.id, "cancelled", only_from=("queued", "running")):
+        audit(store.engine, user.user, "study.cancel", study.id, client_address(request))
     return study_out(store, store.get_study(study.id), request)
 
 
 @router.delete("/{study_id}", status_code=204)
-def delete_study(study: Study = Depends(get_study_or_404),
+def delete_study(request: Request, study: Study = Depends(get_study_or_404),
                  store: StudyStore = Depends(get_store),
-                 settings: Settings = Depends(get_app_settings)):
+                 settings: Settings = Depends(get_app_settings), user: Principal = Depends(current_user)):
     if study.status in ("running", "queued"):
         raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
+    audit(store.engine, user.user, "study.delete", study.id, client_address(request), {"name": study.name})
     # Then what lives beside the rows: checkpoints and results under the storage path, the study
     # log, the Optuna views. The rows are gone first, so a failure here never resurrects a study.
     remove_study_files(settings.storage_path, study.id)

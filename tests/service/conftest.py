@@ -24,3 +24,18 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'studies.db'}"
     return request.getfixturevalue("pg_url")
+
+
+def make_token(db_url: str, user: str = "alice", admin: bool = True) -> str:
+    """A real API token in the study database (migrated first), as `rootfree token create` makes."""
+    from service.auth import create_token
+    from service.store import StudyStore
+
+    store = StudyStore(db_url)
+    token, _ = create_token(store.engine, user, admin=admin, actor="test")
+    store.engine.dispose()
+    return token
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}

@@ -13,9 +13,38 @@ import httpx
 
 from service.cli import wait_healthy
 
+AUTH: dict[str, str] = {}  # the admin token of the database the last `serve` uses
+AUTH_DB = [None]
+
+
+class _Api:
+    """httpx's get/post/delete with the current admin token (every endpoint needs one)."""
+
+    def __getattr__(self, method):
+        call = getattr(httpx, method)
+        return lambda url, **kw: call(url, **{**kw, "headers": {**AUTH, **(kw.get("headers") or {})}})
+
+
+api = _Api()
+
+
+def admin_token(db_url: str) -> str:
+    """Creates an admin token in the database (as `rootfree token create --admin` would)."""
+    from service.auth import create_token
+    from service.store import StudyStore
+
+    store = StudyStore(db_url)
+    token, _ = create_token(store.engine, "tester", admin=True, actor="test")
+    store.engine.dispose()
+    return token
+
 
 def serve(db_url: str, port: int, tmp_path, *, storage=None, dashboard_port: int | None = None,
           wait: bool = True, **settings) -> subprocess.Popen:
+    if AUTH_DB[0] != db_url:
+        AUTH.clear()
+        AUTH["Authorization"] = f"Bearer {admin_token(db_url)}"
+    AUTH_DB[0] = db_url
     env = {**os.environ, "ROOTFREE_DATABASE_URL": db_url, "ROOTFREE_NUM_CPUS": "2",
            "ROOTFREE_DASHBOARD": "true" if dashboard_port else "false",
            "ROOTFREE_DASHBOARD_PORT": str(dashboard_port or 8265),
@@ -45,7 +74,7 @@ def wait_for(url: str, sid: str, cond, timeout: float = 600) -> dict:
     t0, s = time.time(), None
     while time.time() - t0 < timeout:
         try:
-            s = httpx.get(f"{url}/studies/{sid}", timeout=10).json()
+            s = api.get(f"{url}/studies/{sid}", timeout=10).json()
             if cond(s):
                 return s
         except (httpx.HTTPError, ValueError):

@@ -6,6 +6,8 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 
+from .conftest import bearer, make_token
+
 GOOD = {"name": "s", "workload": "fmnist_vit", "optimizers": ["sgd", "rfrmsprop"],
         "protocol": {"stages": [2, 2], "top_k": 2, "seed": 0},
         "budget": {"epochs": 1, "train_subset": 256}}
@@ -14,7 +16,7 @@ GOOD = {"name": "s", "workload": "fmnist_vit", "optimizers": ["sgd", "rfrmsprop"
 @pytest.fixture
 def client(db_url):
     app = create_app(Settings(database_url=db_url, start_runner=False))
-    with TestClient(app) as c:
+    with TestClient(app, headers=bearer(make_token(db_url))) as c:
         yield c
 
 

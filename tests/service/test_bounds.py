@@ -12,13 +12,16 @@ from service.app import create_app
 from service.settings import Settings
 from service.store import StudyStore
 
+from .conftest import bearer, make_token
+
 GOOD = {"name": "b", "workload": "fmnist_cnn", "optimizers": ["sgd"],
         "protocol": {"stages": [2], "top_k": 2}, "budget": {"epochs": 1}}
 
 
 @pytest.fixture
 def client(db_url):
-    with TestClient(create_app(Settings(database_url=db_url, start_runner=False))) as c:
+    with TestClient(create_app(Settings(database_url=db_url, start_runner=False)),
+                    headers=bearer(make_token(db_url))) as c:
         yield c
 
 

@@ -14,11 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from service.cli import free_port, wait_healthy
+
+from .serving import AUTH, admin_token, api
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -83,6 +84,8 @@ def test_study_on_a_multi_node_cluster_survives_losing_a_worker_node(cluster, pg
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
+    AUTH.clear()
+    AUTH["Authorization"] = f"Bearer {admin_token(pg_url)}"
     serve_env = {**env, "ROOTFREE_STORAGE_PATH": str(tmp_path / "runs"), "ROOTFREE_POLL_INTERVAL_S": "0.5"}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
                              "--ray-address", address, "--db", pg_url],
@@ -90,10 +93,10 @@ def test_study_on_a_multi_node_cluster_survives_losing_a_worker_node(cluster, pg
                             start_new_session=True)
     try:
         assert wait_healthy(url, alive=lambda: proc.poll() is None), log.read_text()[-3000:]
-        sid = httpx.post(f"{url}/studies", json=SPEC, timeout=30).json()["id"]
+        sid = api.post(f"{url}/studies", json=SPEC, timeout=30).json()["id"]
 
         def nodes_seen():
-            trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"},
+            trials = api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"},
                                timeout=10).json()
             return {h["node_id"] for t in trials for h in t["history"] if h.get("node_id")}
 
@@ -108,7 +111,7 @@ def test_study_on_a_multi_node_cluster_survives_losing_a_worker_node(cluster, pg
                 pass
         t_kill = time.time()
         while True:
-            study = httpx.get(f"{url}/studies/{sid}", timeout=10).json()
+            study = api.get(f"{url}/studies/{sid}", timeout=10).json()
             if study["status"] in ("completed", "failed", "cancelled"):
                 break
             assert time.time() - t_kill < 600, "study did not finish after the node loss"

@@ -5,12 +5,11 @@ real `rootfree serve` process, killed mid-study and restarted."""
 import math
 import time
 
-import httpx
 import pytest
 
 from service.cli import finished_trials, free_port, ray_auth_token_file
 
-from .serving import kill, serve, wait_for
+from .serving import api, kill, serve, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ def _dashboard_log(url: str | None, timeout: float = 60) -> str:
     headers = _ray_auth()
     t0 = time.time()
     while True:
-        r = httpx.get(url, headers=headers, timeout=30)
+        r = api.get(url, headers=headers, timeout=30)
         if r.status_code == 200 or time.time() - t0 > timeout:  # its agent may still be starting
             assert r.status_code == 200, r.text[:500]
             return r.text
@@ -52,12 +51,12 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     url = f"http://127.0.0.1:{port}"
     proc = serve(db_url, port, tmp_path)
     try:
-        sid = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
+        sid = api.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
                          timeout=30).json()["id"]
-        second = httpx.post(f"{url}/studies", json=SECOND, timeout=30).json()["id"]
+        second = api.post(f"{url}/studies", json=SECOND, timeout=30).json()["id"]
         wait_for(url, sid, lambda s: finished_trials(s) >= 3)
         # both studies run at once: the second has finished trials before the first ends
-        assert finished_trials(httpx.get(f"{url}/studies/{second}").json()) >= 1
+        assert finished_trials(api.get(f"{url}/studies/{second}").json()) >= 1
     finally:
         kill(proc)  # a real kill: no shutdown hooks run
     port = free_port()
@@ -66,15 +65,15 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     try:
         study = wait_for(url, sid, lambda s: s["status"] in ("completed", "failed"))
         other = wait_for(url, second, lambda s: s["status"] in ("completed", "failed"))
-        other_trials = httpx.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
-        logs = httpx.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
+        other_trials = api.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
+        logs = api.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
         dashboard_logs = _dashboard_log(study["dashboard_log_url"])
-        jobs = httpx.get(f"{study['dashboard_url']}/api/jobs/", headers=_ray_auth(), timeout=30).json()
+        jobs = api.get(f"{study['dashboard_url']}/api/jobs/", headers=_ray_auth(), timeout=30).json()
         assert study["status"] == "completed", study.get("error")
-        trials = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"}).json()
-        best = httpx.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
-        export = httpx.get(f"{url}/studies/{sid}/export", params={"format": "yaml"})
-        again = httpx.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"})
+        trials = api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"}).json()
+        best = api.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
+        export = api.get(f"{url}/studies/{sid}/export", params={"format": "yaml"})
+        again = api.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"})
     finally:
         kill(proc)
 

@@ -13,13 +13,12 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from service.cli import finished_trials, free_port
 
-from .serving import health, kill, serve, wait_for
+from .serving import api, health, kill, serve, wait_for
 from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -33,7 +32,7 @@ def nqm(name: str, stages=(4, 3), epochs=3, pace_ms=400, cap=2, optimizers=("sgd
 
 
 def trials(url: str, sid: str) -> list[dict]:
-    return httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"},
+    return api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"},
                      timeout=30).json()
 
 
@@ -61,7 +60,7 @@ def test_a_database_outage_of_20_s_loses_nothing(pg_url, tmp_path):
     spec = nqm("outage", stages=(6, 4), epochs=3, pace_ms=500)
     proc = serve(proxy.url(sa.engine.make_url(pg_url).database), port, tmp_path)
     try:
-        sid = httpx.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
+        sid = api.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
         wait_for(url, sid, lambda s: finished_trials(s) >= 2)
         proxy.cut()
         time.sleep(3)
@@ -97,7 +96,7 @@ def test_two_controllers_one_leader_takeover_resumes_from_checkpoints(backend, t
         time.sleep(2)
         assert health(b_url)[1]["runner"]["role"] == "standby"
         spec = nqm("takeover", stages=(4, 2), epochs=6, pace_ms=600)
-        sid = httpx.post(f"{b_url}/studies", json=spec, timeout=30).json()["id"]  # a standby serves the API
+        sid = api.post(f"{b_url}/studies", json=spec, timeout=30).json()["id"]  # a standby serves the API
         # the leader trains: wait until a trial is mid-way (epoch 2 of 6 reported, checkpointed)
         wait_for(b_url, sid, lambda s: any(len(t["history"]) >= 2 and t["status"] == "running"
                                            for t in trials(b_url, sid)))
@@ -132,7 +131,7 @@ def test_a_killed_runner_process_is_restarted(tmp_path):
     proc = serve(db_url, port, tmp_path)
     spec = nqm("restart", stages=(3, 2), epochs=3, pace_ms=400)
     try:
-        sid = httpx.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
+        sid = api.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
         wait_for(url, sid, lambda s: finished_trials(s) >= 1)
         runner_pid = health(url)[1]["runner"]["pid"]
         assert runner_pid != proc.pid
@@ -154,7 +153,7 @@ def test_a_killed_runner_process_is_restarted(tmp_path):
         # finished trials keep their final checkpoint only
         for d in storage.glob(f"*/{sid}-*"):
             assert len(list(d.glob("checkpoint_*"))) <= 1, list(d.iterdir())
-        assert httpx.delete(f"{url}/studies/{sid}").status_code == 204
+        assert api.delete(f"{url}/studies/{sid}").status_code == 204
         assert not list(storage.glob(f"*/{sid}-*")) and not list((storage / "logs").glob(f"study-{sid}*"))
         import optuna
 
@@ -194,16 +193,16 @@ def test_a_full_disk_fails_what_it_hits_and_the_api_keeps_answering(tmp_path, tm
     proc = serve(f"sqlite:///{tmp_path / 'studies.db'}", port, tmp_path, storage=tmpfs, min_free_mb=4)
     try:
         spec = nqm("disk", stages=(8,), epochs=6, pace_ms=400, optimizers=("sgd",))
-        sid = httpx.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
+        sid = api.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
         wait_for(url, sid, lambda s: finished_trials(s) >= 1)
         filler = fill(tmpfs)
         study = wait_for(url, sid, lambda s: s["status"] in ENDED, timeout=180)
-        rows = httpx.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}).json()
+        rows = api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}).json()
         reasons = " ".join([study["error"] or ""] + [t["error"] or "" for t in rows])
         assert "no space left on device" in reasons.lower() and str(tmpfs) in reasons, (study, rows)
-        assert health(url)[0] == 200 and httpx.get(f"{url}/studies").status_code == 200
+        assert health(url)[0] == 200 and api.get(f"{url}/studies").status_code == 200
         filler.unlink()  # space returns: a new study runs
-        again = httpx.post(f"{url}/studies", json=nqm("after", stages=(2,), epochs=2, optimizers=("sgd",)),
+        again = api.post(f"{url}/studies", json=nqm("after", stages=(2,), epochs=2, optimizers=("sgd",)),
                            timeout=30).json()["id"]
         assert wait_for(url, again, lambda s: s["status"] in ENDED, timeout=180)["status"] == "completed"
     finally:

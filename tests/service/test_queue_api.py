@@ -8,6 +8,8 @@ from service.app import create_app
 from service.cli import queue_table
 from service.settings import Settings
 
+from .conftest import bearer, make_token
+
 SPEC = {"name": "q", "workload": "noisy_quadratic", "optimizers": ["sgd", "adamw"],
         "protocol": {"stages": [3, 2], "top_k": 2}, "budget": {"epochs": 1}}
 NODES = [{"node_id": "a" * 56, "alive": True, "address": "10.0.0.1",
@@ -23,8 +25,8 @@ def app(db_url):
 
 
 @pytest.fixture
-def client(app):
-    with TestClient(app) as c:
+def client(app, db_url):
+    with TestClient(app, headers=bearer(make_token(db_url))) as c:
         yield c
 
 

@@ -16,6 +16,8 @@ from service.app import create_app
 from service.settings import Settings
 from service.study_log import LOG_SUBDIR, StudyLog, log_path, tail
 
+from .conftest import bearer, make_token
+
 SPEC = {"name": "s", "workload": "fmnist_cnn", "optimizers": ["sgd"],
         "protocol": {"stages": [2, 2], "top_k": 2, "seed": 0},
         "budget": {"epochs": 1, "train_subset": 256}}
@@ -90,7 +92,7 @@ def test_an_unwritable_ray_log_directory_only_loses_the_link(tmp_path):
 def app_client(tmp_path):
     settings = Settings(database_url=f"sqlite:///{tmp_path / 's.db'}", start_runner=False,
                         storage_path=str(tmp_path / "runs"))
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=bearer(make_token(settings.database_url))) as c:
         yield c, settings
 
 
@@ -124,7 +126,7 @@ def test_rootfree_logs_prints_the_tail_and_follows_to_the_end(app_client, monkey
 
     calls = {"n": 0}
 
-    def get(url, params=None, timeout=None):
+    def get(url, params=None, timeout=None, headers=None):
         calls["n"] += 1
         if calls["n"] == 3:  # while following: new lines arrive, then the study ends
             slog.event("after")
