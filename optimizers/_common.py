@@ -54,8 +54,11 @@ def check_common(
     gamma: float,
     batch_size: int,
     init: float,
+    zero_init_ok: bool = False,
 ) -> None:
-    """Checks the hyperparameters every root-free method shares (ARCHITECTURE.md's table)."""
+    """Checks the hyperparameters every root-free method shares (ARCHITECTURE.md's table).
+    `zero_init_ok`: a diagonal method may start from s = 0 when damping > 0 (the original RMSProp's
+    initialisation, the paper's Figure 2); a Kronecker factor must start positive definite."""
     check_positive("lr", lr)
     check_finite("beta2", beta2)
     if not 0.0 < beta2 <= 1.0:
@@ -65,6 +68,10 @@ def check_common(
     check_non_negative("weight_decay", weight_decay)
     check_unit_interval("gamma", gamma, closed_right=True)
     check_positive_int("batch_size", batch_size)
+    if zero_init_ok and init == 0:
+        if damping <= 0:
+            raise _bad("init", init, "positive, or 0 with damping > 0 (1/(s + damping) must be finite)")
+        return
     check_positive("init", init)
 
 

@@ -51,7 +51,7 @@ class RFRMSProp(Optimizer):
     ):
         check_common(
             lr=lr, beta2=beta2, momentum=momentum, damping=damping, weight_decay=weight_decay,
-            gamma=gamma, batch_size=batch_size, init=init,
+            gamma=gamma, batch_size=batch_size, init=init, zero_init_ok=True,
         )
         defaults = dict(
             lr=lr, beta2=beta2, momentum=momentum, damping=damping, weight_decay=weight_decay,

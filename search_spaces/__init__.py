@@ -5,7 +5,14 @@ No torch, no Ray, no HTTP, no SQL here (Optuna distributions are the only outsid
     from search_spaces import SearchSpace, default_space, sample, sample_one, narrow
 """
 
-from .defaults import ACCEPTED, accepted_hyperparameters, default_space, optimizer_names
+from .defaults import (
+    ACCEPTED,
+    SCHEMES,
+    accepted_hyperparameters,
+    default_space,
+    optimizer_names,
+    original_scheme_space,
+)
 from .narrowing import NarrowingError, narrow
 from .parameters import (
     Choice,
@@ -22,12 +29,13 @@ from .parameters import (
     uniform,
 )
 from .protocol import TwoStageProtocol
-from .sampling import sample, sample_one
+from .sampling import fresh_seeds, sample, sample_one
 from .space import SearchSpace
 
 __all__ = [
     "ACCEPTED", "Choice", "Fixed", "LogUniform", "NarrowingError", "OneMinusLogUniform",
     "Parameter", "SearchSpace", "SearchSpaceError", "TwoStageProtocol", "Uniform",
     "accepted_hyperparameters", "choice", "default_space", "fixed", "log_uniform", "narrow",
-    "one_minus_log_uniform", "optimizer_names", "sample", "sample_one", "uniform",
+    "one_minus_log_uniform", "optimizer_names", "original_scheme_space", "sample", "sample_one", "uniform",
+    "SCHEMES", "fresh_seeds",
 ]

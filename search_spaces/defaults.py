@@ -102,3 +102,22 @@ def default_space(optimizer: str) -> SearchSpace:
     """The paper-derived stage-1 space of `optimizer`."""
     accepted_hyperparameters(optimizer)
     return _DEFAULTS[optimizer]
+
+
+ROOT_FREE = ("rfrmsprop", "rfshampoo", "ifshampoo")
+SCHEMES = ("modern", "original")
+
+
+def original_scheme_space(optimizer: str) -> SearchSpace:
+    """The training scheme the root was introduced in (the paper's Figure 2, Appendix J): only the
+    learning rate is searched, every other hyperparameter stays at the optimizer's default; the
+    root-free methods drop the mini-batch scaling (``batch_size=1``: the default for an averaged
+    loss), and RF-RMSProp starts its preconditioner at zero (``init=0``) as RMSProp and Adam do.
+    (The constant learning rate is the workload's side: the runner asks for ``schedule="constant"``.)
+    A Kronecker factor cannot start at zero (it is inverted), so the Shampoo variants keep theirs."""
+    params: dict = {"lr": default_space(optimizer)["lr"]}
+    if optimizer in ROOT_FREE:
+        params["batch_size"] = Fixed("batch_size", 1)
+    if optimizer == "rfrmsprop":
+        params["init"] = Fixed("init", 0.0)
+    return SearchSpace(params)

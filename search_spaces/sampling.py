@@ -71,3 +71,18 @@ def sample(space: SearchSpace, n: int, seed: int, stage: int = 1,
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_SAMPLES:
         raise ValueError(f"n must be an integer in [0, {MAX_SAMPLES}], got {n!r}")
     return [sample_one(space, i, seed, stage, method) for i in range(n)]
+
+
+def fresh_seeds(seed: int, n: int) -> list[int]:
+    """`n` distinct 32-bit training seeds for re-running a configuration, a pure function of the
+    study's seed, none equal to it (the search trials trained with it)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    out: list[int] = []
+    i = 0
+    while len(out) < n:
+        value = int(np.random.SeedSequence((seed, 0x5EED, i)).generate_state(1)[0])
+        if value != seed and value not in out:
+            out.append(value)
+        i += 1
+    return out

@@ -368,6 +368,19 @@ def cmd_token(args) -> int:
     return 0 if n else 1
 
 
+def cmd_report(args) -> int:
+    """Writes the HTML report of one or several studies (several: one page with a cross-study part)."""
+    if len(args.study_ids) == 1:
+        r = httpx.get(f"{args.url}/studies/{args.study_ids[0]}/report", headers=AUTH, timeout=120)
+    else:
+        r = httpx.get(f"{args.url}/report", params=[("study_id", s) for s in args.study_ids], headers=AUTH,
+                      timeout=300)
+    text = _check_text(r)
+    Path(args.output).write_text(text, encoding="utf-8")
+    print(f"wrote {args.output} ({len(text) // 1024} KiB, self-contained: open it in any browser)")
+    return 0
+
+
 def cmd_audit(args) -> int:
     body = _check(httpx.get(f"{args.url}/audit", params={"limit": args.limit, "offset": args.offset},
                             headers=AUTH, timeout=30))
@@ -416,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--url", default=DEFAULT_URL)
     q.add_argument("--token", default=None, help=TOKEN_HELP)
     q.set_defaults(func=cmd_queue)
+    r = sub.add_parser("report", help="write a study report (HTML, self-contained); several ids: one page")
+    r.add_argument("study_ids", nargs="+", metavar="ID")
+    r.add_argument("-o", "--output", default="rootfree-report.html")
+    r.add_argument("--url", default=DEFAULT_URL)
+    r.add_argument("--token", default=None, help=TOKEN_HELP)
+    r.set_defaults(func=cmd_report)
     a = sub.add_parser("audit", help="the audit trail of state changes (admins)")
     a.add_argument("--url", default=DEFAULT_URL)
     a.add_argument("--token", default=None, help=TOKEN_HELP)

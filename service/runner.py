@@ -485,10 +485,12 @@ class StudyRunner:
                 self._busy_at = time.monotonic()
                 config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
                           "hyperparameters": trial.config, "budget": a.spec["budget"],
-                          "seed": a.spec["protocol"]["seed"],
+                          "seed": trial.seed if trial.seed is not None else a.spec["protocol"]["seed"],
                           "meta": {"trial_id": trial.id, "study_id": choice.study_id,
                                    "optimizer": trial.optimizer, "stage": trial.stage,
                                    "index": trial.index, "request": a.request}}
+                if a.spec["protocol"].get("scheme") == "original":
+                    config["schedule"] = "constant"  # the setup the root was introduced in
                 if trial.checkpoint:  # interrupted by a controller death: go on from its last epoch
                     config["resume_from"] = trial.checkpoint
                     a.slog.event("trial %s resumes from its checkpoint %s", trial_label(config["meta"]),

@@ -21,6 +21,12 @@ class ProtocolSpec(BaseModel):
     margin: float = Field(default=0.25, ge=0, le=10)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     method: Literal["random", "halton"] = "random"
+    # After the last search stage, each optimizer's best configuration trains again with this
+    # many fresh seeds (stage len(stages) + 1): the report ranks by their mean.
+    seeds: int = Field(default=0, ge=0, le=20)
+    # modern: the workload's lr schedule, every hyperparameter searched; original: the paper's
+    # Figure 2 setup (constant lr, only lr searched, zero-initialised preconditioners, no B scaling).
+    scheme: Literal["modern", "original"] = "modern"
 
     @field_validator("stages")
     @classmethod
@@ -104,6 +110,12 @@ class StudySpec(BaseModel):
                     search_spaces.accepted_hyperparameters(name), name)
             except SearchSpaceError as e:
                 raise ValueError(f"search_spaces.{name}: {e}") from None
+        if self.protocol.scheme == "original":
+            for name, space in self.search_spaces.items():
+                searched = [k for k, d in space.items() if isinstance(d, dict) and d.get("kind") != "fixed"]
+                if searched != ["lr"]:
+                    raise ValueError(f"search_spaces.{name}: the original scheme searches only lr "
+                                     f"(searched here: {', '.join(searched) or 'nothing'})")
         w = workloads.get(self.workload)
         if self.metric is not None and self.metric != w.metric:
             raise ValueError(f"metric: workload {self.workload!r} reports {w.metric!r}, "
@@ -118,8 +130,10 @@ class StudySpec(BaseModel):
         d["metric"] = self.metric or w.metric
         d["mode"] = self.mode or w.mode
         d["budget"] = w.budget(self.budget)
+        default = (search_spaces.original_scheme_space if self.protocol.scheme == "original"
+                   else search_spaces.default_space)
         d["search_spaces"] = {
-            o: (self.search_spaces.get(o) or search_spaces.default_space(o).to_dict())
+            o: (self.search_spaces.get(o) or default(o).to_dict())
             for o in self.optimizers
         }
         return d
@@ -144,6 +158,8 @@ class OptimizerSummary(BaseModel):
     top_k_mean: float | None
     top_k_std: float | None
     stage_spaces: dict[str, Any]
+    # The best configuration re-trained with fresh seeds: {"n", "values", "seeds", "mean", "std", "median"}.
+    seed_runs: dict[str, Any] | None = None
 
 
 class StudyOut(BaseModel):
@@ -189,6 +205,7 @@ class TrialOut(BaseModel):
     stage: int
     index: int
     config: dict[str, Any]
+    seed: int | None = None  # the training seed (seed re-runs: a fresh one each)
     status: str
     objective: float | None
     metrics: dict[str, Any]
@@ -215,6 +232,9 @@ class Export(BaseModel):
     metric: str
     mode: str
     best: dict[str, list[BestConfig]]
+    # best first: by the seed runs' mean where there are seed runs, else by the best search trial
+    ranking: list[str] = []
+    seed_runs: dict[str, dict[str, Any]] = {}
 
 
 class NodeOut(BaseModel):

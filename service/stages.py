@@ -16,7 +16,7 @@ import logging
 import traceback
 from dataclasses import dataclass
 
-from search_spaces import SearchSpace, narrow, sample
+from search_spaces import SearchSpace, fresh_seeds, narrow, sample
 
 from .models import Study
 from .scheduler import Group
@@ -37,8 +37,16 @@ class Progress:
 
 
 def planned_trials(spec: dict) -> int:
-    """Every trial the protocol will run for the study (all stages of all optimizers)."""
-    return sum(spec["protocol"]["stages"]) * len(spec["optimizers"])
+    """Every trial the protocol will run for the study (all stages of all optimizers, and the
+    seed re-runs)."""
+    p = spec["protocol"]
+    return (sum(p["stages"]) + p.get("seeds", 0)) * len(spec["optimizers"])
+
+
+def seed_stage(spec: dict) -> int | None:
+    """The stage number of the seed re-runs (after the search stages), or None without them."""
+    p = spec["protocol"]
+    return len(p["stages"]) + 1 if p.get("seeds", 0) else None
 
 
 class StageMachine:
@@ -48,6 +56,7 @@ class StageMachine:
     def __init__(self, store: StudyStore):
         self.store = store
         self._exported: set[tuple[str, str, int]] = set()
+        self._empty: set[tuple[str, str, int]] = set()  # seed stages with no search result to re-run
 
     def advance(self, study: Study, slog: StudyLog | None = None) -> Progress:
         """Opens every stage that has become runnable and says what can run now.
@@ -58,24 +67,34 @@ class StageMachine:
         for opt, stage, status, n in self.store.count_trials(study.id):
             counts.setdefault((opt, stage), {})[status] = n
         groups: list[Group] = []
+        sizes = list(stages) + ([spec["protocol"]["seeds"]] if seed_stage(spec) else [])
         for order, opt in enumerate(spec["optimizers"]):
-            for stage, n in enumerate(stages, start=1):
+            for stage, n in enumerate(sizes, start=1):
                 c = counts.get((opt, stage), {})
-                if sum(c.values()) < n:
-                    self._open_stage(study, opt, stage, slog)
-                    c = {**c, "pending": c.get("pending", 0) + n - sum(c.values())}
+                before = sum(c.values())
+                if before < n and (study.id, opt, stage) not in self._empty:
+                    created = self._open_stage(study, opt, stage, slog)
+                    c = {**c, "pending": c.get("pending", 0) + created}
+                    if before + created < n:  # a seed stage with nothing to re-run
+                        self._empty.add((study.id, opt, stage))
+                if (study.id, opt, stage) in self._empty:
+                    n = sum(c.values())
                 finished = sum(v for k, v in c.items() if k in FINISHED)
                 groups.append(Group(opt, stage, order, runnable=c.get("pending", 0),
                                     running=c.get("running", 0), finished=finished >= n))
                 if finished < n:
                     break  # the next stage narrows around this one: it waits
-                self._export(study, opt, stage)
-        done = all(g.finished for g in groups) and len(groups) == len(stages) * len(spec["optimizers"])
+                if stage <= len(stages):
+                    self._export(study, opt, stage)
+        done = all(g.finished for g in groups) and len(groups) == len(sizes) * len(spec["optimizers"])
         return Progress(tuple(groups), done)
 
-    def _open_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> None:
+    def _open_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> int:
+        """Creates the stage's missing trials; returns how many it created."""
         spec = study.spec
         p = spec["protocol"]
+        if stage == seed_stage(spec):
+            return self._open_seed_stage(study, optimizer, stage, slog)
         saved = (self.store.get_study(study.id).stage_spaces or {}).get(optimizer, {})
         if str(stage) in saved:  # opened before a restart: the same space, the missing trials
             space = SearchSpace.from_dict(saved[str(stage)])
@@ -93,10 +112,33 @@ class StageMachine:
                 if slog:
                     slog.event("%s stage %d: %s", optimizer, stage, note)
         n = p["stages"][stage - 1]
-        self.store.ensure_trials(study.id, optimizer, stage,
-                                 sample(space, n, p["seed"], stage=stage, method=p["method"]))
+        created = self.store.ensure_trials(study.id, optimizer, stage,
+                                           sample(space, n, p["seed"], stage=stage, method=p["method"]),
+                                           seeds=[p["seed"]] * n)
         if slog:
             slog.event("%s stage %d: %d trials over %s", optimizer, stage, n, describe(space.to_dict()))
+        return created
+
+    def _open_seed_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> int:
+        """The best search configuration of the optimizer, trained again with fresh seeds."""
+        spec = study.spec
+        p = spec["protocol"]
+        best = self.store.best_trials(study.id, spec["mode"], 1, max_stage=len(p["stages"])).get(optimizer)
+        if not best:
+            if slog:
+                slog.event("%s seed runs: no completed search trial to re-run", optimizer, level=logging.WARNING)
+            return 0
+        config = dict(best[0].config)
+        seeds = fresh_seeds(p["seed"], p["seeds"])
+        self.store.save_stage_space(study.id, optimizer, stage,
+                                    {k: {"kind": "fixed", "value": v} for k, v in config.items()},
+                                    [f"seed runs of trial {best[0].id} (stage {best[0].stage}, "
+                                     f"index {best[0].index}), {p['seeds']} seeds"])
+        created = self.store.ensure_trials(study.id, optimizer, stage, [config] * len(seeds), seeds=seeds)
+        if slog:
+            slog.event("%s seed runs (stage %d): the best configuration (trial %d, %s %.4g) with seeds %s",
+                       optimizer, stage, best[0].id, spec["metric"], best[0].objective, seeds)
+        return created
 
     def _export(self, study: Study, optimizer: str, stage: int) -> None:
         key = (study.id, optimizer, stage)

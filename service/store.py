@@ -178,16 +178,21 @@ class StudyStore:
 
     # ------------------------------------------------------------------ trials
     def ensure_trials(self, study_id: str, optimizer: str, stage: int,
-                      configs: list[dict[str, Any]]) -> None:
-        """Creates the stage's trials that do not exist yet (pending)."""
+                      configs: list[dict[str, Any]], seeds: list[int] | None = None) -> int:
+        """Creates the stage's trials that do not exist yet (pending), trial i training with
+        seeds[i]; returns how many it created."""
+        created = 0
         with self.session() as s:
             have = set(s.scalars(select(Trial.index).where(
                 Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage)))
             for i, cfg in enumerate(configs):
                 if i not in have:
                     s.add(Trial(study_id=study_id, optimizer=optimizer, stage=stage, index=i,
-                                config=cfg, status="pending", metrics={}, runs=0))
+                                config=cfg, status="pending", metrics={}, runs=0,
+                                seed=seeds[i] if seeds else None))
+                    created += 1
             s.commit()
+        return created
 
     def claim_pending(self, study_id: str, optimizer: str, stage: int) -> Trial | None:
         """Marks the lowest-index pending trial of a group as running and returns it (None when
@@ -238,7 +243,7 @@ class StudyStore:
                 q = q.limit(limit)
             return list(s.scalars(q))
 
-    def best_trials(self, study_id: str, mode: str, k: int) -> dict[str, list[Any]]:
+    def best_trials(self, study_id: str, mode: str, k: int, max_stage: int | None = None) -> dict[str, list[Any]]:
         """The top-k completed trials of every optimizer, best first (ties: stage, then index),
         as rows with id, optimizer, stage, index, objective, config.
 
@@ -250,7 +255,8 @@ class StudyStore:
         ranked = (select(Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.objective,
                          Trial.config, rank)
                   .where(Trial.study_id == study_id, Trial.status == "completed",
-                         Trial.objective.is_not(None))
+                         Trial.objective.is_not(None),
+                         *([Trial.stage <= max_stage] if max_stage is not None else []))
                   .subquery())
         q = select(ranked).where(ranked.c.rank <= k).order_by(ranked.c.optimizer, ranked.c.rank)
         out: dict[str, list[Any]] = {}
@@ -325,6 +331,14 @@ class StudyStore:
                 for tid, row in s.execute(q):
                     out[tid].append(row)
         return out
+
+    def trial_dicts(self, study_id: str) -> list[dict[str, Any]]:
+        """Every trial of a study as a plain dict, with its per-epoch history (for the analysis)."""
+        trials = self.trials(study_id)
+        histories = self.histories([t.id for t in trials])
+        return [{"id": t.id, "optimizer": t.optimizer, "stage": t.stage, "index": t.index, "status": t.status,
+                 "objective": t.objective, "config": t.config, "seed": t.seed, "runs": t.runs,
+                 "history": histories[t.id]} for t in trials]
 
     def history(self, trial_id: int) -> list[dict[str, Any]]:
         return self.histories([trial_id])[trial_id]

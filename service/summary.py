@@ -16,16 +16,20 @@ def optimizer_summaries(store: StudyStore, study: Study) -> list[dict[str, Any]]
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for opt, stage, status, n in store.count_trials(study.id):
         counts.setdefault(opt, {}).setdefault(str(stage), {})[status] = n
-    ranked = store.best_trials(study.id, spec["mode"], spec["protocol"]["top_k"])
+    p = spec["protocol"]
+    ranked = store.best_trials(study.id, spec["mode"], p["top_k"], max_stage=len(p["stages"]))
+    seeds = seed_runs(store, study)
     out = []
     for opt in spec["optimizers"]:
         best = ranked.get(opt, [])
         top = [t.objective for t in best]
         stages = {}
-        for i, n in enumerate(spec["protocol"]["stages"], start=1):
+        sizes = list(p["stages"]) + ([p["seeds"]] if p.get("seeds") else [])
+        for i, n in enumerate(sizes, start=1):
             by = counts.get(opt, {}).get(str(i), {})
             stages[str(i)] = {"total": n, "by_status": by}
         out.append({
+            "seed_runs": seeds.get(opt),
             "optimizer": opt, "stages": stages,
             "best_objective": best[0].objective if best else None,
             "best_trial_id": best[0].id if best else None,
@@ -35,6 +39,42 @@ def optimizer_summaries(store: StudyStore, study: Study) -> list[dict[str, Any]]
             "stage_spaces": (study.stage_spaces or {}).get(opt, {}),
         })
     return out
+
+
+def seed_runs(store: StudyStore, study: Study) -> dict[str, dict[str, Any]]:
+    """Per optimizer, the seed re-runs of its best configuration: n, values (completed runs'
+    objectives; a diverged run counts in n, not in the values), mean, std, median."""
+    p = study.spec["protocol"]
+    if not p.get("seeds"):
+        return {}
+    stage = len(p["stages"]) + 1
+    out: dict[str, dict[str, Any]] = {}
+    for t in store.trials(study.id, stage=stage):
+        entry = out.setdefault(t.optimizer, {"n": 0, "values": [], "seeds": []})
+        if t.status in ("completed", "diverged", "failed"):
+            entry["n"] += 1
+        if t.status == "completed" and t.objective is not None:
+            entry["values"].append(t.objective)
+            entry["seeds"].append(t.seed)
+    for entry in out.values():
+        v = entry["values"]
+        entry["mean"] = statistics.fmean(v) if v else None
+        entry["std"] = statistics.stdev(v) if len(v) > 1 else (0.0 if v else None)
+        entry["median"] = statistics.median(v) if v else None
+    return out
+
+
+def ranking(study: dict) -> list[dict]:
+    """The optimizers of a `GET /studies/{id}` body, best first: by the seed runs' mean when
+    there are seed runs, else by the best search trial (the paper's "best run")."""
+    sign = 1 if study["spec"]["mode"] == "min" else -1
+
+    def score(o: dict) -> tuple:
+        seeds = o.get("seed_runs") or {}
+        value = seeds.get("mean") if seeds.get("mean") is not None else o["best_objective"]
+        return (value is None, sign * value if value is not None else 0.0)
+
+    return sorted(study["optimizers"], key=score)
 
 
 def export_hyperparameters(spec: dict, optimizer: str, config: dict) -> dict[str, Any]:
@@ -52,7 +92,7 @@ def snippet(optimizer: str, hp: dict[str, Any]) -> str:
 
 def best_configs(store: StudyStore, study: Study, k: int) -> dict[str, list[dict[str, Any]]]:
     spec = study.spec
-    ranked = store.best_trials(study.id, spec["mode"], k)
+    ranked = store.best_trials(study.id, spec["mode"], k, max_stage=len(spec["protocol"]["stages"]))
     out = {}
     for opt in spec["optimizers"]:
         rows = []

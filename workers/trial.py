@@ -25,7 +25,8 @@ import optimizers
 from . import workloads
 
 ROOT_FREE = {"rfrmsprop", "rfshampoo", "ifshampoo"}
-CONFIG_FIELDS = {"workload", "optimizer", "hyperparameters", "budget", "seed", "device", "meta"}
+CONFIG_FIELDS = {"workload", "optimizer", "hyperparameters", "budget", "seed", "device", "meta", "schedule"}
+SCHEDULES = (None, "workload", "constant")  # "constant": the paper's original scheme (Figure 2)
 
 Report = Callable[[dict[str, Any], dict[str, Any], bool], None]
 
@@ -52,6 +53,8 @@ def validate_config(config: dict[str, Any]) -> tuple[workloads.Workload, dict, d
     seed = config.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
+    if config.get("schedule") not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES[1:]}, got {config.get('schedule')!r}")
     return workload, budget, hp
 
 
@@ -97,7 +100,7 @@ def run_trial(config: dict[str, Any], report: Report | None = None,
     name = config["optimizer"]
     opt = optimizers.build(name, model.parameters(),
                            **optimizer_kwargs(name, hp, prepared.batch_size, device))
-    sched = workload.scheduler(opt, budget["epochs"])
+    sched = workload.scheduler(opt, budget["epochs"], constant=config.get("schedule") == "constant")
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume is not None:

@@ -69,7 +69,9 @@ class Workload:
                 raise ValueError(f"budget.{k}: workload {self.name!r} allows at most {limit}, got {v}")
         return out
 
-    def scheduler(self, opt: torch.optim.Optimizer, epochs: int):
+    def scheduler(self, opt: torch.optim.Optimizer, epochs: int, constant: bool = False):
+        if constant:  # the original training scheme: one learning rate throughout
+            return torch.optim.lr_scheduler.LambdaLR(opt, lambda _epoch: 1.0)
         if self.schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
         milestones = sorted({max(1, math.ceil(epochs * 0.5)), max(1, math.ceil(epochs * 0.75))})

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Literal
 from urllib.parse import urlencode
 
 import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from ..analysis import analyse
 from ..auth import Principal, audit, client_address, current_user
 from ..models import Study
 from ..queue import place
+from ..report import render_report, report_data
 from ..scheduler import infeasible, trial_request
 from ..schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from ..settings import Settings
@@ -20,7 +23,7 @@ from ..stages import planned_trials
 from ..storage import remove_study_files
 from ..store import StudyStore
 from ..study_log import log_path, ray_log_name, tail
-from ..summary import best_configs, optimizer_summaries
+from ..summary import best_configs, optimizer_summaries, ranking
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info
 from .errors import ApiError
 
@@ -171,6 +174,24 @@ def delete_study(request: Request, study: Study = Depends(get_study_or_404),
     return Response(status_code=204)
 
 
+@router.get("/{study_id}/analysis")
+def analysis(target: float | None = Query(None, description="a target objective for time_to_target"),
+             study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    """Per optimizer: expected best vs number of search trials (with a bootstrap band), the EDF of
+    the objective per stage, the divergence share, the objective against each searched
+    hyperparameter with the stages' ranges, time per epoch and peak memory, the seed runs, and
+    (with `target`) the time to reach it."""
+    if target is not None and not math.isfinite(target):
+        raise ApiError(422, "query.target", "must be a finite number")
+    return analyse(study.spec, study.stage_spaces or {}, store.trial_dicts(study.id), target)
+
+
+@router.get("/{study_id}/report", response_class=HTMLResponse)
+def report(study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    """One self-contained HTML page (plots inline as SVG; it needs no network)."""
+    return HTMLResponse(render_report([report_data(store, study)]))
+
+
 @router.get("/{study_id}/best")
 def best(k: int = Query(5, ge=1, le=1000), study: Study = Depends(get_study_or_404),
          store: StudyStore = Depends(get_store)):
@@ -180,8 +201,12 @@ def best(k: int = Query(5, ge=1, le=1000), study: Study = Depends(get_study_or_4
 @router.get("/{study_id}/export")
 def export(format: Literal["json", "yaml"] = "json", k: int = Query(1, ge=1, le=1000),  # noqa: A002
            study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    summary = optimizer_summaries(store, study)
+    order = ranking({"spec": study.spec, "optimizers": summary})
     doc = Export(study_id=study.id, workload=study.spec["workload"], metric=study.spec["metric"],
-                 mode=study.spec["mode"], best=best_configs(store, study, k)).model_dump()
+                 mode=study.spec["mode"], best=best_configs(store, study, k),
+                 ranking=[o["optimizer"] for o in order],
+                 seed_runs={o["optimizer"]: o["seed_runs"] for o in summary if o.get("seed_runs")}).model_dump()
     if format == "yaml":
         return Response(yaml.safe_dump(doc, sort_keys=False), media_type="application/yaml")
     return doc

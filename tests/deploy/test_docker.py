@@ -57,6 +57,7 @@ def test_compose_services(compose):
     assert api["environment"]["ROOTFREE_RAY_ADDRESS"] == "ray-head:6379"
     for name in ("prometheus", "grafana"):
         assert s[name]["profiles"] == ["monitoring"]
+    assert s["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"  # no anonymous access
     # every node and the controller share the Ray token and the checkpoint storage
     for name in ("ray-head", "ray-worker", "api"):
         assert s[name]["environment"]["RAY_AUTH_MODE"] == "token"

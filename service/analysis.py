@@ -1,0 +1,165 @@
+"""Numbers from a study's trials, as pure functions of plain data (no SQL, no HTTP): what the report
+draws and `GET /studies/{id}/analysis` serves.
+
+- `expected_best`: Dodge et al. (2019), "Show your work": the expected best objective of a random
+  search with k trials, for k = 1..n, computed exactly from the n observed search trials (the
+  expected maximum of k draws with replacement from their empirical distribution), with a bootstrap
+  band (resampling the n trials). A diverged or failed trial counts as a failure: it takes the
+  worst finite objective of the optimizer's search trials, so it can never be the best, and a
+  search whose k draws all failed gets that worst value.
+- `edf`: the empirical distribution function of the objective, per stage.
+- hyperparameter slices, divergence share, time per epoch and peak memory (the paper's Table 1
+  columns), seed-run statistics and AlgoPerf-style time to a target.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+LOG_KINDS = ("log_uniform", "one_minus_log_uniform")
+FAILURE_RULE = ("diverged and failed trials count as the worst finite objective among the optimizer's "
+                "search trials (they can never be the best)")
+
+
+def _oriented(values: Sequence[float], mode: str) -> np.ndarray:
+    """Values turned so that larger is better."""
+    v = np.asarray(values, dtype=float)
+    return -v if mode == "min" else v
+
+
+def expected_max_curve(better_is_larger: np.ndarray, k_max: int) -> np.ndarray:
+    """E[max of k draws with replacement] for k = 1..k_max, exactly: with the values sorted
+    ascending v_1..v_n, P(max = v_i) = (i/n)^k - ((i-1)/n)^k."""
+    v = np.sort(better_is_larger)
+    n = len(v)
+    i = np.arange(1, n + 1)
+    k = np.arange(1, k_max + 1)[:, None]
+    weights = (i / n) ** k - ((i - 1) / n) ** k
+    return weights @ v
+
+
+def expected_best(values: Sequence[float | None], mode: str, n_boot: int = 200, seed: int = 0,
+                  level: float = 0.9) -> list[dict[str, float]]:
+    """[{"trials": k, "mean", "lo", "hi"}] for k = 1..len(values); None/NaN are failures."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return []
+    worst = max(finite) if mode == "min" else min(finite)
+    filled = [v if v is not None and math.isfinite(v) else worst for v in values]
+    x = _oriented(filled, mode)
+    n = len(x)
+    mean = expected_max_curve(x, n)
+    rng = np.random.default_rng(seed)
+    boots = np.stack([expected_max_curve(x[rng.integers(0, n, n)], n) for _ in range(n_boot)])
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    lo, hi = np.quantile(boots, lo_q, axis=0), np.quantile(boots, hi_q, axis=0)
+    sign = -1.0 if mode == "min" else 1.0
+    out = []
+    for k in range(n):
+        a, b = sign * lo[k], sign * hi[k]
+        out.append({"trials": k + 1, "mean": float(sign * mean[k]), "lo": float(min(a, b)), "hi": float(max(a, b))})
+    return out
+
+
+def edf(values: Sequence[float]) -> list[list[float]]:
+    """[[value, fraction of values <= value]] in ascending order (finite values only)."""
+    v = sorted(x for x in values if x is not None and math.isfinite(x))
+    n = len(v)
+    return [[x, (i + 1) / n] for i, x in enumerate(v)]
+
+
+def _searched(space: dict) -> list[str]:
+    return [k for k, d in (space or {}).items() if isinstance(d, dict) and d.get("kind") not in ("fixed",)]
+
+
+def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: float | None = None) -> dict:
+    """Per optimizer: expected_best, edf per stage, diverged_share, hyperparameter slices with the
+    stage ranges, time per epoch and peak memory, seed runs, time to `target`.
+
+    `trials`: dicts with optimizer, stage, index, status, objective, config, seed, history."""
+    mode, metric = spec["mode"], spec["metric"]
+    search_stages = len(spec["protocol"]["stages"])
+    out: dict[str, Any] = {"metric": metric, "mode": mode, "failures": FAILURE_RULE, "optimizers": {}}
+    for opt in spec["optimizers"]:
+        mine = [t for t in trials if t["optimizer"] == opt]
+        search = [t for t in mine if t["stage"] <= search_stages and t["status"] in ("completed", "diverged", "failed")]
+        search.sort(key=lambda t: (t["stage"], t["index"]))
+        values = [t["objective"] if t["status"] == "completed" else None for t in search]
+        spaces = stage_spaces.get(opt, {})
+        names = sorted({n for s in list(spaces.values())[:search_stages] for n in _searched(s)})
+        slices = {}
+        for name in names:
+            slices[name] = {
+                "log": any((spaces.get(str(st)) or {}).get(name, {}).get("kind") in LOG_KINDS
+                           for st in range(1, search_stages + 1)),
+                "ranges": {st: [d.get("low"), d.get("high")] for st, sp in spaces.items()
+                           if int(st) <= search_stages for d in [sp.get(name, {})] if "low" in d},
+                "points": [{"stage": t["stage"], "value": t["config"].get(name), "objective": t["objective"],
+                            "status": t["status"]} for t in search if name in t["config"]],
+            }
+        epoch_times = [h["epoch_time_s"] for t in mine for h in t.get("history") or [] if h.get("epoch_time_s")]
+        memory = [h["peak_memory_mb"] for t in mine for h in t.get("history") or [] if h.get("peak_memory_mb")]
+        seed_stage = [t for t in mine if t["stage"] == search_stages + 1]
+        seed_values = [t["objective"] for t in seed_stage if t["status"] == "completed" and t["objective"] is not None]
+        entry = {
+            "search_trials": len(search),
+            "expected_best": expected_best(values, mode),
+            "edf": {str(st): edf([t["objective"] for t in search if t["stage"] == st and t["status"] == "completed"])
+                    for st in range(1, search_stages + 1)},
+            "diverged_share": (sum(t["status"] != "completed" for t in search) / len(search)) if search else None,
+            "status_counts": {s: sum(t["status"] == s for t in mine)
+                              for s in ("completed", "diverged", "failed", "stopped", "running", "pending")},
+            "hyperparameters": slices,
+            "time_per_epoch_s": statistics.fmean(epoch_times) if epoch_times else None,
+            "peak_memory_mb": max(memory) if memory else None,
+            "seed_runs": {"n": len(seed_stage), "values": seed_values, "seeds": [t.get("seed") for t in seed_stage],
+                          "mean": statistics.fmean(seed_values) if seed_values else None,
+                          "std": statistics.stdev(seed_values) if len(seed_values) > 1 else None,
+                          "median": statistics.median(seed_values) if seed_values else None},
+        }
+        if target is not None:
+            entry["time_to_target"] = time_to_target(mine, metric, mode, target)
+        out["optimizers"][opt] = entry
+    return out
+
+
+def time_to_target(trials: Sequence[dict], metric: str, mode: str, target: float) -> dict:
+    """AlgoPerf's question for one optimizer: the fastest trial to reach `target` (wall time of
+    the first epoch at or beyond it), and the share of trials that reached it at all."""
+    best = None
+    reached = 0
+    ran = [t for t in trials if t.get("history")]
+    for t in ran:
+        for h in t["history"]:
+            v = h.get(metric)
+            if v is None or not math.isfinite(v):
+                continue
+            if (v <= target) if mode == "min" else (v >= target):
+                reached += 1
+                if best is None or h.get("wall_time_s", math.inf) < best["wall_time_s"]:
+                    best = {"trial_id": t.get("id"), "epoch": h.get("epoch"), "wall_time_s": h.get("wall_time_s")}
+                break
+    return {"target": target, "fastest": best, "reached_share": reached / len(ran) if ran else None}
+
+
+def performance_profile(scores: dict[str, dict[str, float | None]], mode: str,
+                        taus: Sequence[float] | None = None) -> dict[str, list[list[float]]]:
+    """Dolan & Moré's performance profile across studies: scores[study][optimizer] -> per optimizer
+    [[tau, share of studies where its score is within a factor tau of the best]]."""
+    optimizers = sorted({o for s in scores.values() for o in s})
+    ratios: dict[str, list[float]] = {o: [] for o in optimizers}
+    for per in scores.values():
+        vals = {o: v for o, v in per.items() if v is not None and math.isfinite(v) and v > 0}
+        if not vals:
+            continue
+        best = min(vals.values()) if mode == "min" else max(vals.values())
+        for o in optimizers:
+            v = vals.get(o)
+            ratios[o].append(math.inf if v is None else (v / best if mode == "min" else best / v))
+    taus = list(taus or np.linspace(1.0, 3.0, 41))
+    return {o: [[t, sum(r <= t for r in rs) / len(rs) if rs else 0.0] for t in taus] for o, rs in ratios.items()}
