@@ -11,10 +11,12 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
     "$PY" -m pip install -q "torch==2.13.0"
 fi
 "$PY" -m pip install -q -e ".[dev]"
-# Fashion-MNIST (IDX files) and the compose validator come from Debian's packages.
+# Fashion-MNIST (IDX files), the compose validator and Chromium come from Debian's packages.
 need=()
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# Chromium renders the study report in a real browser in the tests (headless).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null

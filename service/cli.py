@@ -17,7 +17,7 @@ import yaml
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
 TERMINAL = ("completed", "failed", "cancelled")
-TRIAL_FINISHED = ("completed", "diverged", "failed")
+TRIAL_FINISHED = ("completed", "diverged", "failed", "stopped")
 
 
 def finished(by_status: dict[str, int]) -> int:
@@ -157,43 +157,91 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def _bar(done: int, total: int, width: int = 24) -> str:
-    filled = int(width * done / total) if total else width
-    return "#" * filled + "." * (width - filled)
-
-
-def render(study: dict) -> str:
+def _plain_progress(study: dict) -> str:
     lines = [f"study {study['id']} ({study['name']}): {study['status']}"]
     metric = study["spec"]["metric"]
     for o in study["optimizers"]:
         for stage, c in o["stages"].items():
             done = finished(c["by_status"])
             extra = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
-            lines.append(f"  {o['optimizer']:<10} stage {stage} [{_bar(done, c['total'])}] "
-                         f"{done}/{c['total']}  ({extra})")
+            lines.append(f"  {o['optimizer']:<10} stage {stage} {done}/{c['total']}  ({extra})")
         best = o["best_objective"]
-        lines.append(f"  {'':<10} best {metric}: {best:.4f}" if best is not None
-                     else f"  {'':<10} best {metric}: -")
+        lines.append(f"  {'':<10} best {metric}: {best:.4f}" if best is not None else f"  {'':<10} best {metric}: -")
     return "\n".join(lines)
 
 
-def comparison_table(study: dict) -> str:
+def render(study: dict):
+    """Live progress per optimizer and stage: a rich table with progress bars (plain lines when
+    the output is not a terminal: see `watch`)."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
     metric = study["spec"]["metric"]
-    rows = [f"{'optimizer':<12}{'best ' + metric:>18}{'top-k mean':>14}{'top-k std':>12}  best config"]
+    seeds_stage = str(len(study["spec"]["protocol"]["stages"]) + 1)
+    place = study.get("queue") or {}
+    title = f"study {study['id'][:8]} ({study['name']}): {study['status']}"
+    if place:
+        title += f" — queue position {place['position']}, {place['running']} running, {place['pending']} pending"
+    table = Table(title=title, title_justify="left")
+    for col in ("optimizer", "stage", "progress", "done", "statuses", f"best {metric}"):
+        table.add_column(col)
     for o in study["optimizers"]:
-        fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
+        for stage, c in o["stages"].items():
+            done = finished(c["by_status"])
+            statuses = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
+            best = o["best_objective"]
+            table.add_row(o["optimizer"], "seeds" if stage == seeds_stage else stage,
+                          ProgressBar(total=max(c["total"], 1), completed=done, width=24),
+                          f"{done}/{c['total']}", statuses,
+                          f"{best:.4f}" if best is not None and stage == "1" else "")
+    return table
+
+
+def comparison_table(study: dict):
+    """The final comparison, best first (by the seed runs' mean where there are seed runs)."""
+    from rich.table import Table
+
+    from .summary import ranking
+
+    metric = study["spec"]["metric"]
+    table = Table(title=f"{study['name']}: {metric} ({'lower' if study['spec']['mode'] == 'min' else 'higher'} "
+                        "is better)", title_justify="left")
+    for col in ("#", "optimizer", f"best {metric}", "top-k mean", "seed mean ± std (n)", "best config"):
+        table.add_column(col)
+    fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
+    for rank, o in enumerate(ranking(study), start=1):
+        sr = o.get("seed_runs") or {}
+        seeds = (f"{fmt(sr['mean'])} ± {fmt(sr.get('std'))} ({len(sr['values'])})" if sr.get("mean") is not None
+                 else "-")
         cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in (o["best_config"] or {}).items())
-        rows.append(f"{o['optimizer']:<12}{fmt(o['best_objective']):>18}"
-                    f"{fmt(o['top_k_mean']):>14}{fmt(o['top_k_std']):>12}  {cfg}")
-    return "\n".join(rows)
+        table.add_row(str(rank), o["optimizer"], fmt(o["best_objective"]), fmt(o["top_k_mean"]), seeds, cfg)
+    return table
+
+
+def console(stream=None):
+    from rich.console import Console
+
+    return Console(file=stream or sys.stdout, width=None if (stream or sys.stdout).isatty() else 140)
 
 
 def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> dict:
+    """Polls the study until it ends: a live table on a terminal, a plain block per change otherwise."""
+    out = console(stream)
+    if out.is_terminal:
+        from rich.live import Live
+
+        with Live(console=out, refresh_per_second=4, transient=False) as live:
+            while True:
+                study = _check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))
+                live.update(render(study))
+                if study["status"] in TERMINAL:
+                    return study
+                time.sleep(interval)
     last = ""
     while True:
         study = _check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))
-        text = render(study)
+        text = _plain_progress(study)
         if text != last:
             print(text + "\n", file=stream, flush=True)
             last = text
@@ -204,7 +252,7 @@ def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> 
 
 def cmd_watch(args) -> int:
     study = watch(args.url, args.study_id, args.interval)
-    print(comparison_table(study))
+    console().print(comparison_table(study))
     return 0 if study["status"] == "completed" else 1
 
 
@@ -324,7 +372,8 @@ def cmd_demo(args) -> int:
         print(f"Ray dashboard: {study['dashboard_url']}{signin}")
     print(f"this study's log stream: rootfree logs {study['id']} --url {url} -f")
     study = watch(url, study["id"], interval=5.0)
-    print("\n" + comparison_table(study))
+    print()
+    console().print(comparison_table(study))
     r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, headers=AUTH, timeout=30)
     Path(args.output).write_text(r.text)
     print(f"\nexported the best configurations to {args.output}")

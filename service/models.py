@@ -65,6 +65,7 @@ class Trial(Base):
     # The training seed (migration 0007): the study's seed for search trials, a fresh one each
     # for the seed re-runs of the best configuration. None: from before seeds were stored.
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    epochs: Mapped[int] = mapped_column(Integer, default=0)  # the last epoch it reported (migration 0008)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     study: Mapped[Study] = relationship(back_populates="trials")

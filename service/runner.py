@@ -31,6 +31,7 @@ from ray.tune.search import Searcher
 from search_spaces import NarrowingError
 
 from .auth import audit
+from .early_stopping import Asha
 from .lease import Lease, LeaseLost, holder_id
 from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
 from .settings import Settings
@@ -38,6 +39,7 @@ from .stages import StageMachine, fmt
 from .storage import study_dirs
 from .store import FINISHED, RunnerStore, StudyStore
 from .study_log import StudyLog, ray_logs_dir
+from .tpe import TpeGroups
 
 log = logging.getLogger("rootfree.runner")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
@@ -123,6 +125,15 @@ class _StoreCallback(_LiveOnly, tune.Callback):
 
     def _on_result(self, trial, result) -> None:
         meta = _meta(trial)
+        try:
+            self._record(trial, meta, result)
+        finally:
+            reason = self.runner.asha_stopped.pop(meta["trial_id"], None)
+            if reason:  # the stopper decided at this report (it runs before the callbacks)
+                self.runner.store.mark_stopped(meta["trial_id"], reason)
+                self._say(trial, "stopped early: %s", reason)
+
+    def _record(self, trial, meta: dict, result: dict) -> None:
         metric = self.runner.metric_of(meta["study_id"])
         keep = ("epoch", "train_loss", metric, "lr", "examples_per_s", "epoch_time_s",
                 "wall_time_s", "peak_memory_mb", "status", "resumed_from_epoch", "node_ip", "node_id")
@@ -154,7 +165,15 @@ class _CancelStopper(_LiveOnly, tune.Stopper):
 
     def __call__(self, trial_id, result):
         meta = result.get("meta") or {}
-        return "study_id" in meta and self.runner.is_cancelled(meta["study_id"])
+        if "study_id" not in meta:
+            return False
+        if self.runner.is_cancelled(meta["study_id"]):
+            return True
+        try:
+            return self.runner.early_stop(meta, result)
+        except LeaseLost as e:
+            self.runner.lost(e)
+            return True
 
     def stop_all(self):
         return self.runner.stopping
@@ -196,6 +215,7 @@ class _Active:
     slog: StudyLog
     groups: tuple[Group, ...] = ()
     done: bool = False
+    asha: Asha | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +247,7 @@ class StudyRunner:
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self.tpe = TpeGroups(self.store)  # rebuilt from the store's finished trials on demand
         self.active: dict[str, _Active] = {}
         self.live: dict[str, _Live] = {}  # Tune trial id -> claimed store trial
         self._interrupted: dict[str, int] = {}  # study id -> trials a dead controller left running
@@ -240,6 +261,8 @@ class StudyRunner:
         self._lost = False  # a fenced write found the lease gone: stop everything
         self._disk_message: str | None = None
         self._disk_checked = 0.0
+        self.asha_stopped: dict[int, str] = {}  # trial row id -> why ASHA stopped it (until recorded)
+        self._rungs: dict[tuple, list[float]] = {}  # (study, optimizer, stage, epoch) -> values there
 
     # ------------------------------------------------------------------ lifecycle
     def connect_ray(self) -> None:
@@ -378,6 +401,28 @@ class StudyRunner:
             for sid in list(self.active):
                 self._drop(sid, message)
 
+    def early_stop(self, meta: dict, result: dict) -> bool:
+        """ASHA's decision at this report (service/early_stopping.py): True stops the trial. Only
+        search stages are ever stopped (seed re-runs train their whole budget)."""
+        a = self.active.get(meta["study_id"])
+        if a is None or a.asha is None or result.get("status") in ("completed", "diverged"):
+            return False
+        epoch = result.get("epoch")
+        if meta["stage"] > len(a.spec["protocol"]["stages"]) or epoch not in a.asha.rungs:
+            return False
+        metric = a.spec["metric"]
+        key = (meta["study_id"], meta["optimizer"], meta["stage"], epoch)
+        if key not in self._rungs:  # rebuilt from the stored reports after a restart
+            self._rungs[key] = [v for v in self.store.rung_values(*key, metric)]
+        value = result.get(metric)
+        go_on = a.asha.keep_going(value, self._rungs[key], a.spec["mode"])
+        if isinstance(value, int | float):
+            self._rungs[key].append(float(value))
+        if not go_on:
+            self.asha_stopped[meta["trial_id"]] = (f"ASHA: {metric} {value:.4g} at epoch {epoch} is not in the "
+                                                   f"best 1/{a.asha.reduction_factor} of its group's rung")
+        return not go_on
+
     def failure_reason(self, trial) -> str:
         """Why a trial failed: its error, and the full disk when that is what it hit (Tune cannot
         even write its error file there)."""
@@ -481,6 +526,10 @@ class StudyRunner:
                 if trial is None:  # our counts were stale: look again soon
                     self._dirty = True
                     continue
+                if a.spec["protocol"]["method"] == "tpe" and not trial.config:
+                    trial.config = self.tpe.ask(self.store.get_study(choice.study_id), trial.optimizer,
+                                                trial.stage, trial.id)
+                    self.store.set_config(trial.id, trial.config)
                 self.live[tune_trial_id] = _Live(choice.study_id, trial.id, a.request)
                 self._busy_at = time.monotonic()
                 config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
@@ -509,6 +558,8 @@ class StudyRunner:
                 t = self.store.trial(live.study_id, live.trial_id)
                 if t is not None and t.status in FINISHED:
                     self._prune_checkpoints(t)
+                    self.tpe.tell(t.study_id, t.optimizer, t.stage, t.id, t.objective,
+                                  t.status in ("completed", "stopped"))
                 if t is None or t.status in FINISHED:
                     return
                 if self.is_cancelled(live.study_id):
@@ -617,7 +668,7 @@ class StudyRunner:
         slog.event("study %r %s on %s (Ray node %s)", study.name, how,
                    self.settings.ray_address or "a local Ray", self.node_id)
         a = _Active(spec=spec, request=request, priority=int(spec.get("priority", 0)),
-                    created=study.created_at.timestamp(), slog=slog)
+                    created=study.created_at.timestamp(), slog=slog, asha=Asha.from_spec(spec))
         self.active[study.id] = a
         return a
 

@@ -11,6 +11,7 @@ import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError, TwoStageProtocol
 from workers import workloads
 
+from . import early_stopping
 from .limits import CONTROL
 
 
@@ -20,13 +21,28 @@ class ProtocolSpec(BaseModel):
     top_k: int = Field(default=10, ge=2, le=10000)
     margin: float = Field(default=0.25, ge=0, le=10)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    method: Literal["random", "halton"] = "random"
+    # random/halton: every configuration of a stage fixed up front; tpe: Optuna's TPESampler asked
+    # as slots free up (later trials learn from earlier ones), inside the stage's space.
+    method: Literal["random", "halton", "tpe"] = "random"
     # After the last search stage, each optimizer's best configuration trains again with this
     # many fresh seeds (stage len(stages) + 1): the report ranks by their mean.
     seeds: int = Field(default=0, ge=0, le=20)
     # modern: the workload's lr schedule, every hyperparameter searched; original: the paper's
     # Figure 2 setup (constant lr, only lr searched, zero-initialised preconditioners, no B scaling).
     scheme: Literal["modern", "original"] = "modern"
+    # {"kind": "asha", "grace_epochs": 1, "reduction_factor": 3}; None: every trial trains its budget.
+    early_stopping: dict[str, Any] | None = None
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _early_stopping(cls, v: dict | None) -> dict | None:
+        if v is None:
+            return v
+        unknown = sorted(set(v) - {"kind", "grace_epochs", "reduction_factor"})
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+        return {"kind": v.get("kind"), "grace_epochs": v.get("grace_epochs", 1),
+                "reduction_factor": v.get("reduction_factor", 3)}
 
     @field_validator("stages")
     @classmethod
@@ -120,7 +136,8 @@ class StudySpec(BaseModel):
         if self.metric is not None and self.metric != w.metric:
             raise ValueError(f"metric: workload {self.workload!r} reports {w.metric!r}, "
                              f"not {self.metric!r}")
-        w.budget(self.budget)  # raises ValueError("budget.<key>: ...") naming the key and its limit
+        budget = w.budget(self.budget)  # raises ValueError("budget.<key>: ...") naming the key and its limit
+        early_stopping.validate(self.protocol.early_stopping, budget["epochs"])
         return self
 
     def resolved(self) -> dict[str, Any]:
@@ -141,7 +158,7 @@ class StudySpec(BaseModel):
     def protocol_object(self) -> TwoStageProtocol:
         p = self.protocol
         return TwoStageProtocol(stages=tuple(p.stages), top_k=p.top_k, margin=p.margin,
-                                seed=p.seed, method=p.method)
+                                seed=p.seed, method="random" if p.method == "tpe" else p.method)
 
 
 class StageCounts(BaseModel):

@@ -107,14 +107,18 @@ class StageMachine:
                 space = narrow(prev_space, [(t.config, t.objective) for t in prev],
                                mode=spec["mode"], top_k=p["top_k"], margin=p["margin"])
                 notes = space.notes
+            if p["method"] == "tpe":
+                notes = [*notes, "sampler: Optuna TPESampler (seeded per study seed, optimizer and stage; "
+                                 "constant_liar), asked as slots free up"]
             self.store.save_stage_space(study.id, optimizer, stage, space.to_dict(), notes)
             for note in notes:
                 if slog:
                     slog.event("%s stage %d: %s", optimizer, stage, note)
         n = p["stages"][stage - 1]
-        created = self.store.ensure_trials(study.id, optimizer, stage,
-                                           sample(space, n, p["seed"], stage=stage, method=p["method"]),
-                                           seeds=[p["seed"]] * n)
+        # tpe: the configurations are asked from the sampler when each trial is claimed (service/tpe.py)
+        configs = ([{}] * n if p["method"] == "tpe"
+                   else sample(space, n, p["seed"], stage=stage, method=p["method"]))
+        created = self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=[p["seed"]] * n)
         if slog:
             slog.event("%s stage %d: %d trials over %s", optimizer, stage, n, describe(space.to_dict()))
         return created

@@ -30,7 +30,8 @@ from .models import AuditEntry, ClusterRecord, Report, Study, Trial
 
 log = logging.getLogger("rootfree.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
-FINISHED = ("completed", "diverged", "failed")
+FINISHED = ("completed", "diverged", "failed", "stopped")
+RESULTS = ("completed", "stopped")  # trials whose objective counts (stopped: by early stopping, ASHA)
 
 
 class StoreUnavailable(RuntimeError):
@@ -250,11 +251,13 @@ class StudyStore:
         One windowed query, without the per-epoch histories: `GET /studies/{id}` runs it on every
         poll, and a paper-sized study holds hundreds of trials (bench/api_latency.py)."""
         order = Trial.objective.desc() if mode == "max" else Trial.objective.asc()
+        # Trials that went further first (a trial ASHA stopped early is compared with its peers at
+        # the highest rung it reached), then the objective.
         rank = func.row_number().over(partition_by=Trial.optimizer,
-                                      order_by=(order, Trial.stage, Trial.index)).label("rank")
+                                      order_by=(Trial.epochs.desc(), order, Trial.stage, Trial.index)).label("rank")
         ranked = (select(Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.objective,
                          Trial.config, rank)
-                  .where(Trial.study_id == study_id, Trial.status == "completed",
+                  .where(Trial.study_id == study_id, Trial.status.in_(RESULTS),
                          Trial.objective.is_not(None),
                          *([Trial.stage <= max_stage] if max_stage is not None else []))
                   .subquery())
@@ -299,6 +302,7 @@ class StudyStore:
             epoch = int(row.get("epoch") or 0)
             s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
             s.add(Report(trial_id=trial_id, epoch=epoch, row=row))
+            t.epochs = max(t.epochs or 0, epoch)
             value = row.get(metric)
             if isinstance(value, int | float) and math.isfinite(value):
                 t.metrics = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
@@ -342,6 +346,33 @@ class StudyStore:
 
     def history(self, trial_id: int) -> list[dict[str, Any]]:
         return self.histories([trial_id])[trial_id]
+
+    def mark_stopped(self, trial_id: int, reason: str) -> None:
+        """Early stopping ended the trial: a result (its history and last objective stay)."""
+        with self.session() as s:
+            t = s.get(Trial, trial_id)
+            if t is not None and t.status not in FINISHED:
+                t.status, t.error, t.finished_at = "stopped", reason, now()
+                s.commit()
+
+    def set_config(self, trial_id: int, config: dict[str, Any]) -> None:
+        """The configuration a sampler chose when the trial was claimed (method tpe)."""
+        with self.session() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id).values(config=config))
+            s.commit()
+
+    def rung_values(self, study_id: str, optimizer: str, stage: int, epoch: int, metric: str) -> list[float]:
+        """The objectives the trials of one group reported at one epoch (ASHA's rung record)."""
+        with self.session() as s:
+            rows = s.execute(select(Report.row).join(Trial, Trial.id == Report.trial_id).where(
+                Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
+                Report.epoch == epoch))
+            out = []
+            for (row,) in rows:
+                v = row.get(metric) if isinstance(row, dict) else None
+                if isinstance(v, int | float) and math.isfinite(v):
+                    out.append(float(v))
+            return out
 
     def mark_failed(self, trial_id: int, error: str) -> None:
         with self.session() as s:

@@ -118,7 +118,7 @@ def trial_out(t, history: list | None = None) -> TrialOut:
 
 @router.get("/{study_id}/trials", response_model=list[TrialOut])
 def list_trials(optimizer: str | None = Query(None, max_length=40), stage: int | None = Query(None, ge=1, le=100),
-                status: Literal["pending", "running", "completed", "diverged", "failed"] | None = None,
+                status: Literal["pending", "running", "completed", "diverged", "failed", "stopped"] | None = None,
                 limit: int = Query(100, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                 include: Literal["history"] | None = Query(None, description="history: add per-epoch reports"),
                 study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):

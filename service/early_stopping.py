@@ -1,0 +1,66 @@
+"""Early stopping inside the two-stage protocol: asynchronous successive halving (ASHA, Li et al.
+2020), as a pure policy. The runner asks it at every report; the store keeps what it needs (the
+per-epoch reports), so a restarted controller makes the same decisions.
+
+Rungs are epochs: grace, grace·r, grace·r², ... below the budget's last epoch. At a rung, a trial
+goes on only if its objective is in the best 1/r of the values recorded at that rung so far by the
+trials of the same study, optimizer and stage (never AdamW's trials against SGD's: every optimizer
+gets the same rungs and the same chance). A stopped trial is a result, not a failure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Asha:
+    grace_epochs: int = 1
+    reduction_factor: int = 3
+    max_epochs: int = 1
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Asha | None:
+        es = spec["protocol"].get("early_stopping")
+        if not es or es.get("kind") != "asha":
+            return None
+        return cls(es.get("grace_epochs", 1), es.get("reduction_factor", 3), spec["budget"]["epochs"])
+
+    @property
+    def rungs(self) -> list[int]:
+        out, e = [], self.grace_epochs
+        while e < self.max_epochs:
+            out.append(e)
+            e *= self.reduction_factor
+        return out
+
+    def keep_going(self, value: float | None, rung_values: Sequence[float], mode: str) -> bool:
+        """At a rung, with `rung_values` recorded there before (this trial's value not included):
+        True when this trial is in the best 1/r of them all. A non-finite value stops."""
+        if value is None or not math.isfinite(value):
+            return False
+        values = np.asarray([*rung_values, value], dtype=float)
+        if mode == "min":
+            cutoff = np.nanpercentile(values, 100.0 / self.reduction_factor)
+            return value <= cutoff
+        cutoff = np.nanpercentile(values, 100.0 * (1 - 1.0 / self.reduction_factor))
+        return value >= cutoff
+
+
+def validate(early_stopping: dict | None, epochs: int) -> None:
+    """Raises ValueError("early_stopping: ...") for settings that cannot work with the budget."""
+    if not early_stopping:
+        return
+    if early_stopping.get("kind") != "asha":
+        raise ValueError(f"early_stopping: unknown kind {early_stopping.get('kind')!r}; known: asha")
+    g, r = early_stopping.get("grace_epochs", 1), early_stopping.get("reduction_factor", 3)
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+        raise ValueError(f"early_stopping: grace_epochs must be a positive integer, got {g!r}")
+    if g >= epochs:
+        raise ValueError(f"early_stopping: grace_epochs {g} leaves no rung below the budget's {epochs} epochs")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 2:
+        raise ValueError(f"early_stopping: reduction_factor must be an integer >= 2, got {r!r}")

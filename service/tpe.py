@@ -1,0 +1,84 @@
+"""protocol.method = "tpe": each stage's configurations come from Optuna's TPESampler, asked when
+a slot frees up (so later trials learn from earlier ones), inside the stage's space (stage 2: the
+narrowed one). Seeded per (study seed, optimizer, stage); `constant_liar` keeps trials that run in
+parallel apart. Stage k > 1 is seeded with the earlier stages' results that lie inside its space.
+
+The sampler state lives in memory and is rebuilt from the store's finished trials after a restart
+(Optuna's in-memory storage: the store stays the source of truth). With trials finishing in a
+timing-dependent order, a TPE study is reproducible in its space and seed, not trial by trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import optuna
+
+from search_spaces import SearchSpace
+
+from .store import FINISHED
+
+log = logging.getLogger("rootfree.tpe")
+
+
+def _seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
+
+
+class TpeGroups:
+    def __init__(self, store):
+        self.store = store
+        self._groups: dict[tuple[str, str, int], dict] = {}
+
+    def _group(self, study, optimizer: str, stage: int) -> dict:
+        key = (study.id, optimizer, stage)
+        if key in self._groups:
+            return self._groups[key]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        spec = study.spec
+        space_dict = (self.store.get_study(study.id).stage_spaces or {})[optimizer][str(stage)]
+        space = SearchSpace.from_dict(space_dict)
+        dists = space.to_optuna()
+        n = spec["protocol"]["stages"][stage - 1]
+        sampler = optuna.samplers.TPESampler(seed=_seed(spec["protocol"]["seed"], optimizer, stage),
+                                             constant_liar=True, n_startup_trials=max(2, min(10, n // 4)))
+        ostudy = optuna.create_study(direction="minimize" if spec["mode"] == "min" else "maximize",
+                                     sampler=sampler)
+        seeded = 0
+        for t in self.store.trials(study.id, optimizer=optimizer):
+            if t.stage > stage or not t.config or t.status not in FINISHED:
+                continue
+            ok = t.status in ("completed", "stopped") and t.objective is not None
+            try:
+                ostudy.add_trial(optuna.trial.create_trial(
+                    params={k: v for k, v in t.config.items() if k in dists},
+                    distributions={k: dists[k] for k in t.config if k in dists},
+                    value=t.objective if ok else None,
+                    state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL))
+                seeded += 1
+            except ValueError:
+                continue  # outside this stage's (narrowed) space
+        group = {"study": ostudy, "dists": dists, "order": list(space_dict), "pending": {}, "seeded": seeded}
+        self._groups[key] = group
+        return group
+
+    def ask(self, study, optimizer: str, stage: int, trial_id: int) -> dict:
+        g = self._group(study, optimizer, stage)
+        ot = g["study"].ask(g["dists"])
+        g["pending"][trial_id] = ot.number
+        return {name: ot.params[name] for name in g["order"] if name in ot.params}
+
+    def tell(self, study_id: str, optimizer: str, stage: int, trial_id: int, value: float | None, ok: bool) -> None:
+        g = self._groups.get((study_id, optimizer, stage))
+        number = g["pending"].pop(trial_id, None) if g else None
+        if number is None:
+            return
+        if ok and value is not None:
+            g["study"].tell(number, value)
+        else:
+            g["study"].tell(number, state=optuna.trial.TrialState.FAIL)
+
+    def forget(self, study_id: str) -> None:
+        for key in [k for k in self._groups if k[0] == study_id]:
+            del self._groups[key]
