@@ -20,8 +20,9 @@ parameters (tests/optimizers/test_oracle_sirfshampoo.py).
 
 Speed (bench/optimizer_step.py): C C^T and K K^T are cached between factor updates, so a step that
 does not update the factors costs two matrix products per layer instead of four; same-shaped
-layers are processed together with batched matrix products (``bmm``); the step makes no
-host-device synchronisation.
+layers are processed together with batched matrix products (``bmm``) on factors kept stacked per
+bucket (each parameter's state holds views into the stacks: no stack/unstack copy per step); the
+step makes no host-device synchronisation.
 
 Which tensors get Kronecker factors: see ``optimizers._structure`` (conv kernels are reshaped to
 (out, in*kh*kw); vectors, scalars and matrices with a side above ``max_factor_dim`` use the
@@ -172,21 +173,38 @@ class IFShampoo(KeepStateDtypes, Optimizer):
         torch._foreach_add_([self.state[p]["step"] for p in ordered], 1.0)
         self._apply(ordered, steps, group)
 
+    def _stacked(self, bucket: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The bucket's factors as stacked tensors, shared with the per-parameter state: each
+        parameter's C, K, m_C, m_K, P_C, P_K are views into them, so steps update the stacks in
+        place with no stack/unstack copies. Rebuilt (one copy) only when the views no longer
+        match: the first step, after `load_state_dict`, or when the bucket's members change."""
+        stacks = self.__dict__.setdefault("_stacks", {})
+        key = tuple(id(p) for p in bucket)
+        states = [self.state[p] for p in bucket]
+        st = stacks.get(key)
+        if st is not None and all(s[k].data_ptr() == st[k][i].data_ptr()
+                                  for i, s in enumerate(states) for k in _FACTOR_KEYS):
+            return st
+        st = {k: torch.stack([s[k] for s in states]) for k in _FACTOR_KEYS}
+        for i, s in enumerate(states):
+            for k in _FACTOR_KEYS:
+                s[k] = st[k][i]
+        stacks[key] = st
+        return st
+
     def _kronecker_steps(self, bucket, rows, cols, dtype, update_now, group):
         fdt = group["factor_dtype"]
-        states = [self.state[p] for p in bucket]
+        stacked = self._stacked(bucket)
         G = torch.stack([p.grad.reshape(rows, cols) for p in bucket]).to(fdt)
         if update_now:
-            stacked = {k: torch.stack([s[k] for s in states]) for k in _FACTOR_KEYS[:4]}
             self._update_factors(G, stacked, group)
-            for k in _FACTOR_KEYS:
-                torch._foreach_copy_([s[k] for s in states], list(stacked[k].unbind(0)))
-            P_C, P_K = stacked["P_C"], stacked["P_K"]
-        else:
-            P_C = torch.stack([s["P_C"] for s in states])
-            P_K = torch.stack([s["P_K"] for s in states])
-        U = torch.bmm(torch.bmm(P_C, G), P_K).to(dtype)
+        U = torch.bmm(torch.bmm(stacked["P_C"], G), stacked["P_K"]).to(dtype)
         return [u.view(p.shape) for u, p in zip(U.unbind(0), bucket, strict=True)]
+
+    def __getstate__(self):  # the stacks are a cache of the state: never pickled
+        state = super().__getstate__()
+        state.pop("_stacks", None)
+        return state
 
     @staticmethod
     def _update_factors(G: torch.Tensor, f: dict[str, torch.Tensor], group: dict) -> None:
@@ -207,8 +225,8 @@ class IFShampoo(KeepStateDtypes, Optimizer):
             m.mul_(alpha2).add_(n, alpha=1 - alpha2)
             scale = beta2 / torch.linalg.matrix_norm(m.float()).clamp_(min=1.0)
             X.sub_(torch.bmm(X, m).mul_(scale.to(X.dtype).view(-1, 1, 1)))
-        f["P_C"] = torch.bmm(C, C.mT)
-        f["P_K"] = torch.bmm(K, K.mT)
+        torch.bmm(C, C.mT, out=f["P_C"])  # in place: P_C, P_K are the stacks the state views
+        torch.bmm(K, K.mT, out=f["P_K"])
 
     def _diagonal_steps(self, diag, diag_now, group):
         """RF-RMSProp rule for vectors and oversized matrices (see optimizers._structure)."""

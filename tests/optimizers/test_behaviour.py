@@ -18,11 +18,25 @@ CLASSES = [RFRMSProp, RFShampoo, IFShampoo]
     "name,value",
     [("lr", -1.0), ("lr", float("nan")), ("beta2", 0.0), ("beta2", 1.5), ("momentum", 1.0),
      ("damping", -1e-3), ("weight_decay", -0.1), ("gamma", 2.0), ("batch_size", 0),
-     ("batch_size", 2.5), ("init", 0.0)],
+     ("batch_size", 2.5), ("init", -1.0)],
 )
 def test_invalid_hyperparameters_are_named(cls, name, value):
     with pytest.raises(ValueError, match=name):
         cls([torch.nn.Parameter(torch.zeros(2))], **{name: value})
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_zero_init_only_for_the_diagonal_method_with_damping(cls):
+    """RMSProp's original zero initialisation (the paper's Figure 2) works for RF-RMSProp, whose
+    update divides by s + damping; a Kronecker factor is inverted and must start positive."""
+    p = [torch.nn.Parameter(torch.zeros(2, 2))]
+    if cls is RFRMSProp:
+        cls(p, init=0.0, damping=1e-3)
+        with pytest.raises(ValueError, match="init"):
+            cls(p, init=0.0, damping=0.0)
+    else:
+        with pytest.raises(ValueError, match="init"):
+            cls(p, init=0.0)
 
 
 def test_shampoo_specific_validation():
@@ -186,3 +200,46 @@ def test_cuda_step(cls):
         model(torch.randn(8, 6, device="cuda")).square().mean().backward()
         opt.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_ifshampoo_keeps_same_shaped_factors_stacked_across_steps():
+    """Factors of same-shaped layers live in one stacked tensor per bucket; the per-parameter
+    state holds views into it, so a step neither stacks nor unstacks (the storage stays put)."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(6, 6, bias=False) for _ in range(3)]
+    params = [layer.weight for layer in layers]
+    opt = IFShampoo(params, lr=1e-2, update_every=1, factor_dtype="float32")
+
+    def step():
+        x = torch.randn(4, 6)
+        for layer in layers:
+            x = torch.tanh(layer(x))
+        opt.zero_grad()
+        x.sum().backward()
+        opt.step()
+
+    step()
+    ptrs = {k: [opt.state[p][k].data_ptr() for p in params] for k in ("C", "K", "P_C", "m_K")}
+    storage = opt.state[params[0]]["C"].untyped_storage().data_ptr()
+    assert all(opt.state[p]["C"].untyped_storage().data_ptr() == storage for p in params)  # one stack
+    before = opt.state[params[1]]["C"].clone()
+    step()
+    assert {k: [opt.state[p][k].data_ptr() for p in params] for k in ptrs} == ptrs  # updated in place
+    assert not torch.equal(opt.state[params[1]]["C"], before)
+    # state_dict round-trips into a fresh optimizer that goes on identically
+    clone_layers = copy.deepcopy(layers)
+    other = IFShampoo([l.weight for l in clone_layers], lr=1e-2, update_every=1, factor_dtype="float32")
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    x = torch.randn(4, 6)
+    for ls, o in ((layers, opt), (clone_layers, other)):
+        h = x
+        for layer in ls:
+            h = torch.tanh(layer(h))
+        o.zero_grad()
+        h.sum().backward()
+        o.step()
+    for a, b in zip(layers, clone_layers, strict=True):
+        assert torch.equal(a.weight, b.weight)
