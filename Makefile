@@ -23,3 +23,5 @@ bench: install
 	$(PY) bench/optimizer_step.py
 	$(PY) bench/trial_overhead.py
 	$(PY) bench/api_latency.py
+	$(PY) bench/scheduler.py
+	$(PY) bench/search_cost.py

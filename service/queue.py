@@ -30,9 +30,10 @@ def queue(store: StudyStore) -> list[dict[str, Any]]:
     return out
 
 
-def place(store: StudyStore, study_id: str) -> dict[str, Any] | None:
-    """Where one study stands: running, pending and position (None once it has ended)."""
-    for entry in queue(store):
+def place(entries: list[dict[str, Any]], study_id: str) -> dict[str, Any] | None:
+    """Where one study stands in `entries` (see `queue`): running, pending, position, priority
+    (None when it is not in the queue: it has ended, or it was submitted after the snapshot)."""
+    for entry in entries:
         if entry["study_id"] == study_id:
             return {k: entry[k] for k in ("position", "running", "pending", "priority")}
     return None

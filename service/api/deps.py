@@ -39,3 +39,16 @@ def leader_info(request: Request, max_age_s: float = 2.0) -> dict:
         cached = (time.monotonic(), get_store(request).cluster().get("runner") or {})
         request.app.state.leader_info = cached
     return cached[1]
+
+
+def queue_snapshot(request: Request, max_age_s: float = 1.0) -> list[dict]:
+    """The queue of active studies (service.queue), cached for a moment: every `GET /studies/{id}`
+    of an active study shows its place, and recomputing the whole queue per poll costs the API
+    two grouped queries."""
+    from ..queue import queue
+
+    cached = getattr(request.app.state, "queue_snapshot", None)
+    if cached is None or time.monotonic() - cached[0] > max_age_s:
+        cached = (time.monotonic(), queue(get_store(request)))
+        request.app.state.queue_snapshot = cached
+    return cached[1]

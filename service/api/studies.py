@@ -24,7 +24,7 @@ from ..storage import remove_study_files
 from ..store import StudyStore
 from ..study_log import log_path, ray_log_name, tail
 from ..summary import best_configs, optimizer_summaries, ranking
-from .deps import get_app_settings, get_store, get_study_or_404, leader_info
+from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
 
 router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[Depends(current_user)])
@@ -48,7 +48,7 @@ def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
         finished_at=study.finished_at, error=study.error, notes=study.notes or [],
         optimizers=optimizer_summaries(store, study),
         dashboard_url=dashboard, dashboard_log_url=dashboard_log_url,
-        queue=place(store, study.id) if study.status in ("queued", "running") else None,
+        queue=place(queue_snapshot(request), study.id) if study.status in ("queued", "running") else None,
         links={"self": base, "trials": f"{base}/trials", "best": f"{base}/best",
                "export": f"{base}/export", "logs": f"{base}/logs"},
     )
@@ -63,6 +63,7 @@ def create_study(spec: StudySpec, request: Request, response: Response,
     check_admission(store, settings, resolved, user.user)
     study, created = store.create_study(resolved, idempotency_key, owner=user.user,
                                         audit={"actor": user.user, "client": client_address(request)})
+    request.app.state.queue_snapshot = None  # the queue changed
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/studies/{study.id}"
@@ -153,6 +154,7 @@ def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
         raise HTTPException(409, f"study {study.id!r} is already {study.status}")
     if store.set_status(study.id, "cancelled", only_from=("queued", "running")):
         audit(store.engine, user.user, "study.cancel", study.id, client_address(request))
+        request.app.state.queue_snapshot = None
     return study_out(store, store.get_study(study.id), request)
 
 

@@ -18,7 +18,12 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
 STAGE_MARKERS = {1: "o", 2: "^", 3: "s", 4: "D"}
 
 
-def color(i: int) -> str:
+ORDER = ("sgd", "adamw", "rmsprop", "shampoo", "rfrmsprop", "rfshampoo", "ifshampoo")
+
+
+def color(optimizer: str) -> str:
+    """One colour per optimizer on every figure of a page."""
+    i = ORDER.index(optimizer) if optimizer in ORDER else len(ORDER) + sum(map(ord, optimizer))
     return COLORS[i % len(COLORS)]
 
 
@@ -36,13 +41,13 @@ def _finite(v) -> bool:
 
 def expected_best(analysis: dict, metric: str) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for i, (opt, a) in enumerate(analysis["optimizers"].items()):
+    for opt, a in analysis["optimizers"].items():
         curve = a["expected_best"]
         if not curve:
             continue
         k = [p["trials"] for p in curve]
-        ax.plot(k, [p["mean"] for p in curve], color=color(i), label=opt)
-        ax.fill_between(k, [p["lo"] for p in curve], [p["hi"] for p in curve], color=color(i), alpha=0.15)
+        ax.plot(k, [p["mean"] for p in curve], color=color(opt), label=opt)
+        ax.fill_between(k, [p["lo"] for p in curve], [p["hi"] for p in curve], color=color(opt), alpha=0.15)
     ax.set_xscale("log")
     ax.set_xlabel("number of search trials (k)")
     ax.set_ylabel(f"expected best {metric}")
@@ -53,10 +58,10 @@ def expected_best(analysis: dict, metric: str) -> str:
 def edf(analysis: dict, metric: str) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     styles = ["-", "--", ":", "-."]
-    for i, (opt, a) in enumerate(analysis["optimizers"].items()):
+    for opt, a in analysis["optimizers"].items():
         for j, (stage, points) in enumerate(sorted(a["edf"].items())):
             if points:
-                ax.step([p[0] for p in points], [p[1] for p in points], where="post", color=color(i),
+                ax.step([p[0] for p in points], [p[1] for p in points], where="post", color=color(opt),
                         linestyle=styles[j % len(styles)], label=f"{opt} stage {stage}")
     ax.set_xlabel(metric)
     ax.set_ylabel("share of trials at or below")
@@ -74,7 +79,7 @@ def learning_curves(curves: dict[str, dict[str, list[list[dict]]]], metric: str)
         for j, h in enumerate(curves[opt]["best"]):
             pts = [(r["epoch"], r[metric]) for r in h if _finite(r.get(metric))]
             if pts:
-                ax.plot(*zip(*pts, strict=True), color=color(i), alpha=1.0 - 0.25 * j, marker="o", markersize=3,
+                ax.plot(*zip(*pts, strict=True), color=color(opt), alpha=1.0 - 0.25 * j, marker="o", markersize=3,
                         label="best search trials" if j == 0 else None)
         for j, h in enumerate(curves[opt]["seeds"]):
             pts = [(r["epoch"], r[metric]) for r in h if _finite(r.get(metric))]
@@ -96,12 +101,12 @@ def hyperparameter(analysis: dict, name: str, metric: str) -> str:
         ax = axes[0][i]
         r2 = sl["ranges"].get("2")
         if r2 and _finite(r2[0]) and _finite(r2[1]):
-            ax.axvspan(r2[0], r2[1], color=color(i), alpha=0.12, label="stage-2 range")
+            ax.axvspan(r2[0], r2[1], color=color(opt), alpha=0.12, label="stage-2 range")
         for stage in sorted({p["stage"] for p in sl["points"]}):
             pts = [(p["value"], p["objective"]) for p in sl["points"]
                    if p["stage"] == stage and _finite(p["objective"]) and _finite(p["value"])]
             if pts:
-                ax.scatter(*zip(*pts, strict=True), s=14, color=color(i), marker=STAGE_MARKERS.get(stage, "o"),
+                ax.scatter(*zip(*pts, strict=True), s=14, color=color(opt), marker=STAGE_MARKERS.get(stage, "o"),
                            alpha=0.8 if stage > 1 else 0.5, label=f"stage {stage}")
         if sl["log"]:
             ax.set_xscale("log")
@@ -117,8 +122,8 @@ def seeds(analysis: dict, metric: str) -> str:
     items = [(o, a["seed_runs"]["values"]) for o, a in analysis["optimizers"].items() if a["seed_runs"]["values"]]
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(items), 3.2))
     ax.boxplot([v for _, v in items], showfliers=False)
-    for i, (_, v) in enumerate(items):
-        ax.scatter([i + 1 + 0.06 * ((j % 5) - 2) for j in range(len(v))], v, s=14, color=color(i), zorder=3)
+    for i, (opt, v) in enumerate(items):
+        ax.scatter([i + 1 + 0.06 * ((j % 5) - 2) for j in range(len(v))], v, s=14, color=color(opt), zorder=3)
     ax.set_xticks(range(1, len(items) + 1), [o for o, _ in items])
     ax.set_ylabel(metric)
     return svg(fig)
@@ -143,9 +148,9 @@ def cost(analysis: dict) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.0))
     t = [analysis["optimizers"][o]["time_per_epoch_s"] or 0 for o in opts]
     m = [analysis["optimizers"][o]["peak_memory_mb"] or 0 for o in opts]
-    axes[0].bar(opts, t, color=[color(i) for i in range(len(opts))])
+    axes[0].bar(opts, t, color=[color(o) for o in opts])
     axes[0].set_ylabel("mean time per epoch (s)")
-    axes[1].bar(opts, m, color=[color(i) for i in range(len(opts))])
+    axes[1].bar(opts, m, color=[color(o) for o in opts])
     axes[1].set_ylabel("peak memory (MB)")
     return svg(fig)
 
@@ -158,7 +163,7 @@ def figure_one(studies: Sequence[dict]) -> str:
         opts = [r["optimizer"] for r in st["rows"]]
         vals = [r["value"] if r["value"] is not None else 0 for r in st["rows"]]
         errs = [r["std"] or 0 for r in st["rows"]]
-        ax.bar(opts, vals, yerr=errs, capsize=3, color=[color(j) for j in range(len(opts))])
+        ax.bar(opts, vals, yerr=errs, capsize=3, color=[color(o) for o in opts])
         ax.set_title(f"{st['name']} ({st['workload']})", fontsize=8)
         ax.set_ylabel(st["metric"])
         ax.tick_params(axis="x", labelrotation=30)
@@ -167,8 +172,8 @@ def figure_one(studies: Sequence[dict]) -> str:
 
 def profile(prof: dict[str, list[list[float]]]) -> str:
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
-    for i, (opt, pts) in enumerate(sorted(prof.items())):
-        ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color(i), label=opt)
+    for opt, pts in sorted(prof.items()):
+        ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=color(opt), label=opt)
     ax.set_xlabel("factor τ from the best optimizer of each study")
     ax.set_ylabel("share of studies")
     ax.set_ylim(-0.02, 1.02)
