@@ -131,8 +131,13 @@ class TokenCache:
                 if len(self._entries) > 10_000:  # bounded: a flood of wrong tokens costs no memory
                     self._entries.clear()
                 self._entries[digest] = (now, principal)
-        if principal is not None and now - self._used.get(principal.token_id, -1e9) > LAST_USED_EVERY_S:
-            self._used[principal.token_id] = now
+        if principal is None:
+            return None
+        with self._lock:  # one request writes `last used`, not every request of a burst
+            due = now - self._used.get(principal.token_id, -1e9) > LAST_USED_EVERY_S
+            if due:
+                self._used[principal.token_id] = now
+        if due:
             with Session(self.engine) as s:
                 s.execute(update(ApiToken).where(ApiToken.id == principal.token_id).values(last_used_at=_now()))
                 s.commit()
