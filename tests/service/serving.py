@@ -86,3 +86,29 @@ def wait_for(url: str, sid: str, cond, timeout: float = 600) -> dict:
 def health(url: str) -> tuple[int, dict]:
     r = httpx.get(f"{url}/healthz", timeout=10)
     return r.status_code, r.json()
+
+
+def run_to_end(tmp_path, specs: list[dict], owner: str = "alice", timeout: float = 400):
+    """Runs resolved study specs to their end with a real `StudyRunner` (a thread) on a fresh
+    local Ray with 2 CPUs; returns (store, study ids). The in-process twin of `serve`."""
+    import ray
+
+    from service.runner import StudyRunner
+    from service.settings import Settings
+    from service.store import StudyStore
+
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
+    try:
+        store = StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")
+        runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp_path / "runs"),
+                                             poll_interval_s=0.2))
+        ids = [store.create_study(spec, None, owner=owner)[0].id for spec in specs]
+        runner.start()
+        t0 = time.time()
+        while any(store.get_study(s).status not in ("completed", "failed", "cancelled") for s in ids):
+            assert time.time() - t0 < timeout, "studies did not finish"
+            time.sleep(0.3)
+        runner.stop()
+    finally:
+        ray.shutdown()
+    return store, ids

@@ -6,20 +6,18 @@ import math
 import shutil
 import statistics
 import subprocess
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service import analysis
 from service.app import create_app
-from service.runner import StudyRunner
 from service.schemas import StudySpec
 from service.settings import Settings
-from service.store import StudyStore
 from service.summary import optimizer_summaries, ranking
 
 from .conftest import bearer, make_token
+from .serving import run_to_end
 
 
 def test_expected_best_matches_a_direct_computation():
@@ -47,27 +45,16 @@ def test_edf_and_performance_profile():
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """Two studies run by a real runner: one with seed re-runs, one in the original scheme."""
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     tmp = tmp_path_factory.mktemp("report")
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
-    store = StudyStore(f"sqlite:///{tmp / 'studies.db'}")
-    runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp / "runs"),
-                                         poll_interval_s=0.2))
 
     def spec(name, **protocol):
         return StudySpec(name=name, workload="noisy_quadratic", optimizers=["sgd", "rfrmsprop"],
                          protocol={"stages": [4, 2], "top_k": 2, "seed": 5, **protocol},
                          budget={"epochs": 3}, max_concurrent_trials=2).resolved()
 
-    seeded = store.create_study(spec("seeded", seeds=3), None, owner="alice")[0].id
-    original = store.create_study(spec("original", stages=[5], scheme="original"), None, owner="alice")[0].id
-    runner.start()
-    t0 = time.time()
-    while any(store.get_study(s).status not in ("completed", "failed") for s in (seeded, original)):
-        assert time.time() - t0 < 300, "studies did not finish"
-        time.sleep(0.3)
-    runner.stop()
-    ray.shutdown()
+    store, (seeded, original) = run_to_end(tmp, [spec("seeded", seeds=3),
+                                                 spec("original", stages=[5], scheme="original")])
     yield store, seeded, original, tmp
 
 

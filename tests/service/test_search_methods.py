@@ -1,7 +1,6 @@
 """ASHA early stopping and TPE inside the two-stage protocol: the policy alone, then real studies
 on a real local Ray (noisy-quadratic workload), then a SIGKILLed controller with each method."""
 
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -9,13 +8,11 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.cli import free_port
 from service.early_stopping import Asha
-from service.runner import StudyRunner
 from service.schemas import StudySpec
 from service.settings import Settings
-from service.store import StudyStore
 
 from .conftest import bearer, make_token
-from .serving import api, kill, serve, wait_for
+from .serving import api, kill, run_to_end, serve, wait_for
 
 ENDED = ("completed", "failed", "cancelled")
 
@@ -46,12 +43,8 @@ def test_invalid_early_stopping_is_422(db_url, es, words):
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     tmp = tmp_path_factory.mktemp("methods")
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
-    store = StudyStore(f"sqlite:///{tmp / 'studies.db'}")
-    runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp / "runs"),
-                                         poll_interval_s=0.2))
     # sgd with a tiny fixed lr hardly moves; adamw learns: mixed rungs would stop every sgd trial
     asha = StudySpec(name="asha", workload="noisy_quadratic", optimizers=["sgd", "adamw"],
                      search_spaces={"sgd": {"lr": {"kind": "log_uniform", "low": 1e-6, "high": 1e-5}}},
@@ -61,15 +54,7 @@ def ran(tmp_path_factory):
     tpe = StudySpec(name="tpe", workload="noisy_quadratic", optimizers=["adamw"],
                     protocol={"stages": [10, 6], "top_k": 3, "seed": 2, "method": "tpe"},
                     budget={"epochs": 2, "steps": 10}, max_concurrent_trials=2).resolved()
-    a = store.create_study(asha, None, owner="alice")[0].id
-    t = store.create_study(tpe, None, owner="alice")[0].id
-    runner.start()
-    t0 = time.time()
-    while any(store.get_study(s).status not in ENDED for s in (a, t)):
-        assert time.time() - t0 < 400
-        time.sleep(0.3)
-    runner.stop()
-    ray.shutdown()
+    store, (a, t) = run_to_end(tmp, [asha, tpe])
     yield store, a, t
 
 
