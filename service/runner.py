@@ -36,7 +36,7 @@ from .lease import Lease, LeaseLost, holder_id
 from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
 from .settings import Settings
 from .stages import StageMachine, fmt
-from .storage import study_dirs
+from .storage import trial_dirname, trial_dirs
 from .store import FINISHED, RunnerStore, StudyStore
 from .study_log import StudyLog, ray_logs_dir
 from .tpe import TpeGroups
@@ -65,11 +65,6 @@ class _LiveOnly:
 def trial_label(meta: dict) -> str:
     """The name a trial carries in Ray Tune, the Ray dashboard and the study log."""
     return f"{meta['study_id'][:8]}-{meta['optimizer']}-s{meta['stage']}-i{meta['index']}"
-
-
-def trial_dirname(meta: dict) -> str:
-    """A trial's directory in every Tune run that ran it: ``<study id>-<optimizer>-s<k>-i<n>``."""
-    return f"{meta['study_id']}-{meta['optimizer']}-s{meta['stage']}-i{meta['index']}"
 
 
 def trial_error(trial) -> str:
@@ -466,8 +461,9 @@ class StudyRunner:
         def trial_name(trial) -> str:
             return trial_label(_meta(trial))
 
-        def trial_dir(trial) -> str:  # the whole study id: DELETE finds every run's directory
-            return trial_dirname(_meta(trial))
+        def trial_dir(trial) -> str:
+            m = _meta(trial)
+            return trial_dirname(m["study_id"], m["optimizer"], m["stage"], m["index"])
 
         sp = self.settings.storage_path  # a shared path or a URI (s3://, gs://) on a multi-node cluster
         storage = sp if "://" in sp else str(Path(sp).resolve())
@@ -583,10 +579,7 @@ class StudyRunner:
         if keep == "all":
             return
         final = Path(t.checkpoint).resolve() if t.checkpoint and "://" not in t.checkpoint else None
-        name = f"{t.optimizer}-s{t.stage}-i{t.index}"
-        for d in study_dirs(self.settings.storage_path, t.study_id, name):
-            if not d.name.endswith(name):
-                continue
+        for d in trial_dirs(self.settings.storage_path, t.study_id, t.optimizer, t.stage, t.index):
             for ckpt in d.glob("checkpoint_*"):
                 if keep == "none" or ckpt.resolve() != final:
                     shutil.rmtree(ckpt, ignore_errors=True)

@@ -30,25 +30,27 @@ def get_study_or_404(request: Request, study_id: str = Path(max_length=64),
     return study
 
 
-def leader_info(request: Request, max_age_s: float = 2.0) -> dict:
-    """What the leading runner recorded of itself (holder, pid, dashboard_url, node_id), cached
-    for a moment: `GET /studies/{id}` shows the dashboard links on every poll, on every
-    controller (a standby shows the leader's)."""
-    cached = getattr(request.app.state, "leader_info", None)
+def _cached(request: Request, name: str, max_age_s: float, compute):
+    """`compute()` kept on app.state for `max_age_s`: per-poll views that need not be exact to
+    the millisecond (cleared by setting the attribute to None after a change)."""
+    cached = getattr(request.app.state, name, None)
     if cached is None or time.monotonic() - cached[0] > max_age_s:
-        cached = (time.monotonic(), get_store(request).cluster().get("runner") or {})
-        request.app.state.leader_info = cached
+        cached = (time.monotonic(), compute())
+        setattr(request.app.state, name, cached)
     return cached[1]
 
 
-def queue_snapshot(request: Request, max_age_s: float = 1.0) -> list[dict]:
-    """The queue of active studies (service.queue), cached for a moment: every `GET /studies/{id}`
-    of an active study shows its place, and recomputing the whole queue per poll costs the API
-    two grouped queries."""
+def leader_info(request: Request) -> dict:
+    """What the leading runner recorded of itself (holder, pid, dashboard_url, node_id), cached
+    for 2 s: `GET /studies/{id}` shows the dashboard links on every poll, on every controller
+    (a standby shows the leader's)."""
+    return _cached(request, "leader_info", 2.0, lambda: get_store(request).cluster().get("runner") or {})
+
+
+def queue_snapshot(request: Request) -> list[dict]:
+    """The queue of active studies (service.queue), cached for 1 s: every `GET /studies/{id}` of
+    an active study shows its place, and recomputing the whole queue per poll costs the API two
+    grouped queries."""
     from ..queue import queue
 
-    cached = getattr(request.app.state, "queue_snapshot", None)
-    if cached is None or time.monotonic() - cached[0] > max_age_s:
-        cached = (time.monotonic(), queue(get_store(request)))
-        request.app.state.queue_snapshot = cached
-    return cached[1]
+    return _cached(request, "queue_snapshot", 1.0, lambda: queue(get_store(request)))
