@@ -369,6 +369,10 @@ class StudyRunner:
         try:
             for study in self.store.studies_with_status("running"):  # a previous leader died
                 self._interrupted[study.id] = self.store.reset_interrupted(study.id)
+                # trials that finished just before it died may not have been pruned yet
+                for t in self.store.trials(study.id):
+                    if t.status in FINISHED:
+                        self._prune_checkpoints(t)
                 log.info("resuming study %s (%d interrupted trials rerun)", study.id,
                          self._interrupted[study.id])
         except LeaseLost as e:
