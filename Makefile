@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test test-fast lint bench
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,11 @@ test: install
 	bash scripts/ensure_services.sh
 	$(PY) -m ruff check optimizers search_spaces workers service tests bench
 	$(PY) -m pytest -q -x
+
+# For iterating: unit and API tests only (no Ray, no PostgreSQL), a few minutes.
+test-fast: install
+	$(PY) -m ruff check optimizers search_spaces workers service tests bench
+	$(PY) -m pytest -q -x -m "not slow and not postgres"
 
 bench: install
 	$(PY) bench/optimizer_step.py
