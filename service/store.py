@@ -101,10 +101,14 @@ class StudyStore:
         """Returns (study, created). A repeated idempotency key (per owner: one user's key never
         returns another user's study) returns the first study. `audit` (actor, client) writes the
         study.create entry in the same transaction."""
-        key = f"{owner or ''}:{idempotency_key}" if idempotency_key else None
+        key = idempotency_key or None
+        # The owner and the key are two columns, unique as a pair (never one joined string: user
+        # names may contain ":").
+        same_key = (Study.idempotency_key == key,
+                    Study.owner.is_(None) if owner is None else Study.owner == owner)
         with self.session() as s:
             if key:
-                existing = s.scalar(select(Study).where(Study.idempotency_key == key))
+                existing = s.scalar(select(Study).where(*same_key))
                 if existing:
                     return existing, False
             study = Study(id=str(uuid.uuid4()), name=spec["name"], status="queued", spec=spec,
@@ -117,7 +121,7 @@ class StudyStore:
                 s.commit()
             except IntegrityError:  # a concurrent retry with the same key won the race
                 s.rollback()
-                return s.scalar(select(Study).where(Study.idempotency_key == key)), False
+                return s.scalar(select(Study).where(*same_key)), False
             return study, True
 
     def get_study(self, study_id: str) -> Study | None:

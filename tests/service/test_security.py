@@ -1,0 +1,106 @@
+"""Holes an outside review found (issue 19): idempotency keys per (owner, key) pair, user names,
+ownership checks with any name, atomic admission under the per-user quota (runner off)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.auth import new_token, token_hash
+from service.models import ApiToken
+from service.settings import Settings
+from service.store import MIGRATIONS, StudyStore, make_engine
+
+from .conftest import bearer, make_token
+
+SPEC = {"name": "mine", "workload": "noisy_quadratic", "optimizers": ["sgd"],
+        "protocol": {"stages": [2], "top_k": 2}, "budget": {"epochs": 1}}
+
+
+def raw_token(db_url: str, user: str, admin: bool = False) -> str:
+    """A token for a user name `token create` no longer accepts (an old store may hold one)."""
+    store = StudyStore(db_url)
+    token = new_token()
+    with store.session() as s:
+        s.add(ApiToken(user=user, admin=admin, token_hash=token_hash(token)))
+        s.commit()
+    store.engine.dispose()
+    return token
+
+
+@pytest.fixture
+def client(db_url, tmp_path):
+    app = create_app(Settings(database_url=db_url, start_runner=False, storage_path=str(tmp_path / "runs")))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_an_idempotency_key_never_returns_another_users_study(client, db_url):
+    alice = bearer(make_token(db_url, "alice", admin=False))
+    colon = bearer(raw_token(db_url, "alice:bob"))  # joined, "alice" + "bob:k1" == "alice:bob" + "k1"
+    a = client.post("/studies", json=SPEC, headers={**alice, "Idempotency-Key": "bob:k1"})
+    assert a.status_code == 201
+    b = client.post("/studies", json={**SPEC, "name": "other"}, headers={**colon, "Idempotency-Key": "k1"})
+    assert b.status_code == 201, b.text
+    assert b.json()["id"] != a.json()["id"] and b.json()["owner"] == "alice:bob" and b.json()["name"] == "other"
+    again = client.post("/studies", json=SPEC, headers={**colon, "Idempotency-Key": "k1"})
+    assert again.status_code == 200 and again.json()["id"] == b.json()["id"]
+
+
+def test_the_pair_lookup_in_the_store(db_url):
+    store = StudyStore(db_url)
+    spec = {**SPEC, "name": "x"}
+    a, created = store.create_study(spec, "bob:k1", owner="alice")
+    b, created_b = store.create_study(spec, "k1", owner="alice:bob")
+    c, created_c = store.create_study(spec, "k1", owner=None)
+    assert created and created_b and created_c and len({a.id, b.id, c.id}) == 3
+    for study, key, owner in ((a, "bob:k1", "alice"), (b, "k1", "alice:bob"), (c, "k1", None)):
+        again, created = store.create_study(spec, key, owner=owner)
+        assert again.id == study.id and not created
+    store.engine.dispose()
+
+
+def test_the_idempotency_key_is_bounded_and_a_long_one_is_stored_whole(client, db_url):
+    h = bearer(make_token(db_url, "a-rather-long.user@example.org", admin=False))
+    key = "k" * 200  # with the owner joined in front it overflowed the column on PostgreSQL: a 500
+    first = client.post("/studies", json=SPEC, headers={**h, "Idempotency-Key": key})
+    assert first.status_code == 201, first.text
+    assert client.post("/studies", json=SPEC, headers={**h, "Idempotency-Key": key}).json()["id"] == first.json()["id"]
+    r = client.post("/studies", json=SPEC, headers={**h, "Idempotency-Key": key + "k"})
+    assert r.status_code == 422 and "idempotency-key" in r.json()["detail"].lower()
+    assert "200" in r.json()["detail"]
+    assert client.get("/studies", headers=h).json()["total"] == 1  # nothing stored
+
+
+def test_migration_0009_keeps_the_meaning_of_old_keys(db_url):
+    engine = make_engine(db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0008")
+        conn.commit()
+    rows = [("s1", "alice", "alice:bob:k1"), ("s2", "alice:bob", "alice:bob:k2"), ("s3", None, ":k3"),
+            ("s4", "carol", None)]
+    with engine.begin() as conn:
+        for sid, owner, key in rows:
+            conn.execute(sa.text("INSERT INTO rf_studies (id, name, status, spec, stage_spaces, notes, "
+                                 "idempotency_key, owner, created_at, updated_at) VALUES (:id, 'n', 'completed', "
+                                 "'{}', '{}', '[]', :key, :owner, :t, :t)"),
+                         {"id": sid, "key": key, "owner": owner, "t": "2026-01-01 00:00:00+00:00"})
+    engine.dispose()
+    store = StudyStore(db_url)  # migrates to the head
+    got = {s.id: (s.owner, s.idempotency_key) for s in store.list_studies(None, 10, 0)[0]}
+    assert got == {"s1": ("alice", "bob:k1"), "s2": ("alice:bob", "k2"), "s3": (None, "k3"), "s4": ("carol", None)}
+    spec = {**SPEC, "name": "x"}
+    assert store.create_study(spec, "bob:k1", owner="alice")[0].id == "s1"  # an old key still answers
+    assert store.create_study(spec, "k1", owner="alice:bob")[1] is True  # and no longer collides
+    with pytest.raises(sa.exc.IntegrityError):  # the pair is unique in the schema, not only in the code
+        with store.session() as s:
+            s.execute(sa.text("UPDATE rf_studies SET idempotency_key = 'k2', owner = 'alice:bob' WHERE id = 's4'"))
+            s.commit()
+    store.engine.dispose()
