@@ -3,6 +3,9 @@ ownership checks with any name, atomic admission under the per-user quota (runne
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -10,7 +13,7 @@ from alembic.config import Config
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.auth import new_token, token_hash
+from service.auth import create_token, list_tokens, new_token, token_hash
 from service.models import ApiToken
 from service.settings import Settings
 from service.store import MIGRATIONS, StudyStore, make_engine
@@ -104,3 +107,27 @@ def test_migration_0009_keeps_the_meaning_of_old_keys(db_url):
             s.execute(sa.text("UPDATE rf_studies SET idempotency_key = 'k2', owner = 'alice:bob' WHERE id = 's4'"))
             s.commit()
     store.engine.dispose()
+
+
+@pytest.mark.parametrize("name", ["alice:bob", "jöhn", "a b", "", "x" * 65, "tab\tname", "[bold]", "a/b"])
+def test_token_create_refuses_user_names_outside_the_documented_set(tmp_path, name):
+    store = StudyStore(f"sqlite:///{tmp_path / 'u.db'}")
+    with pytest.raises(ValueError, match=r"A-Z a-z 0-9 \. _ @ -"):
+        create_token(store.engine, name)
+    assert list_tokens(store.engine) == []
+
+
+@pytest.mark.parametrize("name", ["alice", "carol@lab.example", "a.b_c-D9", "x" * 64])
+def test_token_create_accepts_the_documented_set(tmp_path, name):
+    store = StudyStore(f"sqlite:///{tmp_path / 'u.db'}")
+    create_token(store.engine, name)
+    assert [t.user for t in list_tokens(store.engine)] == [name]
+
+
+def test_the_token_cli_names_the_allowed_characters(tmp_path):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    r = subprocess.run([sys.executable, "-m", "service.cli", "token", "create", "--user", "alice:bob", "--db", db],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "rf_" not in r.stdout
+    assert "alice:bob" in r.stderr and "A-Z a-z 0-9 . _ @ -" in r.stderr and "Traceback" not in r.stderr
+    assert list_tokens(StudyStore(db).engine) == []
