@@ -131,3 +131,51 @@ def test_the_token_cli_names_the_allowed_characters(tmp_path):
     assert r.returncode == 2 and "rf_" not in r.stdout
     assert "alice:bob" in r.stderr and "A-Z a-z 0-9 . _ @ -" in r.stderr and "Traceback" not in r.stderr
     assert list_tokens(StudyStore(db).engine) == []
+
+
+STUDY_READS = ["", "/trials", "/trials/{tid}", "/best", "/export", "/export?format=yaml", "/logs", "/analysis",
+               "/report"]
+
+
+def test_a_non_ascii_user_name_works_on_every_study_endpoint_and_the_cluster(client, db_url):
+    jo = bearer(raw_token(db_url, "jöhn"))  # an old store may hold such a name
+    alice = bearer(make_token(db_url, "alice", admin=False))
+    mine = client.post("/studies", json=SPEC, headers=jo)
+    assert mine.status_code == 201 and mine.json()["owner"] == "jöhn"
+    sid = mine.json()["id"]
+    other = client.post("/studies", json=SPEC, headers=alice).json()["id"]
+    store = StudyStore(db_url)
+    store.ensure_trials(sid, "sgd", 1, [{"lr": 0.1}])
+    store.ensure_trials(other, "sgd", 1, [{"lr": 0.1}])
+    tid, other_tid = store.trials(sid)[0].id, store.trials(other)[0].id
+    store.engine.dispose()
+
+    def same_as_missing(headers, study_id, trial_id, method, path):
+        r = client.request(method, f"/studies/{study_id}{path.format(tid=trial_id)}", headers=headers)
+        missing = client.request(method, f"/studies/nope{path.format(tid=trial_id)}", headers=headers)
+        assert r.status_code == missing.status_code == 404, (method, path, r.status_code, r.text)
+        assert r.json() == {"detail": f"study {study_id!r} not found"}
+
+    # the queue, with his study active: for him, for another user, for an admin
+    for h in (jo, alice):
+        r = client.get("/cluster", headers=h)
+        assert r.status_code == 200, r.text
+    ids = [e["study_id"] for e in client.get("/cluster", headers=jo).json()["queue"]]
+    assert sid in ids and other not in ids
+    for path in STUDY_READS:
+        r = client.get(f"/studies/{sid}{path.format(tid=tid)}", headers=jo)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        same_as_missing(jo, other, other_tid, "get", path)  # another user's: like a random id
+        same_as_missing(alice, sid, tid, "get", path)
+    assert client.get("/report", params={"study_id": sid}, headers=jo).status_code == 200
+    for h, study_id in ((jo, other), (alice, sid)):
+        r = client.get("/report", params={"study_id": study_id}, headers=h)
+        missing = client.get("/report", params={"study_id": "nope"}, headers=h)
+        assert r.status_code == missing.status_code == 404 and r.json() == {"detail": f"study {study_id!r} not found"}
+    assert [s["id"] for s in client.get("/studies", headers=jo).json()["items"]] == [sid]
+    for method, path in (("post", "/cancel"), ("delete", "")):
+        same_as_missing(jo, other, other_tid, method, path)
+        same_as_missing(alice, sid, tid, method, path)
+    assert client.post(f"/studies/{sid}/cancel", headers=jo).status_code == 202
+    assert client.delete(f"/studies/{sid}", headers=jo).status_code == 204
+    assert client.get(f"/studies/{other}", headers=alice).status_code == 200  # alice's untouched
