@@ -3,17 +3,23 @@ ownership checks with any name, atomic admission under the per-user quota (runne
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import subprocess
 import sys
+import threading
 
+import httpx
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth import create_token, list_tokens, new_token, token_hash
+from service.cli import free_port, wait_healthy
 from service.models import ApiToken
 from service.settings import Settings
 from service.store import MIGRATIONS, StudyStore, make_engine
@@ -179,3 +185,39 @@ def test_a_non_ascii_user_name_works_on_every_study_endpoint_and_the_cluster(cli
     assert client.post(f"/studies/{sid}/cancel", headers=jo).status_code == 202
     assert client.delete(f"/studies/{sid}", headers=jo).status_code == 204
     assert client.get(f"/studies/{other}", headers=alice).status_code == 200  # alice's untouched
+
+
+@contextlib.contextmanager
+def uvicorn_server(app):
+    """The app on a real uvicorn server (a thread): requests run concurrently in its thread pool."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_healthy(url, alive=thread.is_alive)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_parallel_posts_never_pass_the_active_study_quota(db_url, tmp_path):
+    app = create_app(Settings(database_url=db_url, start_runner=False, storage_path=str(tmp_path / "runs"),
+                              max_active_studies=3))
+    h = bearer(make_token(db_url, "alice", admin=False))
+    other = bearer(make_token(db_url, "bob", admin=False))
+    n = 20
+    start = threading.Barrier(n)
+
+    def post(i: int) -> int:
+        with httpx.Client(timeout=120) as c:
+            start.wait()  # all at once
+            return c.post(f"{url}/studies", json={**SPEC, "name": f"s{i}"}, headers=h).status_code
+
+    with uvicorn_server(app) as url, concurrent.futures.ThreadPoolExecutor(n) as pool:
+        codes = list(pool.map(post, range(n)))
+        assert sorted(codes) == [201] * 3 + [429] * (n - 3), codes
+        assert httpx.get(f"{url}/studies", headers=h).json()["total"] == 3
+        assert httpx.post(f"{url}/studies", json=SPEC, headers=other).status_code == 201  # per user
