@@ -221,3 +221,34 @@ def test_parallel_posts_never_pass_the_active_study_quota(db_url, tmp_path):
         assert sorted(codes) == [201] * 3 + [429] * (n - 3), codes
         assert httpx.get(f"{url}/studies", headers=h).json()["total"] == 3
         assert httpx.post(f"{url}/studies", json=SPEC, headers=other).status_code == 201  # per user
+
+
+class _DeadRunner:
+    """A supervisor whose runner died with an error naming the database host and user."""
+
+    holder, pid, restarts = "ctl-host:4242", 4243, 3
+    last_error = "OperationalError: connection to server at db.internal (10.0.0.7), user rootfree failed"
+
+    def alive(self) -> bool:
+        return False
+
+
+def test_healthz_tells_anonymous_callers_only_the_status_and_the_failing_parts(client, db_url):
+    admin = bearer(make_token(db_url, "ops", admin=True))
+    user = bearer(make_token(db_url, "alice", admin=False))
+    assert client.get("/healthz").json() == {"status": "ok"}
+    full = client.get("/healthz", headers=admin).json()
+    assert full["database"] == "ok" and full["runner"]["role"] == "off" and "ray" in full
+    client.app.state.supervisor = _DeadRunner()
+    try:
+        for headers in ({}, user, {"Authorization": "Bearer rf_wrong"}):  # never a 401: probes have no token
+            r = client.get("/healthz", headers=headers)
+            assert r.status_code == 503 and r.json() == {"status": "unavailable", "failing": ["runner"]}, r.text
+            assert "4242" not in r.text and "db.internal" not in r.text
+        r = client.get("/healthz", headers=admin)
+        assert r.status_code == 503 and r.json()["failing"] == ["runner"]
+        assert r.json()["runner"] | {"lease_expires_at": None} == {
+            "role": "dead", "pid": 4243, "restarts": 3, "lease_expires_at": None, "leader": None,
+            "last_error": _DeadRunner.last_error}
+    finally:
+        client.app.state.supervisor = None
