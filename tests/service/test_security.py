@@ -85,14 +85,20 @@ def test_the_idempotency_key_is_bounded_and_a_long_one_is_stored_whole(client, d
     assert client.get("/studies", headers=h).json()["total"] == 1  # nothing stored
 
 
-def test_migration_0009_keeps_the_meaning_of_old_keys(db_url):
+def _migrate(db_url: str, how, revision: str) -> None:
     engine = make_engine(db_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0008")
+        how(cfg, revision)
         conn.commit()
+    engine.dispose()
+
+
+def test_migration_0009_keeps_the_meaning_of_old_keys(db_url):
+    _migrate(db_url, command.upgrade, "0008")
+    engine = make_engine(db_url)
     rows = [("s1", "alice", "alice:bob:k1"), ("s2", "alice:bob", "alice:bob:k2"), ("s3", None, ":k3"),
             ("s4", "carol", None)]
     with engine.begin() as conn:
@@ -252,3 +258,22 @@ def test_healthz_tells_anonymous_callers_only_the_status_and_the_failing_parts(c
             "last_error": _DeadRunner.last_error}
     finally:
         client.app.state.supervisor = None
+
+
+def test_migration_0009_goes_back_dropping_only_keys_the_old_form_cannot_hold(db_url):
+    store = StudyStore(db_url)
+    spec = {**SPEC, "name": "x"}
+    a = store.create_study(spec, "bob:k1", owner="alice")[0].id
+    b = store.create_study(spec, "k1", owner="alice:bob")[0].id  # joins to alice's string
+    c = store.create_study(spec, "k" * 200, owner="carol")[0].id  # joined: over 200 characters
+    d = store.create_study(spec, "k2", owner="dave")[0].id
+    store.engine.dispose()
+    _migrate(db_url, command.downgrade, "0008")
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.text("SELECT id, idempotency_key FROM rf_studies")).all())
+    engine.dispose()
+    assert got == {a: "alice:bob:k1", b: None, c: None, d: "dave:k2"}
+    store = StudyStore(db_url)  # and up again
+    assert store.create_study(spec, "k2", owner="dave")[0].id == d
+    store.engine.dispose()

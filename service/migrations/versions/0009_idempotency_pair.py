@@ -17,7 +17,7 @@ depends_on = None
 
 # SQLite reflects the old column-level UNIQUE without a name: the convention gives it one to drop.
 NAMING = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
-studies = sa.table("rf_studies", sa.column("id", sa.String), sa.column("owner", sa.String),
+studies = sa.table("rf_studies", sa.column("id", sa.String), sa.column("owner", sa.String), sa.column("created_at"),
                    sa.column("idempotency_key", sa.String))
 
 
@@ -30,7 +30,7 @@ def _old_unique_name(bind) -> str:
 
 def _rewrite(bind, convert) -> None:
     rows = bind.execute(sa.select(studies.c.id, studies.c.owner, studies.c.idempotency_key)
-                        .where(studies.c.idempotency_key.is_not(None))).all()
+                        .where(studies.c.idempotency_key.is_not(None)).order_by(studies.c.created_at)).all()
     for sid, owner, key in rows:
         new = convert(owner or "", key)
         if new != key:
@@ -51,6 +51,18 @@ def downgrade() -> None:
     bind = op.get_bind()
     with op.batch_alter_table("rf_studies") as batch:
         batch.drop_constraint("uq_study_idempotency", type_="unique")
-    _rewrite(bind, lambda owner, key: f"{owner}:{key}"[:200])
+    # The joined form cannot hold two pairs that join to one string (the very collision this
+    # revision removes) or a joined string over 200 characters: such a key is dropped (NULL), which
+    # only ends its retry window.
+    seen: set[str] = set()
+
+    def joined(owner: str, key: str) -> str | None:
+        new = f"{owner}:{key}"
+        if len(new) > 200 or new in seen:
+            return None
+        seen.add(new)
+        return new
+
+    _rewrite(bind, joined)
     with op.batch_alter_table("rf_studies") as batch:
         batch.create_unique_constraint("uq_rf_studies_idempotency_key", ["idempotency_key"])
