@@ -21,7 +21,7 @@ class Study(Base):
     __tablename__ = "rf_studies"
     # An idempotency key is per owner: the pair is unique, never a joined string (migration 0009;
     # "alice" + "bob:k1" and "alice:bob" + "k1" were one string before).
-    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_study_idempotency"),)
+    __table_args__ = (Index("uq_study_idempotency", "owner", "idempotency_key", unique=True),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

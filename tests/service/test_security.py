@@ -107,8 +107,11 @@ def test_migration_0009_keeps_the_meaning_of_old_keys(db_url):
                                  "idempotency_key, owner, created_at, updated_at) VALUES (:id, 'n', 'completed', "
                                  "'{}', '{}', '[]', :key, :owner, :t, :t)"),
                          {"id": sid, "key": key, "owner": owner, "t": "2026-01-01 00:00:00+00:00"})
+        conn.execute(sa.text("INSERT INTO rf_trials (study_id, optimizer, stage, \"index\", config, status, metrics, "
+                             "runs, epochs) VALUES ('s1', 'sgd', 1, 0, '{}', 'completed', '{}', 1, 1)"))
     engine.dispose()
     store = StudyStore(db_url)  # migrates to the head
+    assert len(store.trials("s1")) == 1  # nothing cascades away with the schema change
     got = {s.id: (s.owner, s.idempotency_key) for s in store.list_studies(None, 10, 0)[0]}
     assert got == {"s1": ("alice", "bob:k1"), "s2": ("alice:bob", "k2"), "s3": (None, "k3"), "s4": ("carol", None)}
     spec = {**SPEC, "name": "x"}
@@ -267,6 +270,7 @@ def test_migration_0009_goes_back_dropping_only_keys_the_old_form_cannot_hold(db
     b = store.create_study(spec, "k1", owner="alice:bob")[0].id  # joins to alice's string
     c = store.create_study(spec, "k" * 200, owner="carol")[0].id  # joined: over 200 characters
     d = store.create_study(spec, "k2", owner="dave")[0].id
+    store.ensure_trials(a, "sgd", 1, [{"lr": 0.1}])
     store.engine.dispose()
     _migrate(db_url, command.downgrade, "0008")
     engine = make_engine(db_url)
@@ -276,4 +280,6 @@ def test_migration_0009_goes_back_dropping_only_keys_the_old_form_cannot_hold(db
     assert got == {a: "alice:bob:k1", b: None, c: None, d: "dave:k2"}
     store = StudyStore(db_url)  # and up again
     assert store.create_study(spec, "k2", owner="dave")[0].id == d
+    assert store.create_study(spec, "bob:k1", owner="alice")[0].id == a
+    assert len(store.trials(a)) == 1
     store.engine.dispose()
