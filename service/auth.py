@@ -120,6 +120,13 @@ class TokenCache:
         self._used: dict[int, float] = {}
         self._lock = threading.Lock()
 
+    def last_known(self, token: str) -> Principal | None:
+        """What the last successful lookup of `token` found, however old (None: never found or
+        revoked): for /healthz, which must tell an admin the details while the database is down."""
+        with self._lock:
+            hit = self._entries.get(token_hash(token))
+        return hit[1] if hit is not None else None
+
     def lookup(self, token: str) -> Principal | None:
         digest = token_hash(token)
         now = time.monotonic()

@@ -283,3 +283,23 @@ def test_migration_0009_goes_back_dropping_only_keys_the_old_form_cannot_hold(db
     assert store.create_study(spec, "bob:k1", owner="alice")[0].id == a
     assert len(store.trials(a)) == 1
     store.engine.dispose()
+
+
+def test_healthz_shows_an_admin_the_details_while_the_database_is_down(client, db_url, monkeypatch):
+    admin = bearer(make_token(db_url, "ops", admin=True))
+    assert client.get("/healthz", headers=admin).json()["database"] == "ok"  # the token is verified once
+    store, tokens = client.app.state.store, client.app.state.tokens
+    down = sa.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")  # nothing listens
+
+    def unreachable(*_args, **_kwargs):
+        with down.connect():
+            pass
+
+    monkeypatch.setattr(store, "count_studies", unreachable)
+    monkeypatch.setattr(tokens, "engine", down)
+    monkeypatch.setattr(tokens, "ttl_s", 0.0)  # every lookup goes to the (unreachable) database
+    r = client.get("/healthz", headers=admin)
+    assert r.status_code == 503 and r.json()["failing"] == ["database"], r.text
+    assert r.json()["database"].startswith("unreachable")
+    anonymous = client.get("/healthz")
+    assert anonymous.status_code == 503 and anonymous.json() == {"status": "unavailable", "failing": ["database"]}
