@@ -13,7 +13,7 @@ user's study answers 404, so its existence is not revealed); admins see and act 
 from __future__ import annotations
 
 import hashlib
-import hmac
+import re
 import secrets
 import threading
 import time
@@ -28,6 +28,9 @@ from sqlalchemy.orm import Session
 from .models import ApiToken, AuditEntry
 
 TOKEN_PREFIX = "rf_"
+# User names: plain ASCII, no ":" or spaces (a name is shown, logged and compared; issue 19). Stores
+# from before this rule may hold other names: they keep working, only new ones are refused.
+USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 CACHE_S = 2.0  # a revoked token stops working within this long on every controller
 LAST_USED_EVERY_S = 60.0  # `last used` is written at most this often per token (no write per call)
 
@@ -39,7 +42,8 @@ class Principal:
     token_id: int | None = None
 
     def owns(self, owner: str | None) -> bool:
-        return self.admin or (owner is not None and hmac.compare_digest(owner, self.user))
+        # Plain equality: names are not secrets, and compare_digest raises on non-ASCII str.
+        return self.admin or (owner is not None and owner == self.user)
 
 
 LOCAL_ADMIN = Principal("local", admin=True)
@@ -73,8 +77,9 @@ def create_token(engine: Engine, user: str, admin: bool = False, actor: str = "c
                  client: str | None = None) -> tuple[str, int]:
     """Makes a token for `user`; returns (the token, shown this once; its id)."""
     user = user.strip()
-    if not user or len(user) > 100 or any(ord(c) < 32 or c.isspace() for c in user):
-        raise ValueError("user: 1..100 printable characters without spaces")
+    if not USER_NAME.fullmatch(user):
+        raise ValueError(f"user {user!r}: a user name is 1 to 64 of the characters A-Z a-z 0-9 . _ @ - "
+                         "(letters, digits, dot, underscore, at sign, hyphen)")
     token = new_token()
     with Session(engine) as s:
         row = ApiToken(user=user, admin=admin, token_hash=token_hash(token), created_at=_now())
@@ -114,6 +119,13 @@ class TokenCache:
         self._entries: dict[str, tuple[float, Principal | None]] = {}
         self._used: dict[int, float] = {}
         self._lock = threading.Lock()
+
+    def last_known(self, token: str) -> Principal | None:
+        """What the last successful lookup of `token` found, however old (None: never found or
+        revoked): for /healthz, which must tell an admin the details while the database is down."""
+        with self._lock:
+            hit = self._entries.get(token_hash(token))
+        return hit[1] if hit is not None else None
 
     def lookup(self, token: str) -> Principal | None:
         digest = token_hash(token)

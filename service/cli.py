@@ -10,9 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import yaml
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
@@ -170,6 +174,14 @@ def _plain_progress(study: dict) -> str:
     return "\n".join(lines)
 
 
+def plain(value) -> Text:
+    """A user's string (a study name, a choice value) for rich: text, never markup (a "[/bold]"
+    would crash the table, a "[link=...]" would put a hyperlink in the terminal)."""
+    from rich.text import Text
+
+    return Text(str(value))
+
+
 def render(study: dict):
     """Live progress per optimizer and stage: a rich table with progress bars (plain lines when
     the output is not a terminal: see `watch`)."""
@@ -182,17 +194,17 @@ def render(study: dict):
     title = f"study {study['id'][:8]} ({study['name']}): {study['status']}"
     if place:
         title += f" — queue position {place['position']}, {place['running']} running, {place['pending']} pending"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=plain(title), title_justify="left")
     for col in ("optimizer", "stage", "progress", "done", "statuses", f"best {metric}"):
-        table.add_column(col)
+        table.add_column(plain(col))
     for o in study["optimizers"]:
         for stage, c in o["stages"].items():
             done = finished(c["by_status"])
             statuses = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
             best = o["best_objective"]
-            table.add_row(o["optimizer"], "seeds" if stage == seeds_stage else stage,
+            table.add_row(plain(o["optimizer"]), plain("seeds" if stage == seeds_stage else stage),
                           ProgressBar(total=max(c["total"], 1), completed=done, width=24),
-                          f"{done}/{c['total']}", statuses,
+                          f"{done}/{c['total']}", plain(statuses),
                           f"{best:.4f}" if best is not None and stage == "1" else "")
     return table
 
@@ -204,10 +216,10 @@ def comparison_table(study: dict):
     from .summary import ranking
 
     metric = study["spec"]["metric"]
-    table = Table(title=f"{study['name']}: {metric} ({'lower' if study['spec']['mode'] == 'min' else 'higher'} "
-                        "is better)", title_justify="left")
+    table = Table(title=plain(f"{study['name']}: {metric} ({'lower' if study['spec']['mode'] == 'min' else 'higher'} "
+                              "is better)"), title_justify="left")
     for col in ("#", "optimizer", f"best {metric}", "top-k mean", "seed mean ± std (n)", "best config"):
-        table.add_column(col)
+        table.add_column(plain(col))
     fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
     for rank, o in enumerate(ranking(study), start=1):
         sr = o.get("seed_runs") or {}
@@ -215,7 +227,8 @@ def comparison_table(study: dict):
                  else "-")
         cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in (o["best_config"] or {}).items())
-        table.add_row(str(rank), o["optimizer"], fmt(o["best_objective"]), fmt(o["top_k_mean"]), seeds, cfg)
+        table.add_row(str(rank), plain(o["optimizer"]), fmt(o["best_objective"]), fmt(o["top_k_mean"]), seeds,
+                      plain(cfg))
     return table
 
 

@@ -19,6 +19,9 @@ class Base(DeclarativeBase):
 
 class Study(Base):
     __tablename__ = "rf_studies"
+    # An idempotency key is per owner: the pair is unique, never a joined string (migration 0009;
+    # "alice" + "bob:k1" and "alice:bob" + "k1" were one string before).
+    __table_args__ = (Index("uq_study_idempotency", "owner", "idempotency_key", unique=True),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -27,7 +30,7 @@ class Study(Base):
     stage_spaces: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     notes: Mapped[list[str]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # The user who submitted it (migration 0006); None: from before tokens (admins only see it).
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -43,7 +43,7 @@ def check_secrets(settings: Settings, environ=os.environ) -> None:
     if password == PLACEHOLDER:
         raise ConfigError("ROOTFREE_DATABASE_URL: the database password is still the placeholder from "
                           ".env.example; set a real one")
-    for name in ("RAY_AUTH_TOKEN", "POSTGRES_PASSWORD"):
+    for name in ("RAY_AUTH_TOKEN", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
         if environ.get(name) == PLACEHOLDER:
             raise ConfigError(f"{name} is still the placeholder from .env.example; set a real secret")
     if settings.auth == "none" and not is_loopback(settings.host):

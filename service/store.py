@@ -10,6 +10,7 @@ opens them with Optuna's plots and parameter importances (see ``export_to_optuna
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import create_engine, delete, event, false, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +37,34 @@ RESULTS = ("completed", "stopped")  # trials whose objective counts (stopped: by
 
 class StoreUnavailable(RuntimeError):
     """The database named by the settings cannot be reached."""
+
+
+class QuotaExceeded(RuntimeError):
+    """The owner already has `active` queued or running studies, the limit is `limit`."""
+
+    def __init__(self, active: int, limit: int):
+        super().__init__(f"{active} active studies, the limit is {limit}")
+        self.active, self.limit = active, limit
+
+
+ADMISSION_LOCK = 0x7266  # the namespace of the per-owner advisory locks on PostgreSQL ("rf")
+
+
+def lock_owner(s: Session, owner: str | None) -> None:
+    """Serialises one owner's admissions until the session's transaction ends: PostgreSQL takes a
+    transaction-scoped advisory lock on a hash of the name (other owners are not held up); SQLite
+    has one writer anyway and takes its write lock now (BEGIN IMMEDIATE), so the count that
+    follows sees every study committed before it."""
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.sha256((owner or "").encode()).digest()
+        conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+                     {"ns": ADMISSION_LOCK, "key": int.from_bytes(digest[:4], "big", signed=True)})
+    elif conn.dialect.name == "sqlite":
+        if not conn.connection.driver_connection.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:  # a transaction is already open (deferred): its first write takes the write lock
+            conn.execute(update(Study).where(false()).values(status=Study.status))
 
 
 def make_engine(url: str) -> Engine:
@@ -97,16 +126,30 @@ class StudyStore:
 
     # ------------------------------------------------------------------ studies
     def create_study(self, spec: dict[str, Any], idempotency_key: str | None, owner: str | None = None,
-                     audit: dict[str, Any] | None = None) -> tuple[Study, bool]:
+                     audit: dict[str, Any] | None = None, max_active: int | None = None) -> tuple[Study, bool]:
         """Returns (study, created). A repeated idempotency key (per owner: one user's key never
         returns another user's study) returns the first study. `audit` (actor, client) writes the
-        study.create entry in the same transaction."""
-        key = f"{owner or ''}:{idempotency_key}" if idempotency_key else None
+        study.create entry in the same transaction. With `max_active`, raises `QuotaExceeded` when
+        the owner already has that many queued or running studies; the count and the insert are
+        one transaction under a per-owner lock, so parallel requests cannot all pass the count."""
+        key = idempotency_key or None
+        # The owner and the key are two columns, unique as a pair (never one joined string: user
+        # names may contain ":").
+        same_key = (Study.idempotency_key == key,
+                    Study.owner.is_(None) if owner is None else Study.owner == owner)
         with self.session() as s:
+            if max_active is not None or key:
+                lock_owner(s, owner)
             if key:
-                existing = s.scalar(select(Study).where(Study.idempotency_key == key))
+                existing = s.scalar(select(Study).where(*same_key))
                 if existing:
                     return existing, False
+            if max_active is not None:
+                active = s.scalar(select(func.count()).select_from(Study).where(
+                    Study.status.in_(("queued", "running")),
+                    Study.owner.is_(None) if owner is None else Study.owner == owner)) or 0
+                if active >= max_active:
+                    raise QuotaExceeded(active, max_active)
             study = Study(id=str(uuid.uuid4()), name=spec["name"], status="queued", spec=spec,
                           stage_spaces={}, notes=[], idempotency_key=key, owner=owner)
             s.add(study)
@@ -117,7 +160,7 @@ class StudyStore:
                 s.commit()
             except IntegrityError:  # a concurrent retry with the same key won the race
                 s.rollback()
-                return s.scalar(select(Study).where(Study.idempotency_key == key)), False
+                return s.scalar(select(Study).where(*same_key)), False
             return study, True
 
     def get_study(self, study_id: str) -> Study | None:

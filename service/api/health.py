@@ -1,18 +1,35 @@
 """GET /healthz: the truth about this controller — its database, its runner (leader or standby,
 pid, restarts, the lease's expiry) and the Ray cluster as the leader last recorded it. 200 when
-all is well; 503, in the same shape, naming the failing part. Never a secret (no URL, no token)."""
+all is well; 503, in the same shape, naming the failing part. Never a secret (no URL, no token).
+
+It needs no token (load balancers and probes call it), so an anonymous caller (or a non-admin)
+gets only the status and the names of the failing parts; the details (the leader's host:pid, the
+runner's pid, its last error, which can name the database host and user) need an admin token."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from .. import lease as lease_mod
+from ..auth import current_user
 from .deps import get_store
 
 router = APIRouter(tags=["health"])
+
+
+def _admin(request: Request) -> bool:
+    """Whether the caller shows an admin token (a missing or wrong one is no error here)."""
+    try:
+        return current_user(request).admin
+    except HTTPException:
+        return False
+    except Exception:  # noqa: BLE001 - the database is down: a token verified before still counts
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        principal = request.app.state.tokens.last_known(token.strip()) if token.strip() else None
+        return principal is not None and principal.admin
 
 
 @router.get("/healthz")
@@ -46,8 +63,9 @@ def healthz(request: Request):
     nodes = record.get("nodes") or []
     ray = {"nodes_alive": sum(1 for n in nodes if n.get("alive")),
            "recorded_at": record["updated_at"].isoformat() if record.get("updated_at") else None}
-    body = {"status": "ok" if not failing else "unavailable", "database": database,
-            "runner": runner, "ray": ray}
+    body = {"status": "ok" if not failing else "unavailable"}
+    if _admin(request):
+        body.update(database=database, runner=runner, ray=ray)
     if failing:
         body["failing"] = failing
     return JSONResponse(status_code=503 if failing else 200, content=body)

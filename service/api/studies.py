@@ -21,7 +21,7 @@ from ..schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from ..settings import Settings
 from ..stages import planned_trials
 from ..storage import remove_study_files
-from ..store import StudyStore
+from ..store import QuotaExceeded, StudyStore
 from ..study_log import log_path, ray_log_name, tail
 from ..summary import best_configs, optimizer_summaries, ranking
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
@@ -60,9 +60,15 @@ def create_study(spec: StudySpec, request: Request, response: Response,
                  store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings), user: Principal = Depends(current_user)):
     resolved = spec.resolved()
-    check_admission(store, settings, resolved, user.user)
-    study, created = store.create_study(resolved, idempotency_key, owner=user.user,
-                                        audit={"actor": user.user, "client": client_address(request)})
+    check_admission(store, settings, resolved)
+    try:  # the quota is counted in the insert's transaction, under a per-user lock (no race)
+        study, created = store.create_study(resolved, idempotency_key, owner=user.user,
+                                            audit={"actor": user.user, "client": client_address(request)},
+                                            max_active=settings.max_active_studies)
+    except QuotaExceeded as e:
+        raise ApiError(429, "max_active_studies", f"{e.active} of your studies are queued or running, the limit is "
+                                                  f"{e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES); "
+                                                  "wait for one to end or cancel one") from None
     request.app.state.queue_snapshot = None  # the queue changed
     if not created:
         response.status_code = 200
@@ -70,9 +76,9 @@ def create_study(spec: StudySpec, request: Request, response: Response,
     return study_out(store, study, request)
 
 
-def check_admission(store: StudyStore, settings: Settings, spec: dict, owner: str) -> None:
-    """Quotas (per user) and feasibility, before anything is stored: 422 naming the field, 429
-    naming the limit."""
+def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
+    """The trial quota and feasibility, before anything is stored: 422 naming the field (the
+    per-user active-study quota, 429, is counted by the insert itself)."""
     n = planned_trials(spec)
     if n > settings.max_trials_per_study:
         raise ApiError(422, "trials", f"the study plans {n} trials (stages x optimizers); the limit is "
@@ -87,11 +93,6 @@ def check_admission(store: StudyStore, settings: Settings, spec: dict, owner: st
         raise ApiError(422, f"resources.{field}", f"no live node of the cluster could ever run one trial: "
                                                    f"it asks for {spec['resources'][field]} {field}, the largest "
                                                    f"node has {biggest:g}")
-    active = store.count_studies("queued", "running", owner=owner)
-    if active >= settings.max_active_studies:
-        raise ApiError(429, "max_active_studies", f"{active} of your studies are queued or running, the limit is "
-                                                  f"{settings.max_active_studies} (ROOTFREE_MAX_ACTIVE_STUDIES); "
-                                                  "wait for one to end or cancel one")
 
 
 @router.get("", response_model=StudyList)

@@ -13,7 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "font.size": 9, "axes.grid": True,
-                     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+                     "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+                     # Titles and labels carry users' strings (study names, choice values): plain
+                     # text, never math text or LaTeX (a name "$\nosuchcmd$" made the report a 500).
+                     "text.parse_math": False, "text.usetex": False})
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 STAGE_MARKERS = {1: "o", 2: "^", 3: "s", 4: "D"}
 

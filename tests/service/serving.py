@@ -84,7 +84,7 @@ def wait_for(url: str, sid: str, cond, timeout: float = 600) -> dict:
 
 
 def health(url: str) -> tuple[int, dict]:
-    r = httpx.get(f"{url}/healthz", timeout=10)
+    r = api.get(f"{url}/healthz", timeout=10)  # with the admin token: the details
     return r.status_code, r.json()
 
 

@@ -60,3 +60,22 @@ def test_plain_lines_when_not_a_terminal(monkeypatch):
     assert study["status"] == "completed"
     text = out.getvalue()
     assert "\x1b[" not in text and "sgd" in text and "stage 1 4/4" in text
+
+
+HOSTILE = {"name": "[/bold] $\\nosuchcmd$", "config": {"act": "[/bold]", "init": "[link=https://evil.example]x[/link]"},
+           "optimizer": "[link=https://evil.example]sgd[/link]"}
+
+
+def test_user_strings_are_plain_text_in_the_terminal():
+    """A study name or a choice value with rich markup is shown as typed: no crash on "[/bold]",
+    no hyperlink from "[link=...]"."""
+    study = dict(STUDY, name=HOSTILE["name"],
+                 optimizers=[dict(STUDY["optimizers"][0], best_config=HOSTILE["config"]),
+                             dict(STUDY["optimizers"][1], optimizer=HOSTILE["optimizer"])])
+    for renderable in (cli.render(study), cli.comparison_table(study)):
+        out = io.StringIO()
+        Console(file=out, width=400, force_terminal=True, color_system="truecolor").print(renderable)
+        text = out.getvalue()
+        assert "\x1b]8;" not in text  # no OSC 8 hyperlink
+        assert "[/bold] $\\nosuchcmd$" in text and "[link=https://evil.example]sgd[/link]" in text
+    assert "act=[/bold], init=[link=https://evil.example]x[/link]" in _text(cli.comparison_table(study))

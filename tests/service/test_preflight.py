@@ -3,11 +3,13 @@ address, before binding its port; and stores nothing."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from service.cli import free_port
-from service.preflight import ConfigError, check_ray, ray_endpoint
+from service.preflight import PLACEHOLDER, ConfigError, check_ray, check_secrets, ray_endpoint
+from service.settings import Settings
 
 
 def _serve(*args, timeout=60):
@@ -43,3 +45,20 @@ def test_ray_address_forms():
         with pytest.raises(ConfigError, match="not HOST:PORT"):
             ray_endpoint(bad)
     check_ray(None)  # a local Ray: nothing to reach
+
+
+PLACEHOLDERS = [line.split("=", 1)[0] for line in (Path(__file__).parents[2] / ".env.example").read_text().splitlines()
+                if line.strip().endswith("=" + PLACEHOLDER) and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("name", PLACEHOLDERS)
+def test_every_placeholder_of_env_example_is_refused(tmp_path, name):
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 's.db'}", start_runner=False)
+    with pytest.raises(ConfigError, match=name) as e:
+        check_secrets(settings, environ={name: PLACEHOLDER})
+    assert PLACEHOLDER not in str(e.value)  # never the secret itself
+    check_secrets(settings, environ={name: "a-real-secret"})
+
+
+def test_the_env_example_placeholders_include_grafana():
+    assert {"POSTGRES_PASSWORD", "RAY_AUTH_TOKEN", "GRAFANA_ADMIN_PASSWORD"} <= set(PLACEHOLDERS)

@@ -182,3 +182,31 @@ def render_in_chromium(page, tmp_path):
     errors = [line for line in (r.stderr + dom.stderr).splitlines()
               if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
     assert not errors, errors
+
+
+def test_study_names_are_plain_text_in_the_figures():
+    """matplotlib draws a study name as typed: no math text parser (a name "$\\nosuchcmd$" raised
+    in it and made the cross-study report a 500)."""
+    import matplotlib
+
+    from service.report import plots
+
+    panels = [{"name": name, "workload": "noisy_quadratic", "metric": "loss",
+               "rows": [{"optimizer": "sgd", "value": 0.5, "std": 0.1}]}
+              for name in ("$\\nosuchcmd$", "$x^2$ costs $5")]
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text, to read it back
+        out = plots.figure_one(panels)
+    assert "$\\nosuchcmd$ (noisy_quadratic)" in out and "$x^2$ costs $5 (noisy_quadratic)" in out
+
+
+def test_the_cross_study_report_takes_any_study_name(tmp_path):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    app = create_app(Settings(database_url=db, start_runner=False, storage_path=str(tmp_path / "runs")))
+    spec = {"workload": "noisy_quadratic", "optimizers": ["sgd"], "protocol": {"stages": [2], "top_k": 2},
+            "budget": {"epochs": 1}}
+    with TestClient(app, headers=bearer(make_token(db))) as c:
+        ids = [c.post("/studies", json={**spec, "name": name}).json()["id"]
+               for name in ("$\\nosuchcmd$", "[/bold] <b>plain</b>")]
+        r = c.get("/report", params={"study_id": ids})
+        assert r.status_code == 200, r.text
+        assert "$\\nosuchcmd$" in r.text and "&lt;b&gt;plain&lt;/b&gt;" in r.text
