@@ -1,0 +1,49 @@
+"""The analysis and the report of studies, cached per study until it changes and computed once
+at a time (service.results_cache): `/studies/{id}/analysis`, `/studies/{id}/report`, `/report`."""
+
+from __future__ import annotations
+
+import threading
+
+from fastapi import Request
+
+from ..models import Study
+from ..report import render_report, report_data
+from ..results_cache import ResultCache
+from ..store import StudyStore
+from ..summary import study_analysis
+
+_create = threading.Lock()
+
+
+def results(request: Request) -> ResultCache:
+    cache = getattr(request.app.state, "results", None)
+    if cache is None:
+        with _create:
+            cache = getattr(request.app.state, "results", None)
+            if cache is None:
+                cache = request.app.state.results = ResultCache()
+    return cache
+
+
+def cached_analysis(request: Request, store: StudyStore, study: Study, target: float | None = None,
+                    fingerprint: tuple | None = None) -> dict:
+    fingerprint = fingerprint or store.fingerprint(study.id)
+    # The study as of the fingerprint or later (the row the dependency loaded may be older).
+    return results(request).get(("analysis", target, fingerprint),
+                                lambda: study_analysis(store, store.get_study(study.id) or study, target),
+                                tag=("analysis", target, study.id))
+
+
+def cached_report(request: Request, store: StudyStore, studies: list[Study]) -> str:
+    fingerprints = [store.fingerprint(s.id) for s in studies]
+
+    def compute() -> str:
+        datas = []
+        for study, fp in zip(studies, fingerprints, strict=True):
+            fresh = store.get_study(study.id) or study
+            datas.append(report_data(store, fresh, analysis=cached_analysis(request, store, fresh, fingerprint=fp)))
+        return render_report(datas)
+
+    return results(request).get(("report", tuple(fingerprints)), compute,
+                                tag=("report", tuple(s.id for s in studies)))
