@@ -30,6 +30,7 @@ class ResultCache:
         self._done: OrderedDict[Hashable, tuple[Hashable, Any]] = OrderedDict()
         self._flights: dict[Hashable, _Flight] = {}
         self.computed = 0  # computations started (for tests and the bench)
+        self.waiting = 0  # requests now waiting for a computation in flight
 
     def get(self, key: Hashable, compute: Callable[[], Any], tag: Hashable = None) -> Any:
         with self._lock:
@@ -42,7 +43,13 @@ class ResultCache:
                 flight = self._flights[key] = _Flight()
                 self.computed += 1
         if not owner:
-            flight.done.wait()
+            with self._lock:
+                self.waiting += 1
+            try:
+                flight.done.wait()
+            finally:
+                with self._lock:
+                    self.waiting -= 1
             if flight.error is not None:
                 raise flight.error
             return flight.value
