@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 
 from ..models import Study
 from ..report import render_report, report_data
@@ -33,6 +35,16 @@ def cached_analysis(request: Request, store: StudyStore, study: Study, target: f
     return results(request).get(("analysis", target, fingerprint),
                                 lambda: study_analysis(store, store.get_study(study.id) or study, target),
                                 tag=("analysis", target, study.id))
+
+
+def cached_analysis_json(request: Request, store: StudyStore, study: Study, target: float | None = None) -> bytes:
+    """`cached_analysis` as the response body: encoding a large analysis costs more than reading
+    it from the cache, so the encoded body is kept too."""
+    fingerprint = store.fingerprint(study.id)
+    return results(request).get(
+        ("analysis.json", target, fingerprint),
+        lambda: JSONResponse(jsonable_encoder(cached_analysis(request, store, study, target, fingerprint))).body,
+        tag=("analysis.json", target, study.id))
 
 
 def cached_report(request: Request, store: StudyStore, studies: list[Study]) -> str:

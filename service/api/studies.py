@@ -24,7 +24,7 @@ from ..study_log import log_path, ray_log_name, read_from, tail_with_offset
 from ..summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
-from .results import cached_analysis, cached_report
+from .results import cached_analysis_json, cached_report
 
 router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[Depends(current_user)])
 log = logging.getLogger("rootfree.api")
@@ -209,7 +209,7 @@ def analysis(request: Request,
     if target is not None and not math.isfinite(target):
         raise ApiError(422, "query.target", "must be a finite number")
     # Cached until the study changes; a repeated request waits for the one being computed.
-    return cached_analysis(request, store, study, target)
+    return Response(cached_analysis_json(request, store, study, target), media_type="application/json")
 
 
 @router.get("/{study_id}/report", response_class=HTMLResponse)

@@ -252,14 +252,15 @@ def test_analysis_and_report_are_cached_until_the_study_changes(served_sqlite):
     sid = _fill(store, spec, epochs=2, finish=False)
     first = client.get(f"/studies/{sid}/analysis").json()
     cache = client.app.state.results
-    assert client.get(f"/studies/{sid}/analysis").json() == first and cache.computed == 1
+    assert cache.computed == 2  # the analysis and its encoded body
+    assert client.get(f"/studies/{sid}/analysis").json() == first and cache.computed == 2
     page = client.get(f"/studies/{sid}/report").text
     assert client.get(f"/studies/{sid}/report").text == page
-    assert cache.computed == 2  # the report reused the cached analysis, then was itself cached
+    assert cache.computed == 3  # the report reused the cached analysis, then was itself cached
     running = [t for t in store.trials(sid) if t.status != "completed"]
     store.record_result(running[0].id, {"epoch": 3, "test_error": 1e-6, "status": "completed"}, "test_error")
     again = client.get(f"/studies/{sid}/analysis").json()
-    assert cache.computed == 3 and again != first  # a new report: recomputed
+    assert cache.computed == 5 and again != first  # a new report: recomputed
     opt = running[0].optimizer
     assert again["optimizers"][opt]["status_counts"]["completed"] \
         == first["optimizers"][opt]["status_counts"]["completed"] + 1
