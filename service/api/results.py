@@ -16,6 +16,9 @@ from ..store import StudyStore
 from ..summary import study_analysis
 
 _create = threading.Lock()
+# pyplot keeps global state (the current figure): two pages drawn at once in the threadpool would
+# draw into each other's figures. One at a time, which also keeps reports to one core.
+_render = threading.Lock()
 
 
 def results(request: Request) -> ResultCache:
@@ -55,7 +58,8 @@ def cached_report(request: Request, store: StudyStore, studies: list[Study]) -> 
         for study, fp in zip(studies, fingerprints, strict=True):
             fresh = store.get_study(study.id) or study
             datas.append(report_data(store, fresh, analysis=cached_analysis(request, store, fresh, fingerprint=fp)))
-        return render_report(datas)
+        with _render:
+            return render_report(datas)
 
     return results(request).get(("report", tuple(fingerprints)), compute,
                                 tag=("report", tuple(s.id for s in studies)))

@@ -225,11 +225,13 @@ def _count_report_rows_decoded(engine) -> dict:
     return counter
 
 
-def test_analysis_and_report_aggregate_histories_in_sql_and_match_the_pure_analysis(served_sqlite):
-    client, store, _ = served_sqlite
+def test_analysis_and_report_aggregate_histories_in_sql_and_match_the_pure_analysis(served):
+    client, store, _ = served
     spec = _spec(seeds=2, stages=(6, 4))
     sid = _fill(store, spec, epochs=4)
-    counter = _count_report_rows_decoded(client.app.state.store.engine)
+    engine = client.app.state.store.engine
+    # SQLite: JSON is decoded by SQLAlchemy, so the decoded report rows can be counted
+    counter = _count_report_rows_decoded(engine) if engine.dialect.name == "sqlite" else {"rows": 0}
     body = client.get(f"/studies/{sid}/analysis", params={"target": 0.2}).json()
     assert counter["rows"] == 0  # no report row loaded into Python
     study = store.get_study(sid)
