@@ -289,9 +289,12 @@ class StudyStore:
         if stage_caps:
             where.append(Trial.stage <= per_study({sid: stage_caps.get(sid, 2**30) for sid in wanted}))
         ranked = (select(Trial.study_id, Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.objective,
-                         Trial.config, top.label("top"), rank)
+                         top.label("top"), rank)
                   .where(*where).subquery())
-        q = (select(ranked).where(ranked.c.rank <= ranked.c.top)
+        # The configs (JSON) of the top rows only, not of every row the window sorts.
+        q = (select(ranked.c.study_id, ranked.c.id, ranked.c.optimizer, ranked.c.stage, ranked.c.index,
+                    ranked.c.objective, Trial.config, ranked.c.rank)
+             .join(Trial, Trial.id == ranked.c.id).where(ranked.c.rank <= ranked.c.top)
              .order_by(ranked.c.study_id, ranked.c.optimizer, ranked.c.rank))
         out: dict[str, dict[str, list[Any]]] = {}
         with self.engine.connect() as conn:
