@@ -163,6 +163,7 @@ def measure(url: str, sid: str) -> dict[str, float]:
             out["/report (cached)"] = median(f"/studies/{sid}/report", repeat=3)
             out["DELETE /studies/{id}"] = once("DELETE", f"/studies/{sid}")
             out["peak RSS (MB)"] = rss_mb(proc.pid)
+            out["peak RSS - RSS at start (MB)"] = out["peak RSS (MB)"] - out["RSS at start (MB)"]
     finally:
         proc.terminate()
         proc.wait(30)
