@@ -2,9 +2,10 @@
 draws and `GET /studies/{id}/analysis` serves.
 
 - `expected_best`: Dodge et al. (2019), "Show your work": the expected best objective of a random
-  search with k trials, for k = 1..n, computed exactly from the n observed search trials (the
-  expected maximum of k draws with replacement from their empirical distribution), with a bootstrap
-  band (resampling the n trials). A diverged or failed trial counts as a failure: it takes the
+  search with k trials, on a log-spaced grid of k from 1 to n (`k_grid`), computed exactly from the
+  n observed search trials (the expected maximum of k draws with replacement from their empirical
+  distribution, O(n) per k), with a bootstrap band (resampling the n trials; `BAND_RULE` states its
+  Monte-Carlo error). A diverged or failed trial counts as a failure: it takes the
   worst finite objective of the optimizer's search trials, so it can never be the best, and a
   search whose k draws all failed gets that worst value.
 - `edf`: the empirical distribution function of the objective, per stage.
@@ -32,37 +33,78 @@ def _oriented(values: Sequence[float], mode: str) -> np.ndarray:
     return -v if mode == "min" else v
 
 
-def expected_max_curve(better_is_larger: np.ndarray, k_max: int) -> np.ndarray:
-    """E[max of k draws with replacement] for k = 1..k_max, exactly: with the values sorted
-    ascending v_1..v_n, P(max = v_i) = (i/n)^k - ((i-1)/n)^k."""
-    v = np.sort(better_is_larger)
-    n = len(v)
-    i = np.arange(1, n + 1)
-    k = np.arange(1, k_max + 1)[:, None]
-    weights = (i / n) ** k - ((i - 1) / n) ** k
-    return weights @ v
+K_POINTS = 40  # the expected-best curve is evaluated on this many log-spaced k (all k when n <= K_POINTS)
+N_BOOT = 100  # bootstrap draws for its band
+BAND_LEVEL = 0.9
 
 
-def expected_best(values: Sequence[float | None], mode: str, n_boot: int = 200, seed: int = 0,
-                  level: float = 0.9) -> list[dict[str, float]]:
-    """[{"trials": k, "mean", "lo", "hi"}] for k = 1..len(values); None/NaN are failures."""
+def band_error(n_boot: int = N_BOOT, level: float = BAND_LEVEL) -> float:
+    """The Monte-Carlo error of the band's ends: each end is the (1-level)/2 or (1+level)/2
+    quantile of `n_boot` bootstrap curves, so the share of curves outside it is uncertain by one
+    binomial standard error, sqrt(q (1-q) / n_boot) with q = (1-level)/2 (0.022 at 100 draws: a
+    90% band covers 90% +- 2.2 points per end)."""
+    q = (1 - level) / 2
+    return math.sqrt(q * (1 - q) / n_boot)
+
+
+BAND_RULE = (f"the band is the {BAND_LEVEL:.0%} bootstrap interval from {N_BOOT} resamples of the search trials; "
+             f"the share outside each end is uncertain by about +-{band_error():.3f} (Monte-Carlo error); the "
+             f"mean is exact. The curve is evaluated at up to {K_POINTS} log-spaced k, always k = 1 and k = n")
+
+
+def k_grid(n: int, points: int = K_POINTS) -> np.ndarray:
+    """The k at which the expected-best curve is evaluated: every k up to `points`, else about
+    `points` log-spaced values, always including 1 and n (the whole search)."""
+    if n <= points:
+        return np.arange(1, n + 1)
+    return np.unique(np.rint(np.geomspace(1, n, points)).astype(np.int64))
+
+
+def _max_weights(n: int, ks: np.ndarray) -> np.ndarray:
+    """W[j, i] = P(the max of ks[j] draws is the i-th smallest of n values) = (i/n)^k - ((i-1)/n)^k."""
+    p = np.arange(1, n + 1) / n
+    k = np.asarray(ks, dtype=float)[:, None]
+    return np.power(p, k) - np.power(p - 1 / n, k)
+
+
+def expected_max_curve(better_is_larger: np.ndarray, ks: int | Sequence[int]) -> np.ndarray:
+    """E[max of k draws with replacement] for each k in `ks` (an int: k = 1..ks), exactly (Dodge
+    et al. 2019, eq. 1): with the values sorted ascending v_1..v_n,
+    E = sum_i v_i [(i/n)^k - ((i-1)/n)^k]. O(n) per k over the values sorted once."""
+    v = np.sort(np.asarray(better_is_larger, dtype=float))
+    ks = np.arange(1, ks + 1) if isinstance(ks, int | np.integer) else np.asarray(ks)
+    return _max_weights(len(v), ks) @ v
+
+
+def expected_best(values: Sequence[float | None], mode: str, n_boot: int = N_BOOT, seed: int = 0,
+                  level: float = BAND_LEVEL, points: int = K_POINTS) -> list[dict[str, float]]:
+    """[{"trials": k, "mean", "lo", "hi"}] for k on `k_grid(len(values), points)` (every k for a
+    small search; always k = 1 and k = n); None/NaN are failures. The band's error: `band_error`."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return []
     worst = max(finite) if mode == "min" else min(finite)
     filled = [v if v is not None and math.isfinite(v) else worst for v in values]
-    x = _oriented(filled, mode)
+    x = np.sort(_oriented(filled, mode))
     n = len(x)
-    mean = expected_max_curve(x, n)
+    ks = k_grid(n, points)
+    weights = _max_weights(n, ks)  # depends on n only: shared by the mean and every resample
+    mean = weights @ x
     rng = np.random.default_rng(seed)
-    boots = np.stack([expected_max_curve(x[rng.integers(0, n, n)], n) for _ in range(n_boot)])
+    boots = np.empty((n_boot, len(ks)))
+    chunk = max(1, 2_000_000 // n)  # resamples per step: bounded memory at any n
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        # x is sorted, so sorted indices give each resample already sorted
+        idx = np.sort(rng.integers(0, n, (m, n)), axis=1)
+        boots[start:start + m] = x[idx] @ weights.T
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     lo, hi = np.quantile(boots, lo_q, axis=0), np.quantile(boots, hi_q, axis=0)
     sign = -1.0 if mode == "min" else 1.0
     out = []
-    for k in range(n):
-        a, b = sign * lo[k], sign * hi[k]
-        out.append({"trials": k + 1, "mean": float(sign * mean[k]), "lo": float(min(a, b)), "hi": float(max(a, b))})
+    for j, k in enumerate(ks):
+        a, b = sign * lo[j], sign * hi[j]
+        out.append({"trials": int(k), "mean": float(sign * mean[j]), "lo": float(min(a, b)), "hi": float(max(a, b))})
     return out
 
 
@@ -77,14 +119,19 @@ def _searched(space: dict) -> list[str]:
     return [k for k, d in (space or {}).items() if isinstance(d, dict) and d.get("kind") not in ("fixed",)]
 
 
-def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: float | None = None) -> dict:
+def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: float | None = None,
+            costs: dict[str, dict] | None = None) -> dict:
     """Per optimizer: expected_best, edf per stage, diverged_share, hyperparameter slices with the
     stage ranges, time per epoch and peak memory, seed runs, time to `target`.
 
-    `trials`: dicts with optimizer, stage, index, status, objective, config, seed, history."""
+    `trials`: dicts with optimizer, stage, index, status, objective, config, seed, history.
+    `costs`: what the histories would give, already aggregated (by the store, in SQL): per
+    optimizer time_per_epoch_s, peak_memory_mb and (with `target`) time_to_target; given, the
+    trials need no history."""
     mode, metric = spec["mode"], spec["metric"]
     search_stages = len(spec["protocol"]["stages"])
-    out: dict[str, Any] = {"metric": metric, "mode": mode, "failures": FAILURE_RULE, "optimizers": {}}
+    out: dict[str, Any] = {"metric": metric, "mode": mode, "failures": FAILURE_RULE, "band": BAND_RULE,
+                           "optimizers": {}}
     for opt in spec["optimizers"]:
         mine = [t for t in trials if t["optimizer"] == opt]
         search = [t for t in mine if t["stage"] <= search_stages and t["status"] in ("completed", "diverged", "failed")]
@@ -102,8 +149,15 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
                 "points": [{"stage": t["stage"], "value": t["config"].get(name), "objective": t["objective"],
                             "status": t["status"]} for t in search if name in t["config"]],
             }
-        epoch_times = [h["epoch_time_s"] for t in mine for h in t.get("history") or [] if h.get("epoch_time_s")]
-        memory = [h["peak_memory_mb"] for t in mine for h in t.get("history") or [] if h.get("peak_memory_mb")]
+        if costs is None:
+            epoch_times = [h["epoch_time_s"] for t in mine for h in t.get("history") or [] if h.get("epoch_time_s")]
+            memory = [h["peak_memory_mb"] for t in mine for h in t.get("history") or [] if h.get("peak_memory_mb")]
+            mine_costs = {"time_per_epoch_s": statistics.fmean(epoch_times) if epoch_times else None,
+                          "peak_memory_mb": max(memory) if memory else None}
+            if target is not None:
+                mine_costs["time_to_target"] = time_to_target(mine, metric, mode, target)
+        else:
+            mine_costs = costs.get(opt) or {"time_per_epoch_s": None, "peak_memory_mb": None}
         seed_stage = [t for t in mine if t["stage"] == search_stages + 1]
         seed_values = [t["objective"] for t in seed_stage if t["status"] == "completed" and t["objective"] is not None]
         entry = {
@@ -115,15 +169,15 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
             "status_counts": {s: sum(t["status"] == s for t in mine)
                               for s in ("completed", "diverged", "failed", "stopped", "running", "pending")},
             "hyperparameters": slices,
-            "time_per_epoch_s": statistics.fmean(epoch_times) if epoch_times else None,
-            "peak_memory_mb": max(memory) if memory else None,
+            "time_per_epoch_s": mine_costs.get("time_per_epoch_s"),
+            "peak_memory_mb": mine_costs.get("peak_memory_mb"),
             "seed_runs": {"n": len(seed_stage), "values": seed_values, "seeds": [t.get("seed") for t in seed_stage],
                           "mean": statistics.fmean(seed_values) if seed_values else None,
                           "std": statistics.stdev(seed_values) if len(seed_values) > 1 else None,
                           "median": statistics.median(seed_values) if seed_values else None},
         }
         if target is not None:
-            entry["time_to_target"] = time_to_target(mine, metric, mode, target)
+            entry["time_to_target"] = mine_costs.get("time_to_target") or time_to_target([], metric, mode, target)
         out["optimizers"][opt] = entry
     return out
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
 TERMINAL = ("completed", "failed", "cancelled")
+REPORT_TIMEOUT_S = 1800.0  # `rootfree report --timeout`: a 5000-trial study's first report is not instant
 TRIAL_FINISHED = ("completed", "diverged", "failed", "stopped")
 
 
@@ -273,17 +274,20 @@ def follow_logs(url: str, study_id: str, lines: int = 50, follow: bool = False,
                 interval: float = 1.0, stream=sys.stdout) -> int:
     """Prints the last `lines` lines of a study's log stream; with `follow`, keeps printing new
     lines until the study has ended (exit code 0 when it completed)."""
-    printed, first, ended = 0, True, None
+    offset, ended = None, None
     while True:
         # The study's status first: a study seen ended has written its last line before we read.
         status = _check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))["status"]
-        text = _check_text(httpx.get(f"{url}/studies/{study_id}/logs", headers=AUTH,
-                                     params={"tail": 100_000}, timeout=30))
+        # First the last `lines` lines, then only what was written after them (by byte offset).
+        params = {"tail": min(max(lines, 1), 100_000)} if offset is None else {"offset": offset}
+        r = httpx.get(f"{url}/studies/{study_id}/logs", headers=AUTH, params=params, timeout=30)
+        text = _check_text(r)
         current = text.splitlines()
-        start = max(0, len(current) - lines) if first else printed
-        for line in current[start:]:
+        if offset is None:
+            current = current[-lines:] if lines > 0 else []
+        offset = int(r.headers.get("X-Log-Offset", 0))
+        for line in current:
             print(line, file=stream, flush=True)
-        printed, first = len(current), False
         if not follow:
             return 0
         if ended is not None:  # one more read after the end, for a runner still writing
@@ -432,11 +436,18 @@ def cmd_token(args) -> int:
 
 def cmd_report(args) -> int:
     """Writes the HTML report of one or several studies (several: one page with a cross-study part)."""
-    if len(args.study_ids) == 1:
-        r = httpx.get(f"{args.url}/studies/{args.study_ids[0]}/report", headers=AUTH, timeout=120)
-    else:
-        r = httpx.get(f"{args.url}/report", params=[("study_id", s) for s in args.study_ids], headers=AUTH,
-                      timeout=300)
+    try:
+        if len(args.study_ids) == 1:
+            r = httpx.get(f"{args.url}/studies/{args.study_ids[0]}/report", headers=AUTH, timeout=args.timeout)
+        else:
+            r = httpx.get(f"{args.url}/report", params=[("study_id", s) for s in args.study_ids], headers=AUTH,
+                          timeout=args.timeout)
+    except httpx.TimeoutException:
+        # The server goes on and caches the page: asking again picks up that same computation.
+        print(f"error: no report within {args.timeout:g} s; run the command again (the server keeps "
+              "computing it and answers a repeated request from the same work) or pass a larger --timeout",
+              file=sys.stderr)
+        return 1
     text = _check_text(r)
     Path(args.output).write_text(text, encoding="utf-8")
     print(f"wrote {args.output} ({len(text) // 1024} KiB, self-contained: open it in any browser)")
@@ -494,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report", help="write a study report (HTML, self-contained); several ids: one page")
     r.add_argument("study_ids", nargs="+", metavar="ID")
     r.add_argument("-o", "--output", default="rootfree-report.html")
+    r.add_argument("--timeout", type=float, default=REPORT_TIMEOUT_S,
+                   help=f"seconds to wait for the page (default {REPORT_TIMEOUT_S:g}; a large study's first "
+                        "report takes a while, later ones come from the server's cache)")
     r.add_argument("--url", default=DEFAULT_URL)
     r.add_argument("--token", default=None, help=TOKEN_HELP)
     r.set_defaults(func=cmd_report)

@@ -21,7 +21,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, delete, event, false, func, select, text, update
+from sqlalchemy import case, create_engine, delete, event, false, func, literal, select, text, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +33,10 @@ log = logging.getLogger("rootfree.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
 FINISHED = ("completed", "diverged", "failed", "stopped")
 RESULTS = ("completed", "stopped")  # trials whose objective counts (stopped: by early stopping, ASHA)
+
+
+def _or_inf(x: float | None) -> float:
+    return math.inf if x is None else x
 
 
 class StoreUnavailable(RuntimeError):
@@ -214,11 +218,13 @@ class StudyStore:
             s.commit()
 
     def delete_study(self, study_id: str) -> None:
-        with self.session() as s:
-            study = s.get(Study, study_id)
-            if study:
-                s.delete(study)
-                s.commit()
+        """The study, its trials and their reports: three bulk statements in one transaction (an
+        ORM cascade would load every trial and report row first)."""
+        trial_ids = select(Trial.id).where(Trial.study_id == study_id).scalar_subquery()
+        with self.engine.begin() as conn:
+            conn.execute(delete(Report).where(Report.trial_id.in_(trial_ids)))
+            conn.execute(delete(Trial).where(Trial.study_id == study_id))
+            conn.execute(delete(Study).where(Study.id == study_id))
 
     # ------------------------------------------------------------------ trials
     def ensure_trials(self, study_id: str, optimizer: str, stage: int,
@@ -273,16 +279,24 @@ class StudyStore:
             return n
 
     def trials(self, study_id: str, optimizer: str | None = None, stage: int | None = None,
-               status: str | None = None, limit: int | None = None, offset: int = 0) -> list[Trial]:
+               status: str | None = None, limit: int | None = None, offset: int = 0,
+               after: Trial | None = None) -> list[Trial]:
+        """Trials in (optimizer, stage, index) order; `after`: only those after that trial (keyset
+        pagination: an index range, however deep the page)."""
         with self.session() as s:
             q = select(Trial).where(Trial.study_id == study_id)
+            if after is not None:
+                q = q.where(tuple_(Trial.optimizer, Trial.stage, Trial.index)
+                            > tuple_(literal(after.optimizer), literal(after.stage), literal(after.index)))
             if optimizer:
                 q = q.where(Trial.optimizer == optimizer)
             if stage is not None:
                 q = q.where(Trial.stage == stage)
             if status:
                 q = q.where(Trial.status == status)
-            q = q.order_by(Trial.optimizer, Trial.stage, Trial.index).offset(offset)
+            q = q.order_by(Trial.optimizer, Trial.stage, Trial.index)
+            if offset:
+                q = q.offset(offset)
             if limit is not None:
                 q = q.limit(limit)
             return list(s.scalars(q))
@@ -293,23 +307,66 @@ class StudyStore:
 
         One windowed query, without the per-epoch histories: `GET /studies/{id}` runs it on every
         poll, and a paper-sized study holds hundreds of trials (bench/api_latency.py)."""
-        order = Trial.objective.desc() if mode == "max" else Trial.objective.asc()
+        return self.best_trials_many({study_id: (mode, k, max_stage)}).get(study_id, {})
+
+    def best_trials_many(self, wanted: dict[str, tuple[str, int, int | None]]) -> dict[str, dict[str, list[Any]]]:
+        """`best_trials` of several studies in one query: study id -> (mode, k, max_stage) ->
+        study id -> optimizer -> rows (a page of `GET /studies` costs one query, not one per study)."""
+        if not wanted:
+            return {}
+
+        def per_study(values: dict[str, Any]):  # a constant for one study, else CASE on study_id
+            if len(values) == 1:
+                return literal(next(iter(values.values())))
+            return case(values, value=Trial.study_id)
+
+        sign = per_study({sid: -1.0 if mode == "max" else 1.0 for sid, (mode, _, _) in wanted.items()})
+        top = per_study({sid: k for sid, (_, k, _) in wanted.items()})
         # Trials that went further first (a trial ASHA stopped early is compared with its peers at
         # the highest rung it reached), then the objective.
-        rank = func.row_number().over(partition_by=Trial.optimizer,
-                                      order_by=(Trial.epochs.desc(), order, Trial.stage, Trial.index)).label("rank")
-        ranked = (select(Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.objective,
-                         Trial.config, rank)
-                  .where(Trial.study_id == study_id, Trial.status.in_(RESULTS),
-                         Trial.objective.is_not(None),
-                         *([Trial.stage <= max_stage] if max_stage is not None else []))
-                  .subquery())
-        q = select(ranked).where(ranked.c.rank <= k).order_by(ranked.c.optimizer, ranked.c.rank)
-        out: dict[str, list[Any]] = {}
+        rank = func.row_number().over(partition_by=(Trial.study_id, Trial.optimizer),
+                                      order_by=(Trial.epochs.desc(), sign * Trial.objective, Trial.stage,
+                                                Trial.index)).label("rank")
+        stage_caps = {sid: ms for sid, (_, _, ms) in wanted.items() if ms is not None}
+        where = [Trial.study_id.in_(list(wanted)), Trial.status.in_(RESULTS), Trial.objective.is_not(None)]
+        if stage_caps:
+            where.append(Trial.stage <= per_study({sid: stage_caps.get(sid, 2**30) for sid in wanted}))
+        ranked = (select(Trial.study_id, Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.objective,
+                         top.label("top"), rank)
+                  .where(*where).subquery())
+        # The configs (JSON) of the top rows only, not of every row the window sorts.
+        q = (select(ranked.c.study_id, ranked.c.id, ranked.c.optimizer, ranked.c.stage, ranked.c.index,
+                    ranked.c.objective, Trial.config, ranked.c.rank)
+             .join(Trial, Trial.id == ranked.c.id).where(ranked.c.rank <= ranked.c.top)
+             .order_by(ranked.c.study_id, ranked.c.optimizer, ranked.c.rank))
+        out: dict[str, dict[str, list[Any]]] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(q):
-                out.setdefault(row.optimizer, []).append(row)
+                out.setdefault(row.study_id, {}).setdefault(row.optimizer, []).append(row)
         return out
+
+    def seed_trials_many(self, stages: dict[str, int]) -> list[Any]:
+        """The trials of one stage per study (study id -> stage: the seed re-runs), as rows with
+        study_id, optimizer, status, objective, seed, in one query."""
+        if not stages:
+            return []
+        stage = (literal(next(iter(stages.values()))) if len(stages) == 1
+                 else case(stages, value=Trial.study_id))
+        q = (select(Trial.study_id, Trial.optimizer, Trial.status, Trial.objective, Trial.seed)
+             .where(Trial.study_id.in_(list(stages)), Trial.stage == stage)
+             .order_by(Trial.study_id, Trial.optimizer, Trial.index))
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
+
+    def count_trials_many(self, study_ids: list[str]) -> list[tuple[str, str, int, str, int]]:
+        """(study id, optimizer, stage, status, count) of several studies, in one query."""
+        if not study_ids:
+            return []
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status, func.count())
+                .where(Trial.study_id.in_(study_ids))
+                .group_by(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status)).all())
 
     def trial(self, study_id: str, trial_id: int) -> Trial | None:
         with self.session() as s:
@@ -379,13 +436,71 @@ class StudyStore:
                     out[tid].append(row)
         return out
 
-    def trial_dicts(self, study_id: str) -> list[dict[str, Any]]:
-        """Every trial of a study as a plain dict, with its per-epoch history (for the analysis)."""
-        trials = self.trials(study_id)
-        histories = self.histories([t.id for t in trials])
-        return [{"id": t.id, "optimizer": t.optimizer, "stage": t.stage, "index": t.index, "status": t.status,
-                 "objective": t.objective, "config": t.config, "seed": t.seed, "runs": t.runs,
-                 "history": histories[t.id]} for t in trials]
+    def trial_dicts(self, study_id: str, history: bool = True) -> list[dict[str, Any]]:
+        """Every trial of a study as a plain dict, with its per-epoch history (for the analysis);
+        `history=False`: without (the API aggregates the histories in SQL: `history_costs`)."""
+        cols = (Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.status, Trial.objective, Trial.config,
+                Trial.seed, Trial.runs)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*cols).where(Trial.study_id == study_id)
+                                .order_by(Trial.optimizer, Trial.stage, Trial.index)).all()
+        out = [{"id": r.id, "optimizer": r.optimizer, "stage": r.stage, "index": r.index, "status": r.status,
+                "objective": r.objective, "config": r.config, "seed": r.seed, "runs": r.runs} for r in rows]
+        if history:
+            histories = self.histories([t["id"] for t in out])
+            for t in out:
+                t["history"] = histories[t["id"]]
+        return out
+
+    def history_costs(self, study_id: str, metric: str, mode: str,
+                      target: float | None = None) -> dict[str, dict[str, Any]]:
+        """What the analysis reads from the per-epoch histories, aggregated in SQL (no report row
+        reaches Python): per optimizer the mean time per epoch, the peak memory and, with
+        `target`, AlgoPerf's time to target (service.analysis.time_to_target)."""
+        epoch_time = func.nullif(Report.row["epoch_time_s"].as_float(), 0)
+        memory = func.nullif(Report.row["peak_memory_mb"].as_float(), 0)
+        mine = Trial.study_id == study_id
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for opt, mean_time, peak, ran in conn.execute(
+                    select(Trial.optimizer, func.avg(epoch_time), func.max(memory),
+                           func.count(func.distinct(Report.trial_id)))
+                    .join(Trial, Trial.id == Report.trial_id).where(mine).group_by(Trial.optimizer)):
+                out[opt] = {"time_per_epoch_s": float(mean_time) if mean_time is not None else None,
+                            "peak_memory_mb": float(peak) if peak is not None else None, "ran": ran}
+            if target is None:
+                return out
+            value = Report.row[metric].as_float()
+            reached = value <= target if mode == "min" else value >= target
+            first = (select(Report.trial_id, func.min(Report.epoch).label("epoch"))
+                     .join(Trial, Trial.id == Report.trial_id).where(mine, reached)
+                     .group_by(Report.trial_id).subquery())
+            rows = conn.execute(
+                select(Trial.optimizer, Trial.id, first.c.epoch, Report.row["wall_time_s"].as_float())
+                .join(first, first.c.trial_id == Trial.id)
+                .join(Report, (Report.trial_id == first.c.trial_id) & (Report.epoch == first.c.epoch))
+                .order_by(Trial.optimizer, Trial.stage, Trial.index)).all()
+        for opt, entry in out.items():
+            mine_rows = [r for r in rows if r[0] == opt]
+            fastest = None
+            for _, tid, epoch, wall in mine_rows:
+                if fastest is None or _or_inf(wall) < _or_inf(fastest["wall_time_s"]):
+                    fastest = {"trial_id": tid, "epoch": epoch, "wall_time_s": wall}
+            entry["time_to_target"] = {"target": target, "fastest": fastest,
+                                       "reached_share": len(mine_rows) / entry["ran"] if entry["ran"] else None}
+        return out
+
+    def fingerprint(self, study_id: str) -> tuple:
+        """What changes whenever anything the analysis or the report reads of a study changes
+        (its row, a trial's status or runs, a new report): a cache key, in three small queries."""
+        with self.engine.connect() as conn:
+            study = conn.execute(select(Study.status, Study.updated_at).where(Study.id == study_id)).one_or_none()
+            trials = conn.execute(select(func.count(), func.sum(Trial.epochs), func.sum(Trial.runs),
+                                         func.count(Trial.finished_at), func.max(Trial.finished_at),
+                                         func.max(Trial.started_at)).where(Trial.study_id == study_id)).one()
+            reports = conn.execute(select(func.count(), func.max(Report.id)).where(Report.trial_id.in_(
+                select(Trial.id).where(Trial.study_id == study_id).scalar_subquery()))).one()
+        return (study_id, tuple(study) if study else None, tuple(trials), tuple(reports))
 
     def history(self, trial_id: int) -> list[dict[str, Any]]:
         return self.histories([trial_id])[trial_id]

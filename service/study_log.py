@@ -46,28 +46,84 @@ def ray_logs_dir() -> Path | None:
         return None
 
 
+def _open(path: Path, within: Path | None):
+    """The log file opened for reading, or None: missing, a symlink (never followed), or a path
+    outside `within` (the storage path's log folder)."""
+    if within is not None and not path.resolve().is_relative_to(within.resolve()):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:  # a symlink (ELOOP) or no permission: nothing to show
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _last_bytes(f, end: int, lines: int, block: int = 64 * 1024) -> bytes:
+    """Enough of the file before `end` to hold its last `lines` lines, read backwards in blocks:
+    each block is read and counted once, and joined once (linear in what is read)."""
+    blocks: list[bytes] = []
+    pos, newlines = end, 0
+    while pos > 0 and newlines <= lines:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        chunk = f.read(step)
+        blocks.append(chunk)
+        newlines += chunk.count(b"\n")
+    blocks.reverse()
+    return b"".join(blocks)
+
+
 def tail(path: Path, lines: int, within: Path | None = None) -> list[str]:
     """The last `lines` lines of a log file ([] when it does not exist yet), read backwards from
     its end in blocks (a long study's log is never read whole). A symlink is never followed, nor
     a path outside `within` (the storage path's log folder)."""
-    if within is not None and not path.resolve().is_relative_to(within.resolve()):
+    f = _open(path, within)
+    if f is None:
         return []
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except OSError:  # a symlink (ELOOP) or no permission: nothing to show
-        return []
-    with os.fdopen(fd, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        data, pos, block = b"", end, 64 * 1024
-        while pos > 0 and data.count(b"\n") <= lines:
-            step = min(block, pos)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step) + data
+    with f:
+        data = _last_bytes(f, f.seek(0, os.SEEK_END), lines)
     text = data.decode("utf-8", errors="replace").splitlines()
     return text[-lines:] if lines else []
+
+
+def tail_with_offset(path: Path, lines: int, within: Path | None = None) -> tuple[list[str], int]:
+    """`tail`'s complete lines, and the byte offset where they end (for `read_from`): a line
+    still being written is left for the next read."""
+    f = _open(path, within)
+    if f is None:
+        return [], 0
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        data = _last_bytes(f, end, lines)
+    cut = data.rfind(b"\n") + 1
+    end -= len(data) - cut
+    text = data[:cut].decode("utf-8", errors="replace").splitlines()
+    return (text[-lines:] if lines else []), end
+
+
+READ_LIMIT = 4 * 2**20  # at most this much per `read_from` call (the caller asks again from where it ended)
+
+
+def read_from(path: Path, offset: int, within: Path | None = None,
+              limit: int = READ_LIMIT) -> tuple[str, int]:
+    """The complete lines written from byte `offset` on (at most `limit` bytes), and the offset
+    where they end. An offset past the end means the file rotated: read the new file from 0."""
+    f = _open(path, within)
+    if f is None:
+        return "", 0
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if offset > size:
+            offset = 0
+        f.seek(offset)
+        data = f.read(min(size - offset, limit))
+    cut = data.rfind(b"\n") + 1
+    if cut == 0 and len(data) == limit:  # one line longer than the limit: pass it on in parts
+        cut = len(data)
+    return data[:cut].decode("utf-8", errors="replace"), offset + cut
 
 
 class StudyLog:

@@ -7,60 +7,75 @@ from typing import Any
 
 from workers.trial import ROOT_FREE
 
+from .analysis import analyse
 from .models import Study
 from .store import StudyStore
 
 
 def optimizer_summaries(store: StudyStore, study: Study) -> list[dict[str, Any]]:
-    spec = study.spec
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    for opt, stage, status, n in store.count_trials(study.id):
-        counts.setdefault(opt, {}).setdefault(str(stage), {})[status] = n
-    p = spec["protocol"]
-    ranked = store.best_trials(study.id, spec["mode"], p["top_k"], max_stage=len(p["stages"]))
-    seeds = seed_runs(store, study)
-    out = []
-    for opt in spec["optimizers"]:
-        best = ranked.get(opt, [])
-        top = [t.objective for t in best]
-        stages = {}
-        sizes = list(p["stages"]) + ([p["seeds"]] if p.get("seeds") else [])
-        for i, n in enumerate(sizes, start=1):
-            by = counts.get(opt, {}).get(str(i), {})
-            stages[str(i)] = {"total": n, "by_status": by}
-        out.append({
-            "seed_runs": seeds.get(opt),
-            "optimizer": opt, "stages": stages,
-            "best_objective": best[0].objective if best else None,
-            "best_trial_id": best[0].id if best else None,
-            "best_config": export_hyperparameters(spec, opt, best[0].config) if best else None,
-            "top_k_mean": statistics.fmean(top) if top else None,
-            "top_k_std": statistics.pstdev(top) if len(top) > 1 else (0.0 if top else None),
-            "stage_spaces": (study.stage_spaces or {}).get(opt, {}),
-        })
-    return out
+    return optimizer_summaries_many(store, [study])[study.id]
+
+
+def optimizer_summaries_many(store: StudyStore, studies: list[Study]) -> dict[str, list[dict[str, Any]]]:
+    """`optimizer_summaries` of several studies (a page of `GET /studies`) in three queries in all:
+    counts, best trials and seed runs, each for every study at once."""
+    counts: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+    for sid, opt, stage, status, n in store.count_trials_many([s.id for s in studies]):
+        counts.setdefault(sid, {}).setdefault(opt, {}).setdefault(str(stage), {})[status] = n
+    ranked_all = store.best_trials_many({s.id: (s.spec["mode"], s.spec["protocol"]["top_k"],
+                                                len(s.spec["protocol"]["stages"])) for s in studies})
+    seeds_all = seed_runs_many(store, studies)
+    result = {}
+    for study in studies:
+        spec = study.spec
+        p = spec["protocol"]
+        ranked, seeds = ranked_all.get(study.id, {}), seeds_all.get(study.id, {})
+        out = []
+        for opt in spec["optimizers"]:
+            best = ranked.get(opt, [])
+            top = [t.objective for t in best]
+            stages = {}
+            sizes = list(p["stages"]) + ([p["seeds"]] if p.get("seeds") else [])
+            for i, n in enumerate(sizes, start=1):
+                by = counts.get(study.id, {}).get(opt, {}).get(str(i), {})
+                stages[str(i)] = {"total": n, "by_status": by}
+            out.append({
+                "seed_runs": seeds.get(opt),
+                "optimizer": opt, "stages": stages,
+                "best_objective": best[0].objective if best else None,
+                "best_trial_id": best[0].id if best else None,
+                "best_config": export_hyperparameters(spec, opt, best[0].config) if best else None,
+                "top_k_mean": statistics.fmean(top) if top else None,
+                "top_k_std": statistics.pstdev(top) if len(top) > 1 else (0.0 if top else None),
+                "stage_spaces": (study.stage_spaces or {}).get(opt, {}),
+            })
+        result[study.id] = out
+    return result
 
 
 def seed_runs(store: StudyStore, study: Study) -> dict[str, dict[str, Any]]:
     """Per optimizer, the seed re-runs of its best configuration: n, values (completed runs'
     objectives; a diverged run counts in n, not in the values), mean, std, median."""
-    p = study.spec["protocol"]
-    if not p.get("seeds"):
-        return {}
-    stage = len(p["stages"]) + 1
-    out: dict[str, dict[str, Any]] = {}
-    for t in store.trials(study.id, stage=stage):
-        entry = out.setdefault(t.optimizer, {"n": 0, "values": [], "seeds": []})
+    return seed_runs_many(store, [study]).get(study.id, {})
+
+
+def seed_runs_many(store: StudyStore, studies: list[Study]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`seed_runs` of several studies, in one query."""
+    stages = {s.id: len(s.spec["protocol"]["stages"]) + 1 for s in studies if s.spec["protocol"].get("seeds")}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for t in store.seed_trials_many(stages):
+        entry = out.setdefault(t.study_id, {}).setdefault(t.optimizer, {"n": 0, "values": [], "seeds": []})
         if t.status in ("completed", "diverged", "failed"):
             entry["n"] += 1
         if t.status == "completed" and t.objective is not None:
             entry["values"].append(t.objective)
             entry["seeds"].append(t.seed)
-    for entry in out.values():
-        v = entry["values"]
-        entry["mean"] = statistics.fmean(v) if v else None
-        entry["std"] = statistics.stdev(v) if len(v) > 1 else (0.0 if v else None)
-        entry["median"] = statistics.median(v) if v else None
+    for per in out.values():
+        for entry in per.values():
+            v = entry["values"]
+            entry["mean"] = statistics.fmean(v) if v else None
+            entry["std"] = statistics.stdev(v) if len(v) > 1 else (0.0 if v else None)
+            entry["median"] = statistics.median(v) if v else None
     return out
 
 
@@ -103,3 +118,11 @@ def best_configs(store: StudyStore, study: Study, k: int) -> dict[str, list[dict
                          "snippet": snippet(opt, hp)})
         out[opt] = rows
     return out
+
+
+def study_analysis(store: StudyStore, study: Study, target: float | None = None) -> dict[str, Any]:
+    """`service.analysis.analyse` of a study, with the per-epoch histories aggregated in SQL
+    (no report row is loaded into Python)."""
+    spec = study.spec
+    costs = store.history_costs(study.id, spec["metric"], spec["mode"], target)
+    return analyse(spec, study.stage_spaces or {}, store.trial_dicts(study.id, history=False), target, costs=costs)

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from ..auth import Principal, current_user
-from ..report import render_report, report_data
 from ..store import StudyStore
 from .deps import get_store
+from .results import cached_report
 
 router = APIRouter(tags=["studies"], dependencies=[Depends(current_user)])
 
@@ -17,10 +17,11 @@ router = APIRouter(tags=["studies"], dependencies=[Depends(current_user)])
 @router.get("/report", response_class=HTMLResponse)
 def report(request: Request, study_id: list[str] = Query(..., min_length=1, max_length=20),
            store: StudyStore = Depends(get_store), user: Principal = Depends(current_user)):
-    datas = []
+    studies = []
     for sid in dict.fromkeys(study_id):  # in the order given, once each
         study = store.get_study(sid) if len(sid) <= 64 else None
         if study is None or not user.owns(study.owner):
             raise HTTPException(404, f"study {sid!r} not found")
-        datas.append(report_data(store, study))
-    return HTMLResponse(render_report(datas))
+        studies.append(study)
+    # Cached until one of the studies changes; each study's analysis is shared with its own page.
+    return HTMLResponse(cached_report(request, store, studies))

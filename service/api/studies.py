@@ -11,21 +11,20 @@ import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from ..analysis import analyse
 from ..auth import Principal, audit, client_address, current_user
 from ..models import Study
 from ..queue import place
-from ..report import render_report, report_data
 from ..scheduler import infeasible, trial_request
 from ..schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from ..settings import Settings
 from ..stages import planned_trials
 from ..storage import remove_study_files
 from ..store import QuotaExceeded, StudyStore
-from ..study_log import log_path, ray_log_name, tail
-from ..summary import best_configs, optimizer_summaries, ranking
+from ..study_log import log_path, ray_log_name, read_from, tail_with_offset
+from ..summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
+from .results import cached_analysis_json, cached_report
 
 router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[Depends(current_user)])
 log = logging.getLogger("rootfree.api")
@@ -35,7 +34,8 @@ MAX_OFFSET = 10**9
 MAX_ID = 2**31 - 1  # trial ids are 32-bit integers in PostgreSQL
 
 
-def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
+def study_out(store: StudyStore, study: Study, request: Request,
+              summaries: list[dict] | None = None) -> StudyOut:
     leader = leader_info(request)
     base = f"/studies/{study.id}"
     dashboard, node = leader.get("dashboard_url"), leader.get("node_id")
@@ -46,7 +46,7 @@ def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
         id=study.id, name=study.name, status=study.status, owner=study.owner, spec=study.spec,
         created_at=study.created_at, updated_at=study.updated_at, started_at=study.started_at,
         finished_at=study.finished_at, error=study.error, notes=study.notes or [],
-        optimizers=optimizer_summaries(store, study),
+        optimizers=summaries if summaries is not None else optimizer_summaries(store, study),
         dashboard_url=dashboard, dashboard_log_url=dashboard_log_url,
         queue=place(queue_snapshot(request), study.id) if study.status in ("queued", "running") else None,
         links={"self": base, "trials": f"{base}/trials", "best": f"{base}/best",
@@ -102,7 +102,8 @@ def list_studies(request: Request,
                  store: StudyStore = Depends(get_store), user: Principal = Depends(current_user)):
     """The caller's studies, newest first (an admin's: everyone's)."""
     rows, total = store.list_studies(status, limit, offset, owner=None if user.admin else user.user)
-    return StudyList(items=[study_out(store, s, request) for s in rows], total=total,
+    summaries = optimizer_summaries_many(store, rows)  # a constant number of queries per page
+    return StudyList(items=[study_out(store, s, request, summaries[s.id]) for s in rows], total=total,
                      limit=limit, offset=offset)
 
 
@@ -119,12 +120,24 @@ def trial_out(t, history: list | None = None) -> TrialOut:
 
 
 @router.get("/{study_id}/trials", response_model=list[TrialOut])
-def list_trials(optimizer: str | None = Query(None, max_length=40), stage: int | None = Query(None, ge=1, le=100),
+def list_trials(response: Response,
+                optimizer: str | None = Query(None, max_length=40), stage: int | None = Query(None, ge=1, le=100),
                 status: Literal["pending", "running", "completed", "diverged", "failed", "stopped"] | None = None,
                 limit: int = Query(100, ge=1, le=MAX_LIMIT), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                include: Literal["history"] | None = Query(None, description="history: add per-epoch reports"),
+                after_id: int | None = Query(None, ge=1, le=MAX_ID, description=(
+                    "keyset pagination: the trials after this one (the X-Next-After-Id header of the "
+                    "previous page), in the same order; costs the same at any depth, unlike offset")),
+                include: Literal["history"] | None = Query(None, description="history: add per-epoch reports "
+                                                           "(of this page's trials only)"),
                 study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
-    trials = store.trials(study.id, optimizer, stage, status, limit, offset)
+    after = None
+    if after_id is not None:
+        after = store.trial(study.id, after_id)
+        if after is None:
+            raise ApiError(422, "query.after_id", f"trial {after_id} is not a trial of study {study.id!r}")
+    trials = store.trials(study.id, optimizer, stage, status, limit, offset, after=after)
+    if len(trials) == limit:  # a full page: there may be more
+        response.headers["X-Next-After-Id"] = str(trials[-1].id)
     histories = store.histories([t.id for t in trials]) if include == "history" else {}
     return [trial_out(t, histories.get(t.id)) for t in trials]
 
@@ -140,12 +153,21 @@ def get_trial(trial_id: int = Path(ge=1, le=MAX_ID), study: Study = Depends(get_
 
 @router.get("/{study_id}/logs", response_class=PlainTextResponse)
 def study_logs(tail_lines: int = Query(200, alias="tail", ge=1, le=100_000),
+               offset: int | None = Query(None, ge=0, le=2**62, description=(
+                   "the complete lines written from this byte on (the X-Log-Offset header of the previous "
+                   "answer) instead of the last `tail` lines: `rootfree logs -f` asks only for what is new")),
                study: Study = Depends(get_study_or_404),
                settings: Settings = Depends(get_app_settings)):
-    """The last `tail` lines of the study's log stream (empty until the runner starts it)."""
+    """The last `tail` lines of the study's log stream (empty until the runner starts it). The
+    X-Log-Offset header is where what was returned ends: pass it as `offset` to get what follows.
+    An offset past the end (the file rotated) starts from the new file's beginning."""
     path = log_path(settings.storage_path, study.id)
-    lines = tail(path, tail_lines, within=path.parent)
-    return PlainTextResponse("\n".join(lines) + ("\n" if lines else ""))
+    if offset is None:
+        lines, end = tail_with_offset(path, tail_lines, within=path.parent)
+        text = "\n".join(lines) + ("\n" if lines else "")
+    else:
+        text, end = read_from(path, offset, within=path.parent)
+    return PlainTextResponse(text, headers={"X-Log-Offset": str(end)})
 
 
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyOut)
@@ -178,7 +200,8 @@ def delete_study(request: Request, study: Study = Depends(get_study_or_404),
 
 
 @router.get("/{study_id}/analysis")
-def analysis(target: float | None = Query(None, description="a target objective for time_to_target"),
+def analysis(request: Request,
+             target: float | None = Query(None, description="a target objective for time_to_target"),
              study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
     """Per optimizer: expected best vs number of search trials (with a bootstrap band), the EDF of
     the objective per stage, the divergence share, the objective against each searched
@@ -186,13 +209,15 @@ def analysis(target: float | None = Query(None, description="a target objective 
     (with `target`) the time to reach it."""
     if target is not None and not math.isfinite(target):
         raise ApiError(422, "query.target", "must be a finite number")
-    return analyse(study.spec, study.stage_spaces or {}, store.trial_dicts(study.id), target)
+    # Cached until the study changes; a repeated request waits for the one being computed.
+    return Response(cached_analysis_json(request, store, study, target), media_type="application/json")
 
 
 @router.get("/{study_id}/report", response_class=HTMLResponse)
-def report(study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
-    """One self-contained HTML page (plots inline as SVG; it needs no network)."""
-    return HTMLResponse(render_report([report_data(store, study)]))
+def report(request: Request, study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    """One self-contained HTML page (plots inline as SVG; it needs no network). Cached until the
+    study changes; a repeated request waits for the one being computed."""
+    return HTMLResponse(cached_report(request, store, [study]))
 
 
 @router.get("/{study_id}/best")

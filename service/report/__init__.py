@@ -17,21 +17,39 @@ from typing import Any
 
 import yaml
 
-from ..analysis import analyse, performance_profile
-from ..summary import optimizer_summaries, ranking
+from ..analysis import performance_profile
+from ..summary import optimizer_summaries, ranking, study_analysis
 from . import plots
 
 LIBRARIES = ("rootfree", "torch", "ray", "optuna", "fastapi", "sqlalchemy", "matplotlib", "numpy")
 
 
-def report_data(store, study) -> dict[str, Any]:
-    trials = store.trial_dicts(study.id)
+def report_data(store, study, analysis: dict | None = None) -> dict[str, Any]:
+    """The numbers of one study's report. Only the learning curves drawn (each optimizer's three
+    best search trials and its seed runs) carry a per-epoch history: the analysis aggregates the
+    others in SQL (`study_analysis`; `analysis`: one already computed)."""
+    trials = store.trial_dicts(study.id, history=False)
     summaries = optimizer_summaries(store, study)
     body = {"id": study.id, "name": study.name, "status": study.status, "owner": study.owner,
             "spec": study.spec, "stage_spaces": study.stage_spaces or {}, "notes": study.notes or [],
             "optimizers": summaries, "created_at": study.created_at, "finished_at": study.finished_at}
+    curves = [t for opt in study.spec["optimizers"] for t in _curve_trials(study.spec, trials, opt)]
+    histories = store.histories([t["id"] for t in curves])
+    for t in curves:
+        t["history"] = histories[t["id"]]
     return {"study": body, "ranking": [o["optimizer"] for o in ranking(body)],
-            "analysis": analyse(study.spec, study.stage_spaces or {}, trials), "trials": trials}
+            "analysis": analysis if analysis is not None else study_analysis(store, study), "trials": trials}
+
+
+def _curve_trials(spec: dict, trials: list[dict], opt: str) -> list[dict]:
+    """The trials whose learning curves the report draws: the three best search trials of
+    `opt` and its seed runs."""
+    search_stages = len(spec["protocol"]["stages"])
+    sign = 1 if spec["mode"] == "min" else -1
+    mine = [t for t in trials if t["optimizer"] == opt]
+    best = sorted((t for t in mine if t["stage"] <= search_stages and t["status"] == "completed"
+                   and t["objective"] is not None), key=lambda t: sign * t["objective"])[:3]
+    return best + [t for t in mine if t["stage"] == search_stages + 1]
 
 
 def _versions() -> dict[str, str]:
@@ -89,13 +107,10 @@ def _study_section(data: dict) -> str:
     spec, metric = study["spec"], study["spec"]["metric"]
     by_opt: dict[str, dict[str, list]] = {}
     search_stages = len(spec["protocol"]["stages"])
-    sign = 1 if spec["mode"] == "min" else -1
     for opt in spec["optimizers"]:
-        mine = [t for t in data["trials"] if t["optimizer"] == opt]
-        best = sorted((t for t in mine if t["stage"] <= search_stages and t["status"] == "completed"
-                       and t["objective"] is not None), key=lambda t: sign * t["objective"])[:3]
-        by_opt[opt] = {"best": [t["history"] for t in best],
-                       "seeds": [t["history"] for t in mine if t["stage"] == search_stages + 1]}
+        curves = _curve_trials(spec, data["trials"], opt)
+        by_opt[opt] = {"best": [t["history"] for t in curves if t["stage"] <= search_stages],
+                       "seeds": [t["history"] for t in curves if t["stage"] == search_stages + 1]}
     figs = [
         _figure(plots.expected_best(a, metric),
                 f"Expected best {metric} of a random search with k trials (Dodge et al. 2019), per optimizer, "
