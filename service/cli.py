@@ -219,6 +219,31 @@ def comparison_table(study: dict):
     return table
 
 
+def verdict_table(study: dict):
+    """The pairwise verdicts of the seed runs (service/verdicts.py), or why there are none; user
+    strings (optimizer names) go in as plain Text, never as rich markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from .verdicts import export_comparisons, no_verdict_reason, runs_from_seed_runs
+
+    comps = export_comparisons(study["spec"], study["optimizers"])
+    if not comps:
+        runs = runs_from_seed_runs({o["optimizer"]: o.get("seed_runs") for o in study["optimizers"]})
+        why = no_verdict_reason(study["spec"], runs) or "no pair of optimizers has seed runs"
+        return Text(f"No verdict is possible: {why}")
+    paired = " (paired by seed)" if study["spec"]["protocol"].get("paired") else ""
+    table = Table(title=Text(f"verdicts{paired}: diff = a - b, 95% Welch interval, permutation p"),
+                  title_justify="left")
+    for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
+        table.add_column(col)
+    fmt = lambda v: f"{v:.4g}" if v is not None else "-"  # noqa: E731
+    for c in comps:
+        table.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]",
+                      fmt(c["p"]), Text(c["verdict"]), fmt(c["seeds_needed"]))
+    return table
+
+
 def console(stream=None):
     from rich.console import Console
 
@@ -253,6 +278,7 @@ def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> 
 def cmd_watch(args) -> int:
     study = watch(args.url, args.study_id, args.interval)
     console().print(comparison_table(study))
+    console().print(verdict_table(study))
     return 0 if study["status"] == "completed" else 1
 
 
@@ -374,6 +400,7 @@ def cmd_demo(args) -> int:
     study = watch(url, study["id"], interval=5.0)
     print()
     console().print(comparison_table(study))
+    console().print(verdict_table(study))
     r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, headers=AUTH, timeout=30)
     Path(args.output).write_text(r.text)
     print(f"\nexported the best configurations to {args.output}")

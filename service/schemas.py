@@ -27,6 +27,9 @@ class ProtocolSpec(BaseModel):
     # After the last search stage, each optimizer's best configuration trains again with this
     # many fresh seeds (stage len(stages) + 1): the report ranks by their mean.
     seeds: int = Field(default=0, ge=0, le=20)
+    # true: every optimizer's seed runs train with the same seeds (same data order and
+    # initialisation) and the verdicts use the paired test; false: each optimizer its own seeds.
+    paired: bool = False
     # modern: the workload's lr schedule, every hyperparameter searched; original: the paper's
     # Figure 2 setup (constant lr, only lr searched, zero-initialised preconditioners, no B scaling).
     scheme: Literal["modern", "original"] = "modern"
@@ -252,6 +255,8 @@ class Export(BaseModel):
     # best first: by the seed runs' mean where there are seed runs, else by the best search trial
     ranking: list[str] = []
     seed_runs: dict[str, dict[str, Any]] = {}
+    # pairwise verdicts from the seed runs (service/verdicts.py): a, b, diff, lo, hi, p, verdict, seeds_needed
+    comparisons: list[dict[str, Any]] = []
 
 
 class NodeOut(BaseModel):

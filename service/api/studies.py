@@ -24,6 +24,7 @@ from ..storage import remove_study_files
 from ..store import StudyStore
 from ..study_log import log_path, ray_log_name, tail
 from ..summary import best_configs, optimizer_summaries, ranking
+from ..verdicts import export_comparisons
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
 
@@ -208,7 +209,8 @@ def export(format: Literal["json", "yaml"] = "json", k: int = Query(1, ge=1, le=
     doc = Export(study_id=study.id, workload=study.spec["workload"], metric=study.spec["metric"],
                  mode=study.spec["mode"], best=best_configs(store, study, k),
                  ranking=[o["optimizer"] for o in order],
-                 seed_runs={o["optimizer"]: o["seed_runs"] for o in summary if o.get("seed_runs")}).model_dump()
+                 seed_runs={o["optimizer"]: o["seed_runs"] for o in summary if o.get("seed_runs")},
+                 comparisons=export_comparisons(study.spec, summary)).model_dump()
     if format == "yaml":
         return Response(yaml.safe_dump(doc, sort_keys=False), media_type="application/yaml")
     return doc
