@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
-from .models import AuditEntry, ClusterRecord, Report, Study, Trial
+from .models import AuditEntry, ClusterRecord, Report, Study, Suite, Trial
 
 log = logging.getLogger("rootfree.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -119,6 +119,45 @@ class StudyStore:
                 s.rollback()
                 return s.scalar(select(Study).where(Study.idempotency_key == key)), False
             return study, True
+
+    def create_suite(self, spec: dict[str, Any], study_specs: list[dict[str, Any]], idempotency_key: str | None,
+                     owner: str | None = None, audit: dict[str, Any] | None = None) -> tuple[Suite, bool]:
+        """The suite and its studies (queued, in the order of `study_specs`) in one transaction;
+        returns (suite, created). A repeated idempotency key (per owner) returns the first suite."""
+        key = f"{owner or ''}:{idempotency_key}" if idempotency_key else None
+        with self.session() as s:
+            if key:
+                existing = s.scalar(select(Suite).where(Suite.idempotency_key == key))
+                if existing:
+                    return existing, False
+            suite = Suite(id=str(uuid.uuid4()), name=spec["name"], spec=spec, owner=owner,
+                          idempotency_key=key, created_at=now())
+            s.add(suite)
+            s.flush()
+            for i, study_spec in enumerate(study_specs):
+                # created_at one microsecond apart: the queue (oldest first) keeps the suite's order
+                s.add(Study(id=str(uuid.uuid4()), name=study_spec["name"], status="queued", spec=study_spec,
+                            stage_spaces={}, notes=[], owner=owner, suite_id=suite.id,
+                            created_at=suite.created_at + timedelta(microseconds=i)))
+            if audit is not None:
+                s.add(AuditEntry(at=now(), action="suite.create", target=suite.id,
+                                 detail={"name": spec["name"], "studies": len(study_specs)}, **audit))
+            try:
+                s.commit()
+            except IntegrityError:  # a concurrent retry with the same key won the race
+                s.rollback()
+                return s.scalar(select(Suite).where(Suite.idempotency_key == key)), False
+            return suite, True
+
+    def get_suite(self, suite_id: str) -> Suite | None:
+        with self.session() as s:
+            return s.get(Suite, suite_id)
+
+    def suite_studies(self, suite_id: str) -> list[Study]:
+        """The suite's studies in the order of its workload entries."""
+        with self.session() as s:
+            return list(s.scalars(select(Study).where(Study.suite_id == suite_id)
+                                  .order_by(Study.created_at, Study.id)))
 
     def get_study(self, study_id: str) -> Study | None:
         with self.session() as s:

@@ -44,7 +44,8 @@ def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
                          + urlencode({"node_id": node, "filename": ray_log_name(study.id)})
                          if dashboard and node else None)
     return StudyOut(
-        id=study.id, name=study.name, status=study.status, owner=study.owner, spec=study.spec,
+        id=study.id, name=study.name, status=study.status, owner=study.owner, suite_id=study.suite_id,
+        spec=study.spec,
         created_at=study.created_at, updated_at=study.updated_at, started_at=study.started_at,
         finished_at=study.finished_at, error=study.error, notes=study.notes or [],
         optimizers=optimizer_summaries(store, study),
