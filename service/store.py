@@ -132,11 +132,13 @@ class StudyStore:
                     return existing, False
             suite = Suite(id=str(uuid.uuid4()), name=spec["name"], spec=spec, owner=owner,
                           idempotency_key=key, created_at=now())
+            ids = [str(uuid.uuid4()) for _ in study_specs]
+            suite.spec = {**spec, "study_ids": ids}  # workload entry i -> its study, even after a deletion
             s.add(suite)
             s.flush()
-            for i, study_spec in enumerate(study_specs):
+            for i, (sid, study_spec) in enumerate(zip(ids, study_specs, strict=True)):
                 # created_at one microsecond apart: the queue (oldest first) keeps the suite's order
-                s.add(Study(id=str(uuid.uuid4()), name=study_spec["name"], status="queued", spec=study_spec,
+                s.add(Study(id=sid, name=study_spec["name"], status="queued", spec=study_spec,
                             stage_spaces={}, notes=[], owner=owner, suite_id=suite.id,
                             created_at=suite.created_at + timedelta(microseconds=i)))
             if audit is not None:
@@ -153,11 +155,14 @@ class StudyStore:
         with self.session() as s:
             return s.get(Suite, suite_id)
 
-    def suite_studies(self, suite_id: str) -> list[Study]:
-        """The suite's studies in the order of its workload entries."""
+    def suite_studies(self, suite_id: str) -> list[Study | None]:
+        """The suite's studies in the order of its workload entries (None: deleted since)."""
         with self.session() as s:
-            return list(s.scalars(select(Study).where(Study.suite_id == suite_id)
-                                  .order_by(Study.created_at, Study.id)))
+            suite = s.get(Suite, suite_id)
+            if suite is None:
+                return []
+            rows = {st.id: st for st in s.scalars(select(Study).where(Study.suite_id == suite_id))}
+            return [rows.get(sid) for sid in suite.spec.get("study_ids", [])]
 
     def get_study(self, study_id: str) -> Study | None:
         with self.session() as s:

@@ -45,9 +45,11 @@ METHOD = {
 
 def suite_status(statuses: Sequence[str]) -> str:
     """queued while none of its studies has started, running while any is queued or running,
-    then failed if any failed, else cancelled if any was cancelled, else completed."""
+    then failed if any failed, else cancelled if any was cancelled (or none is left), else completed."""
     s = set(statuses)
-    if not s or s == {"queued"}:
+    if not s:
+        return "cancelled"  # every study of it was deleted
+    if s == {"queued"}:
         return "queued"
     if s & {"queued", "running"}:
         return "running"
@@ -159,6 +161,8 @@ def tuning_cost(studies: Sequence[dict], optimizers: Sequence[str]) -> dict[str,
     """Per optimizer over the suite's studies: trials run, CPU- and GPU-seconds."""
     out = {o: {"trials": 0, "cpu_s": 0.0, "gpu_s": 0.0} for o in optimizers}
     for st in studies:
+        if st["spec"] is None:  # deleted
+            continue
         res = st["spec"]["resources"]
         for t in st["trials"]:
             if t["optimizer"] not in out or t["status"] in ("pending",):
@@ -178,12 +182,21 @@ def suite_report(suite_spec: dict, studies: Sequence[dict]) -> dict[str, Any]:
     optimizers, baseline = suite_spec["optimizers"], suite_spec.get("baseline")
     entries, times = [], {}
     for i, (w, st) in enumerate(zip(suite_spec["workloads"], studies, strict=True)):
+        key = f"{i + 1}: {w['name']}"
+        if st["spec"] is None:  # the study was deleted: nothing to time, nothing to compare
+            times[key] = dict.fromkeys(optimizers, math.inf)
+            entries.append({"key": key, "study_id": st["id"], "name": st["name"], "status": st["status"],
+                            "workload": w["name"], "budget": w.get("budget", {}), "metric": w.get("metric", ""),
+                            "mode": w.get("mode", "min"), "target": w.get("target"), "target_source": "deleted",
+                            "time_to_target": {o: {"time_s": math.inf, "epochs": math.inf, "reached": False,
+                                                   "runs": 0, "from": "deleted"} for o in optimizers},
+                            "comparisons": [], "no_verdict": "the study was deleted"})
+            continue
         spec, trials = st["spec"], st["trials"]
         target, source = w.get("target"), "given"
         if target is None and baseline:
             target, source = baseline_target(spec, trials, baseline), f"median seed result of {baseline}"
         ttt = {o: optimizer_time_to_target(spec, trials, o, target) for o in optimizers}
-        key = f"{i + 1}: {w['name']}"
         times[key] = {o: v["time_s"] for o, v in ttt.items()}
         entries.append({"key": key, "study_id": st["id"], "name": st["name"], "status": st["status"],
                         "workload": w["name"], "budget": spec["budget"], "metric": spec["metric"],

@@ -35,11 +35,11 @@ def suite_out(store: StudyStore, suite: Suite) -> SuiteOut:
     studies = store.suite_studies(suite.id)
     entries = suite.spec["workloads"]
     return SuiteOut(
-        id=suite.id, name=suite.name, status=suite_status([s.status for s in studies]), owner=suite.owner,
-        spec=suite.spec, created_at=suite.created_at,
-        studies=[SuiteStudy(id=s.id, name=s.name, workload=s.spec["workload"], budget=s.spec["budget"],
-                            target=w.get("target"), status=s.status)
-                 for s, w in zip(studies, entries, strict=False)],
+        id=suite.id, name=suite.name, status=suite_status([s.status for s in studies if s is not None]),
+        owner=suite.owner, spec=suite.spec, created_at=suite.created_at,
+        studies=[SuiteStudy(id=sid, name=s.name if s else "(deleted)", workload=w["name"], budget=w["budget"],
+                            target=w.get("target"), status=s.status if s else "deleted")
+                 for sid, s, w in zip(suite.spec["study_ids"], studies, entries, strict=True)],
         links={"self": f"/suites/{suite.id}", "report": f"/suites/{suite.id}/report"})
 
 
@@ -82,9 +82,10 @@ def report(format: Literal["html", "json"] = "html",  # noqa: A002
     the AlgoPerf-style score, the speed-up over the baseline and the tuning cost (service/suites.py).
     `format=json`: the numbers (an infinite time, a miss, is null)."""
     studies = [{"id": s.id, "name": s.name, "status": s.status, "spec": s.spec, "trials": store.trial_dicts(s.id)}
-               for s in store.suite_studies(suite.id)]
+               if s is not None else {"id": sid, "name": "(deleted)", "status": "deleted", "spec": None, "trials": []}
+               for sid, s in zip(suite.spec["study_ids"], store.suite_studies(suite.id), strict=True)]
     data = suite_report(suite.spec, studies)
-    data["status"] = suite_status([s["status"] for s in studies])
+    data["status"] = suite_status([s["status"] for s in studies if s["status"] != "deleted"])
     data["id"] = suite.id
     if format == "json":
         return JSONResponse(jsonable(data))

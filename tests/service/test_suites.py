@@ -67,6 +67,7 @@ def test_suite_status_follows_its_studies():
     assert suites.suite_status(["completed", "failed", "cancelled"]) == "failed"
     assert suites.suite_status(["completed", "cancelled"]) == "cancelled"
     assert suites.suite_status(["completed", "completed"]) == "completed"
+    assert suites.suite_status([]) == "cancelled"  # every study deleted
 
 
 SUITE = {"name": "nqm pair", "optimizers": ["sgd", "rfrmsprop"], "baseline": "sgd",
@@ -122,6 +123,12 @@ def test_a_suite_creates_one_ordinary_study_per_workload_entry(tmp_path):
         assert c.get(f"/suites/{suite['id']}").json()["studies"] == suite["studies"]
         c.post(f"/studies/{suite['studies'][0]['id']}/cancel")
         assert c.get(f"/suites/{suite['id']}").json()["status"] == "running"  # one ended, one queued
+        assert c.delete(f"/studies/{suite['studies'][0]['id']}").status_code == 204
+        after = c.get(f"/suites/{suite['id']}").json()
+        assert [s["status"] for s in after["studies"]] == ["deleted", "queued"] and after["status"] == "queued"
+        report = c.get(f"/suites/{suite['id']}/report", params={"format": "json"})
+        assert report.status_code == 200 and report.json()["workloads"][0]["no_verdict"] == "the study was deleted"
+        assert "No verdict is possible" in c.get(f"/suites/{suite['id']}/report").text
         assert c.get("/suites/nope").status_code == 404
     with TestClient(app, headers=bearer(bob)) as c:  # another user's suite does not exist for bob
         assert c.get(f"/suites/{suite['id']}").status_code == 404
@@ -160,3 +167,31 @@ def test_a_suite_of_two_noisy_quadratic_variants_runs_and_reports(tmp_path):
     assert r["tuning_cost"]["sgd"]["trials"] == 2 * (3 + 4) and r["tuning_cost"]["sgd"]["cpu_s"] > 0
     for part in ("Performance profile", "Time to target", "verdict", "score"):
         assert part in page
+
+
+def test_cli_suite_tables_show_scores_misses_and_verdicts():
+    import io
+
+    from rich.console import Console
+
+    from service import cli
+
+    spec = {"metric": "loss", "mode": "min", "protocol": {"stages": [1], "seeds": 4}, "optimizers": ["sgd", "adamw"],
+            "budget": {"epochs": 2}, "resources": {"cpu": 1, "gpu": 0}}
+    trials = [{"id": 10 * i + j, "optimizer": o, "stage": 2, "index": j, "status": "completed", "seed": j,
+               "objective": v, "config": {}, "history": hist(v + 1, v)}
+              for i, (o, base) in enumerate((("sgd", 1.0), ("adamw", 3.0))) for j, v in
+              enumerate(base + 0.1 * k for k in range(4))]
+    suite = {"name": "s", "optimizers": ["sgd", "adamw"], "baseline": "sgd",
+             "workloads": [{"name": "noisy_quadratic", "target": 1.5}]}
+    report = suites.jsonable(suites.suite_report(suite, [{"id": "x", "name": "x", "status": "completed",
+                                                          "spec": spec, "trials": trials}]))
+    report["status"] = "completed"
+    assert report["workloads"][0]["time_to_target"]["adamw"] == {"time_s": None, "epochs": None, "reached": False,
+                                                                 "runs": 4, "from": "median of 4 seed runs"}
+    assert report["scores"] == {"sgd": 1.0, "adamw": 0.0}
+    out = io.StringIO()
+    for table in cli.suite_tables(report):
+        Console(file=out, width=200).print(table)
+    text = out.getvalue()
+    assert "missed" in text and "sgd better than adamw" in text and "1" in text
