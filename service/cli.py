@@ -451,11 +451,13 @@ def cmd_suite(args) -> int:
     """rootfree suite submit FILE | watch ID | report ID."""
     from rich.text import Text
 
-    if args.action == "submit":
-        spec = yaml.safe_load(Path(args.target).read_text())
-        headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-        suite = _check(httpx.post(f"{args.url}/suites", json=spec, headers={**AUTH, **headers}, timeout=60))
-        print(suite["id"])
+    if args.action == "submit":  # a file of several YAML documents submits several suites, one id a line
+        docs = [d for d in yaml.safe_load_all(Path(args.target).read_text()) if d is not None]
+        for i, spec in enumerate(docs):
+            key = args.idempotency_key and (args.idempotency_key if len(docs) == 1 else f"{args.idempotency_key}-{i}")
+            headers = {"Idempotency-Key": key} if key else {}
+            suite = _check(httpx.post(f"{args.url}/suites", json=spec, headers={**AUTH, **headers}, timeout=60))
+            print(suite["id"], flush=True)
         return 0
     if args.action == "watch":
         last = ""

@@ -195,3 +195,24 @@ def test_cli_suite_tables_show_scores_misses_and_verdicts():
         Console(file=out, width=200).print(table)
     text = out.getvalue()
     assert "missed" in text and "sgd better than adamw" in text and "1" in text
+
+
+def test_the_paper_suites_ask_the_papers_questions():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "suites"
+    asked = set()
+    for path in sorted(root.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            spec, studies = SuiteSpec.model_validate(doc).resolved()
+            # verdicts can resolve: paired seed runs, enough of them for p < 0.05 (2 / 2^6)
+            assert spec["protocol"]["paired"] and spec["protocol"]["seeds"] >= 6, path
+            if path.stem == "paper":
+                for s in studies:
+                    asked.add((s["workload"], s["protocol"]["scheme"], tuple(s["optimizers"])))
+    assert asked == {("fmnist_cnn", "modern", ("rmsprop", "rfrmsprop", "sgd")),  # Figure 1
+                     ("fmnist_vit", "modern", ("adamw", "rfrmsprop")),  # Figure 1
+                     ("fmnist_cnn", "original", ("rmsprop", "rfrmsprop")),  # Figure 2
+                     ("fmnist_vit", "modern", ("shampoo", "ifshampoo", "adamw"))}  # Table 1
