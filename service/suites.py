@@ -7,8 +7,8 @@ study each. Its report scores the optimizers across workloads the way AlgoPerf d
 - **time to target** per workload and optimizer: the workload's target is given, or the baseline
   optimizer's median seed result. A run's time is the wall time (and epoch) of its first epoch at
   or beyond the target; a run that never reaches it takes infinity (a miss). The optimizer's time
-  is the median over its seed runs (the tuned configuration re-trained; infinite when half or more
-  missed), or, without seed runs, the time of its best search trial.
+  is the lower median over its seed runs (the tuned configuration re-trained; infinite when more
+  than half missed), or, without seed runs, the time of its best search trial.
 - **performance profile**: r = t / (the fastest optimizer's t on that workload) (infinite for a miss,
   and for everyone on a workload nobody solved); rho(tau) = the share of workloads with r <= tau.
 - **score**: the integral of rho over tau in [1, 4], divided by 3 (1: fastest everywhere; 0: never
@@ -34,8 +34,8 @@ TAU_MAX = 4.0
 METHOD = {
     "target": "given per workload, else the baseline optimizer's median seed result on that workload",
     "time_to_target": ("wall time (and epoch) of a run's first epoch at or beyond the target, infinite for a "
-                       "miss; per optimizer the median over its seed runs (infinite when half or more missed), "
-                       "without seed runs its best search trial"),
+                       "miss; per optimizer the lower median over its seed runs (infinite when more than half "
+                       "missed), without seed runs its best search trial"),
     "profile": "share of workloads where the optimizer's time is within a factor tau of the fastest optimizer's",
     "score": "integral of the performance profile over tau in [1, 4], divided by 3 (AlgoPerf)",
     "speedup": "geometric mean over workloads (where both reach the target) of the baseline's time / the time",
@@ -75,15 +75,11 @@ def run_time_to_target(history: Sequence[dict], metric: str, mode: str, target: 
 
 
 def _median(values: Sequence[float]) -> float:
-    """The median, infinite when half or more are (statistics.median of infinities is unsafe)."""
+    """The lower median: infinite when more than half are. The lower one, because a target set at
+    the baseline's median seed result is reached by exactly half of an even number of its runs, and
+    the baseline should reach its own target."""
     v = sorted(values)
-    n = len(v)
-    if n == 0:
-        return math.inf
-    mid = v[(n - 1) // 2], v[n // 2]
-    if math.isinf(mid[0]) or math.isinf(mid[1]):
-        return math.inf
-    return (mid[0] + mid[1]) / 2
+    return v[(len(v) - 1) // 2] if v else math.inf
 
 
 def optimizer_time_to_target(spec: dict, trials: Sequence[dict], optimizer: str, target: float | None) -> dict:

@@ -35,6 +35,9 @@ def test_a_missed_target_counts_as_infinite():
     runs = [seed_run(hist(0.5)), seed_run(hist(2.0, 0.9, dt=2.0)), seed_run(hist(2.0, 2.0))]
     t = suites.optimizer_time_to_target(spec, runs, "sgd", 1.0)
     assert t["time_s"] == 4.0 and t["epochs"] == 2.0 and t["reached"]  # the median of 1, 4, inf
+    # a target at the median of an even number of runs is reached by half of them: the lower median
+    runs = [seed_run(hist(0.5)), seed_run(hist(2.0, 0.9)), seed_run(hist(2.0)), seed_run(hist(3.0))]
+    assert suites.optimizer_time_to_target(spec, runs, "sgd", 1.0)["time_s"] == 2.0
     # a miss everywhere scores 0 and never within any tau; JSON carries it as null
     prof = suites.profile_and_scores({"w1": {"a": 5.0, "b": math.inf}}, ["a", "b"], taus=[1, 4, 100])
     assert prof["ratios"]["w1"]["b"] == math.inf and prof["scores"]["b"] == 0.0
