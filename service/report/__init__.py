@@ -166,10 +166,11 @@ def _study_section(data: dict) -> str:
             f"<p>study <code>{study['id']}</code>, owner {html.escape(str(study['owner']))}, "
             f"{spec['protocol']['scheme'] if 'scheme' in spec['protocol'] else 'modern'} scheme, "
             f"stages {spec['protocol']['stages']}, seed runs {spec['protocol'].get('seeds', 0)}; "
-            f"{metric} ({'lower' if spec['mode'] == 'min' else 'higher'} is better). Ranking: "
-            f"{ranking_text(data)} (by the seed runs' mean where there are seed runs, else by the best trial; "
-            "&gt;: resolved by the seed runs, ≈: not resolved, a tie).</p>"
-            + verdict_table(data) + _comparison_table(data) + "".join(figs)
+            f"{metric} ({'lower' if spec['mode'] == 'min' else 'higher'} is better).</p>"
+            + verdict_table(data)
+            + f"<p>Ranking: {ranking_text(data)} (by the seed runs' mean where there are seed runs, else by the "
+            "best trial; &gt;: resolved by the seed runs, ≈: not resolved, a tie).</p>"
+            + _comparison_table(data) + "".join(figs)
             + f"<h3>Stage notes</h3><ul>{notes or '<li>none</li>'}</ul>"
             + f"<h3>Spec</h3><pre>{html.escape(spec_yaml)}</pre>"
             + f"<h3>Stage spaces</h3><pre>{html.escape(spaces)}</pre>"

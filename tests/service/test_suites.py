@@ -219,3 +219,32 @@ def test_the_paper_suites_ask_the_papers_questions():
                      ("fmnist_vit", "modern", ("adamw", "rfrmsprop")),  # Figure 1
                      ("fmnist_cnn", "original", ("rmsprop", "rfrmsprop")),  # Figure 2
                      ("fmnist_vit", "modern", ("shampoo", "ifshampoo", "adamw"))}  # Table 1
+
+
+def test_suite_submit_sends_each_yaml_document(tmp_path, monkeypatch, capsys):
+    from service import cli
+
+    sent = []
+
+    class R:
+        status_code = 201
+
+        def __init__(self, body):
+            self.body = body
+
+        def json(self):
+            return self.body
+
+    def post(url, json=None, headers=None, timeout=None):
+        sent.append((url, json, headers.get("Idempotency-Key")))
+        return R({"id": f"suite-{len(sent)}"})
+
+    monkeypatch.setattr(cli.httpx, "post", post)
+    path = tmp_path / "suites.yaml"
+    path.write_text("name: a\nworkloads: [{name: noisy_quadratic, target: 1.0}]\noptimizers: [sgd]\n---\n"
+                    "name: b\nworkloads: [{name: noisy_quadratic, target: 1.0}]\noptimizers: [sgd]\n")
+    assert cli.main(["suite", "submit", str(path), "--url", "http://svc", "--token", "t",
+                     "--idempotency-key", "k"]) == 0
+    assert [(u, b["name"], k) for u, b, k in sent] == [("http://svc/suites", "a", "k-0"),
+                                                       ("http://svc/suites", "b", "k-1")]
+    assert capsys.readouterr().out.split() == ["suite-1", "suite-2"]
