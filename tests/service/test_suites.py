@@ -104,8 +104,8 @@ def test_bad_suites_are_refused_naming_the_field(tmp_path, change, field):
         assert c.get("/studies").json()["total"] == 0  # nothing stored
 
 
-def test_a_suite_creates_one_ordinary_study_per_workload_entry(tmp_path):
-    url = f"sqlite:///{tmp_path / 's.db'}"
+def test_a_suite_creates_one_ordinary_study_per_workload_entry(db_url):
+    url = db_url  # SQLite and PostgreSQL
     app = create_app(Settings(database_url=url, start_runner=False))
     alice, bob = make_token(url, "alice", admin=False), make_token(url, "bob", admin=False)
     with TestClient(app, headers=bearer(alice)) as c:
