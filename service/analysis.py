@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .verdicts import study_comparisons
+
 LOG_KINDS = ("log_uniform", "one_minus_log_uniform")
 FAILURE_RULE = ("diverged and failed trials count as the worst finite objective among the optimizer's "
                 "search trials (they can never be the best)")
@@ -179,6 +181,7 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
         if target is not None:
             entry["time_to_target"] = mine_costs.get("time_to_target") or time_to_target([], metric, mode, target)
         out["optimizers"][opt] = entry
+    out.update(study_comparisons(spec, trials))  # comparisons, comparison_method, no_verdict
     return out
 
 

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .api import audit, catalog, cluster, health, reports, studies
+from .api import audit, catalog, cluster, health, reports, studies, suites
 from .api.errors import ApiError
 from .auth import TokenCache
 from .limits import InputLimits
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(audit.router)
     app.include_router(reports.router)
+    app.include_router(suites.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

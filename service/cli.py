@@ -233,6 +233,31 @@ def comparison_table(study: dict):
     return table
 
 
+def verdict_table(study: dict):
+    """The pairwise verdicts of the seed runs (service/verdicts.py), or why there are none; user
+    strings (optimizer names) go in as plain Text, never as rich markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from .verdicts import export_comparisons, no_verdict_reason, runs_from_seed_runs
+
+    comps = export_comparisons(study["spec"], study["optimizers"])
+    if not comps:
+        runs = runs_from_seed_runs({o["optimizer"]: o.get("seed_runs") for o in study["optimizers"]})
+        why = no_verdict_reason(study["spec"], runs) or "no pair of optimizers has seed runs"
+        return Text(f"No verdict is possible: {why}")
+    paired = " (paired by seed)" if study["spec"]["protocol"].get("paired") else ""
+    table = Table(title=Text(f"verdicts{paired}: diff = a - b, 95% Welch interval, permutation p"),
+                  title_justify="left")
+    for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
+        table.add_column(col)
+    fmt = lambda v: f"{v:.4g}" if v is not None else "-"  # noqa: E731
+    for c in comps:
+        table.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]",
+                      fmt(c["p"]), Text(c["verdict"]), fmt(c["seeds_needed"]))
+    return table
+
+
 def console(stream=None):
     from rich.console import Console
 
@@ -267,6 +292,7 @@ def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> 
 def cmd_watch(args) -> int:
     study = watch(args.url, args.study_id, args.interval)
     console().print(comparison_table(study))
+    console().print(verdict_table(study))
     return 0 if study["status"] == "completed" else 1
 
 
@@ -391,12 +417,90 @@ def cmd_demo(args) -> int:
     study = watch(url, study["id"], interval=5.0)
     print()
     console().print(comparison_table(study))
+    console().print(verdict_table(study))
     r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, headers=AUTH, timeout=30)
     Path(args.output).write_text(r.text)
     print(f"\nexported the best configurations to {args.output}")
     server.should_exit = True
     thread.join(timeout=30)
     return 0 if study["status"] == "completed" else 1
+
+
+def suite_tables(report: dict) -> list:
+    """The suite report's numbers as rich tables (user strings as plain Text, never markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    fmt = lambda v, d=4: f"{v:.{d}g}" if isinstance(v, int | float) else "-"  # noqa: E731
+    opts = report["optimizers"]
+    scores = Table(title=Text(f"suite {report['name']}: {report['status']} (baseline {report['baseline'] or '-'})"),
+                   title_justify="left")
+    for col in ("optimizer", "score", "speed-up (workloads)", "trials", "CPU-s", "GPU-s"):
+        scores.add_column(col)
+    for o in opts:
+        sp, cost = report["speedups"].get(o) or {}, report["tuning_cost"][o]
+        scores.add_row(Text(o), fmt(report["scores"][o], 3), f"{fmt(sp.get('geomean'), 3)} ({sp.get('workloads', 0)})",
+                       str(cost["trials"]), fmt(cost["cpu_s"]), fmt(cost["gpu_s"]))
+    out: list = [scores]
+    ttt = Table(title="time to target (s, epoch; - = missed)", title_justify="left")
+    for col in ("workload", "target", *opts):
+        ttt.add_column(Text(col))
+    for w in report["workloads"]:
+        cells = [f"{fmt(v['time_s'], 3)}, {fmt(v['epochs'], 3)}" if v["reached"] else "missed"
+                 for v in (w["time_to_target"][o] for o in opts)]
+        ttt.add_row(Text(w["key"]), fmt(w["target"]), *cells)
+    out.append(ttt)
+    for w in report["workloads"]:
+        if not w["comparisons"]:
+            out.append(Text(f"{w['key']}: no verdict is possible: {w.get('no_verdict')}"))
+            continue
+        v = Table(title=Text(f"{w['key']}: verdicts"), title_justify="left")
+        for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
+            v.add_column(col)
+        for c in w["comparisons"]:
+            v.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]", fmt(c["p"], 3),
+                      Text(c["verdict"]), fmt(c["seeds_needed"]))
+        out.append(v)
+    return out
+
+
+def cmd_suite(args) -> int:
+    """rootfree suite submit FILE | watch ID | report ID."""
+    from rich.text import Text
+
+    if args.action == "submit":  # a file of several YAML documents submits several suites, one id a line
+        docs = [d for d in yaml.safe_load_all(Path(args.target).read_text()) if d is not None]
+        for i, spec in enumerate(docs):
+            key = args.idempotency_key and (args.idempotency_key if len(docs) == 1 else f"{args.idempotency_key}-{i}")
+            headers = {"Idempotency-Key": key} if key else {}
+            suite = _check(httpx.post(f"{args.url}/suites", json=spec, headers={**AUTH, **headers}, timeout=60))
+            print(suite["id"], flush=True)
+        return 0
+    if args.action == "watch":
+        last = ""
+        while True:
+            suite = _check(httpx.get(f"{args.url}/suites/{args.target}", headers=AUTH, timeout=30))
+            text = "\n".join([f"suite {suite['id']} ({suite['name']}): {suite['status']}"]
+                             + [f"  {s['status']:<10} {s['id']}  {s['name']}" for s in suite["studies"]])
+            if text != last:
+                console().print(Text(text + "\n"))
+                last = text
+            if suite["status"] in TERMINAL:
+                break
+            time.sleep(args.interval)
+    report = _check(httpx.get(f"{args.url}/suites/{args.target}/report", params={"format": "json"}, headers=AUTH,
+                              timeout=300))
+    if args.action == "report" and args.output:
+        r = httpx.get(f"{args.url}/suites/{args.target}/report", headers=AUTH, timeout=300)
+        text = _check_text(r)
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    if args.action == "report" and args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for table in suite_tables(report):
+        console().print(table)
+    return 0 if report["status"] == "completed" else 1
 
 
 def cmd_token(args) -> int:
@@ -511,6 +615,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--url", default=DEFAULT_URL)
     r.add_argument("--token", default=None, help=TOKEN_HELP)
     r.set_defaults(func=cmd_report)
+    su = sub.add_parser("suite", help="a suite over several workloads: submit FILE | watch ID | report ID")
+    su.add_argument("action", choices=["submit", "watch", "report"])
+    su.add_argument("target", metavar="FILE_OR_ID")
+    su.add_argument("--url", default=DEFAULT_URL)
+    su.add_argument("--token", default=None, help=TOKEN_HELP)
+    su.add_argument("--idempotency-key", default=None)
+    su.add_argument("--interval", type=float, default=5.0)
+    su.add_argument("-o", "--output", default=None, help="report: also write the HTML page here")
+    su.add_argument("--json", action="store_true", help="report: print the numbers as JSON")
+    su.set_defaults(func=cmd_suite)
     a = sub.add_parser("audit", help="the audit trail of state changes (admins)")
     a.add_argument("--url", default=DEFAULT_URL)
     a.add_argument("--token", default=None, help=TOKEN_HELP)

@@ -33,6 +33,8 @@ class Study(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # The user who submitted it (migration 0006); None: from before tokens (admins only see it).
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    # The suite it belongs to (migration 0012); None: a study submitted on its own.
+    suite_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                  onupdate=utcnow)
@@ -40,6 +42,22 @@ class Study(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     trials: Mapped[list[Trial]] = relationship(back_populates="study",
                                                cascade="all, delete-orphan")
+
+
+class Suite(Base):
+    """One submission over several workloads (migration 0012): its studies are ordinary studies
+    that carry its id; its status is derived from theirs."""
+
+    __tablename__ = "rf_suites"
+    # Per owner, as for studies: the pair is unique (user names may contain ":").
+    __table_args__ = (Index("uq_suite_idempotency", "owner", "idempotency_key", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Trial(Base):

@@ -27,6 +27,9 @@ class ProtocolSpec(BaseModel):
     # After the last search stage, each optimizer's best configuration trains again with this
     # many fresh seeds (stage len(stages) + 1): the report ranks by their mean.
     seeds: int = Field(default=0, ge=0, le=20)
+    # true: every optimizer's seed runs train with the same seeds (same data order and
+    # initialisation) and the verdicts use the paired test; false: each optimizer its own seeds.
+    paired: bool = False
     # modern: the workload's lr schedule, every hyperparameter searched; original: the paper's
     # Figure 2 setup (constant lr, only lr searched, zero-initialised preconditioners, no B scaling).
     scheme: Literal["modern", "original"] = "modern"
@@ -184,6 +187,7 @@ class StudyOut(BaseModel):
     name: str
     status: str
     owner: str | None = None  # the user who submitted it
+    suite_id: str | None = None  # the suite it belongs to (POST /suites), if any
     spec: dict[str, Any]
     created_at: datetime
     updated_at: datetime
@@ -252,6 +256,8 @@ class Export(BaseModel):
     # best first: by the seed runs' mean where there are seed runs, else by the best search trial
     ranking: list[str] = []
     seed_runs: dict[str, dict[str, Any]] = {}
+    # pairwise verdicts from the seed runs (service/verdicts.py): a, b, diff, lo, hi, p, verdict, seeds_needed
+    comparisons: list[dict[str, Any]] = []
 
 
 class NodeOut(BaseModel):
@@ -276,3 +282,106 @@ class ClusterOut(BaseModel):
     resources: dict[str, dict[str, float]]  # total, available
     queue: list[QueueEntry]
     updated_at: datetime | None  # when the runner last recorded the cluster (None: never)
+
+
+class SuiteWorkload(BaseModel):
+    """One workload entry of a suite: one study. The same workload may appear twice (budgets)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    budget: dict[str, int] = Field(default_factory=dict)
+    # The objective a run must reach (AlgoPerf's target); None: the baseline's median seed result.
+    target: float | None = Field(default=None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _known(self) -> SuiteWorkload:
+        if self.name not in workloads.names():
+            raise ValueError(f"name: unknown workload {self.name!r}; known: {', '.join(workloads.names())}")
+        workloads.get(self.name).budget(self.budget)  # ValueError("budget.<key>: ...")
+        return self
+
+
+class SuiteSpec(BaseModel):
+    """`POST /suites`: one study per workload entry, the same optimizers, protocol and search
+    spaces for each (declared once, as AlgoPerf asks), and the study fields that apply to each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        reject_control_characters(data)
+        return data
+
+    name: str = Field(min_length=1, max_length=200)
+    workloads: list[SuiteWorkload] = Field(min_length=1, max_length=20)
+    optimizers: list[str] = Field(min_length=1, max_length=10)
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    search_spaces: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    baseline: str | None = None  # the optimizer speed-ups are measured against; sets missing targets
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
+    priority: int = Field(default=0, ge=0, le=100)
+
+    def study_spec(self, i: int) -> StudySpec:
+        w = self.workloads[i]
+        return StudySpec(name=f"{self.name[:160]} [{i + 1}: {w.name}]", workload=w.name,
+                         optimizers=self.optimizers, search_spaces=self.search_spaces, protocol=self.protocol,
+                         budget=w.budget, resources=self.resources,
+                         max_concurrent_trials=self.max_concurrent_trials, priority=self.priority)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SuiteSpec:
+        from pydantic import ValidationError
+
+        if self.baseline is not None and self.baseline not in self.optimizers:
+            raise ValueError(f"baseline: {self.baseline!r} is not one of the suite's optimizers")
+        for i, w in enumerate(self.workloads):
+            if w.target is None and self.baseline is None:
+                raise ValueError(f"baseline: workloads[{i}] gives no target, so the baseline optimizer's median "
+                                 "seed result sets it: name a baseline or give the target")
+            if w.target is None and not self.protocol.seeds:
+                raise ValueError(f"protocol.seeds: workloads[{i}] takes its target from the baseline's median "
+                                 "seed result, which needs seeds >= 1")
+            try:
+                self.study_spec(i)
+            except ValidationError as e:
+                err = e.errors()[0]
+                field = ".".join(str(p) for p in err["loc"])
+                message = err["msg"].removeprefix("Value error, ")
+                if not field and ": " in message:
+                    field, message = message.split(": ", 1)
+                if field.split(".")[0] in ("budget", "workload"):
+                    field = f"workloads[{i}].{field}"
+                raise ValueError(f"{field}: {message}") from None
+        return self
+
+    def resolved(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(the suite's stored spec, its studies' resolved specs in workload order)."""
+        studies = [self.study_spec(i).resolved() for i in range(len(self.workloads))]
+        d = self.model_dump()
+        d["protocol"] = studies[0]["protocol"]
+        d["search_spaces"] = studies[0]["search_spaces"]
+        d["workloads"] = [{**w, "budget": s["budget"], "metric": s["metric"], "mode": s["mode"]}
+                          for w, s in zip(d["workloads"], studies, strict=True)]
+        return d, studies
+
+
+class SuiteStudy(BaseModel):
+    id: str
+    name: str
+    workload: str
+    budget: dict[str, Any]
+    target: float | None
+    status: str
+
+
+class SuiteOut(BaseModel):
+    id: str
+    name: str
+    status: str  # queued/running/completed/failed/cancelled, from its studies
+    owner: str | None = None
+    spec: dict[str, Any]
+    created_at: datetime
+    studies: list[SuiteStudy]
+    links: dict[str, str]

@@ -49,6 +49,18 @@ def seed_stage(spec: dict) -> int | None:
     return len(p["stages"]) + 1 if p.get("seeds", 0) else None
 
 
+def seed_run_seeds(spec: dict, optimizer: str) -> list[int]:
+    """The training seeds of an optimizer's seed runs. Paired studies: the same for every optimizer
+    (so run i of each sees the same data order and initialisation and the runs pair up by seed);
+    otherwise each optimizer its own (independent samples, as Welch's interval assumes)."""
+    p = spec["protocol"]
+    n = p["seeds"]
+    if p.get("paired"):
+        return fresh_seeds(p["seed"], n)
+    order = spec["optimizers"].index(optimizer)
+    return fresh_seeds(p["seed"], n * (order + 1))[order * n:]
+
+
 class StageMachine:
     """Advances studies through their stages; remembers which stages it has exported to Optuna
     (the export is idempotent, the memory only saves the database a round trip per poll)."""
@@ -133,7 +145,7 @@ class StageMachine:
                 slog.event("%s seed runs: no completed search trial to re-run", optimizer, level=logging.WARNING)
             return 0
         config = dict(best[0].config)
-        seeds = fresh_seeds(p["seed"], p["seeds"])
+        seeds = seed_run_seeds(spec, optimizer)
         self.store.save_stage_space(study.id, optimizer, stage,
                                     {k: {"kind": "fixed", "value": v} for k, v in config.items()},
                                     [f"seed runs of trial {best[0].id} (stage {best[0].stage}, "

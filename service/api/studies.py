@@ -22,6 +22,7 @@ from ..storage import remove_study_files
 from ..store import QuotaExceeded, StudyStore
 from ..study_log import log_path, ray_log_name, read_from, tail_with_offset
 from ..summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
+from ..verdicts import export_comparisons
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
 from .results import cached_analysis_json, cached_report
@@ -43,7 +44,8 @@ def study_out(store: StudyStore, study: Study, request: Request,
                          + urlencode({"node_id": node, "filename": ray_log_name(study.id)})
                          if dashboard and node else None)
     return StudyOut(
-        id=study.id, name=study.name, status=study.status, owner=study.owner, spec=study.spec,
+        id=study.id, name=study.name, status=study.status, owner=study.owner, suite_id=study.suite_id,
+        spec=study.spec,
         created_at=study.created_at, updated_at=study.updated_at, started_at=study.started_at,
         finished_at=study.finished_at, error=study.error, notes=study.notes or [],
         optimizers=summaries if summaries is not None else optimizer_summaries(store, study),
@@ -234,7 +236,8 @@ def export(format: Literal["json", "yaml"] = "json", k: int = Query(1, ge=1, le=
     doc = Export(study_id=study.id, workload=study.spec["workload"], metric=study.spec["metric"],
                  mode=study.spec["mode"], best=best_configs(store, study, k),
                  ranking=[o["optimizer"] for o in order],
-                 seed_runs={o["optimizer"]: o["seed_runs"] for o in summary if o.get("seed_runs")}).model_dump()
+                 seed_runs={o["optimizer"]: o["seed_runs"] for o in summary if o.get("seed_runs")},
+                 comparisons=export_comparisons(study.spec, summary)).model_dump()
     if format == "yaml":
         return Response(yaml.safe_dump(doc, sort_keys=False), media_type="application/yaml")
     return doc

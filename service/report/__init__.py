@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import importlib.metadata
+import itertools
 import json
 import math
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import yaml
 
 from ..analysis import performance_profile
 from ..summary import optimizer_summaries, ranking, study_analysis
+from ..verdicts import unresolved_with
 from . import plots
 
 LIBRARIES = ("rootfree", "torch", "ray", "optuna", "fastapi", "sqlalchemy", "matplotlib", "numpy")
@@ -86,9 +88,13 @@ def _comparison_table(data: dict) -> str:
     metric = study["spec"]["metric"]
     by = {o["optimizer"]: o for o in study["optimizers"]}
     rows = []
+    comps = data["analysis"].get("comparisons") or []
     for rank, opt in enumerate(data["ranking"], start=1):
         o, a = by[opt], data["analysis"]["optimizers"][opt]
         value, std, what = headline(o)
+        ties = unresolved_with(comps, opt)
+        if ties:  # the order against these is not resolved by the seed runs
+            what += "; not resolved against " + ", ".join(ties)
         seeds = o.get("seed_runs") or {}
         cfg = ", ".join(f"{k}={_fmt(v, 3)}" for k, v in (o.get("best_config") or {}).items())
         rows.append(
@@ -100,6 +106,39 @@ def _comparison_table(data: dict) -> str:
     return ("<table><thead><tr><th>#</th><th>optimizer</th><th>" + html.escape(metric) + "</th><th>best trial</th>"
             "<th>top-k mean</th><th>seed median</th><th>diverged share</th><th>s / epoch</th>"
             "<th>peak MB</th><th>best configuration</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def ranking_text(data: dict) -> str:
+    """The ranking with ">" where the seed runs resolve the neighbours' order and "≈" where not."""
+    comps = {frozenset((c["a"], c["b"])): c for c in data["analysis"].get("comparisons") or []}
+    order = data["ranking"]
+    out = html.escape(order[0]) if order else ""
+    for prev, opt in itertools.pairwise(order):
+        c = comps.get(frozenset((prev, opt)))
+        tied = c is None or c["verdict"].startswith("not resolved")
+        out += (" ≈ " if tied else " &gt; ") + html.escape(opt)
+    return out
+
+
+def verdict_table(data: dict) -> str:
+    """The pairwise verdicts (service/verdicts.py), or why there are none."""
+    a = data["analysis"]
+    comps = a.get("comparisons") or []
+    if not comps:
+        return ("<h3>Verdicts</h3><p class='no-verdict'><strong>No verdict is possible:</strong> "
+                + html.escape(a.get("no_verdict") or "no pair of optimizers has seed runs") + "</p>")
+    m = a.get("comparison_method") or {}
+    rows = "".join(
+        f"<tr><td>{html.escape(c['a'])}</td><td>{html.escape(c['b'])}</td><td>{_fmt(c['diff'])}</td>"
+        f"<td>[{_fmt(c['lo'])}, {_fmt(c['hi'])}]</td><td>{_fmt(c['p'], 3)}</td>"
+        f"<td><strong>{html.escape(c['verdict'])}</strong></td><td>{_fmt(c['seeds_needed'])}</td></tr>"
+        for c in comps)
+    return ("<h3>Verdicts</h3><table class='verdicts'><thead><tr><th>a</th><th>b</th><th>diff = a − b</th>"
+            "<th>95% interval</th><th>p</th><th>verdict</th><th>seeds needed</th></tr></thead><tbody>"
+            + rows + "</tbody></table><p><small>"
+            + html.escape(f"{'Paired by seed. ' if m.get('paired') else ''}Interval: {m.get('interval')}. "
+                          f"p: {m.get('p')}. {m.get('verdict')}. Seeds needed: {m.get('seeds_needed')}.")
+            + "</small></p>")
 
 
 def _study_section(data: dict) -> str:
@@ -142,9 +181,10 @@ def _study_section(data: dict) -> str:
             f"<p>study <code>{study['id']}</code>, owner {html.escape(str(study['owner']))}, "
             f"{spec['protocol']['scheme'] if 'scheme' in spec['protocol'] else 'modern'} scheme, "
             f"stages {spec['protocol']['stages']}, seed runs {spec['protocol'].get('seeds', 0)}; "
-            f"{metric} ({'lower' if spec['mode'] == 'min' else 'higher'} is better). Ranking: "
-            f"{' &gt; '.join(html.escape(o) for o in data['ranking'])} (by the seed runs' mean where there "
-            "are seed runs, else by the best trial).</p>"
+            f"{metric} ({'lower' if spec['mode'] == 'min' else 'higher'} is better).</p>"
+            + verdict_table(data)
+            + f"<p>Ranking: {ranking_text(data)} (by the seed runs' mean where there are seed runs, else by the "
+            "best trial; &gt;: resolved by the seed runs, ≈: not resolved, a tie).</p>"
             + _comparison_table(data) + "".join(figs)
             + f"<h3>Stage notes</h3><ul>{notes or '<li>none</li>'}</ul>"
             + f"<h3>Spec</h3><pre>{html.escape(spec_yaml)}</pre>"

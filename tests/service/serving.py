@@ -88,9 +88,10 @@ def health(url: str) -> tuple[int, dict]:
     return r.status_code, r.json()
 
 
-def run_to_end(tmp_path, specs: list[dict], owner: str = "alice", timeout: float = 400):
+def run_to_end(tmp_path, specs: list[dict], owner: str = "alice", timeout: float = 400, create=None):
     """Runs resolved study specs to their end with a real `StudyRunner` (a thread) on a fresh
-    local Ray with 2 CPUs; returns (store, study ids). The in-process twin of `serve`."""
+    local Ray with 2 CPUs; returns (store, study ids). The in-process twin of `serve`.
+    `create(store) -> study ids`: creates the studies instead (a suite's)."""
     import ray
 
     from service.runner import StudyRunner
@@ -102,7 +103,7 @@ def run_to_end(tmp_path, specs: list[dict], owner: str = "alice", timeout: float
         store = StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")
         runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp_path / "runs"),
                                              poll_interval_s=0.2))
-        ids = [store.create_study(spec, None, owner=owner)[0].id for spec in specs]
+        ids = create(store) if create else [store.create_study(spec, None, owner=owner)[0].id for spec in specs]
         runner.start()
         t0 = time.time()
         while any(store.get_study(s).status not in ("completed", "failed", "cancelled") for s in ids):

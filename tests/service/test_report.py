@@ -123,12 +123,17 @@ def test_report_and_analysis_through_the_api_and_the_cli(finished, tmp_path):
         html = page.text
         both = c.get("/report", params=[("study_id", seeded), ("study_id", original)]).text
         assert c.get(f"/studies/{seeded}/export").json()["seed_runs"]["sgd"]["n"] == 3
+        # the verdicts: in the analysis and the export, the same; in the page above the ranking
+        assert [(v["a"], v["b"]) for v in a["comparisons"]] == [("sgd", "rfrmsprop")]
+        assert c.get(f"/studies/{seeded}/export").json()["comparisons"] == a["comparisons"]
+        assert "No verdict is possible" in c.get(f"/studies/{original}/report").text  # no seed runs
     assert html.count("<figure>") >= 8 and html.count("<figcaption>") == html.count("<figure>")
     for caption in ("Expected best", "Empirical distribution", "Learning curves", "against lr", "fresh seeds",
                     "per status", "time per epoch"):
         assert caption in html, caption
     for part in ("Spec", "Stage spaces", "Library versions", "rootfree submit study.yaml"):
         assert part in html
+    assert html.index("<h3>Verdicts") < html.index("Ranking:") < html.index("<th>#</th>")
     # self-contained: no script, no remote resource of any kind
     for bad in ("<script", "src=\"http", "href=\"http", "url(http", "@import"):
         assert bad not in html and bad not in both

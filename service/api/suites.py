@@ -1,0 +1,93 @@
+"""The /suites resource: one submission over several workloads, one ordinary study per entry."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from ..auth import Principal, client_address, current_user
+from ..models import Suite
+from ..report.suite import render_suite_report
+from ..schemas import SuiteOut, SuiteSpec, SuiteStudy
+from ..settings import Settings
+from ..store import QuotaExceeded, StudyStore
+from ..suites import jsonable, suite_report, suite_status
+from .deps import get_app_settings, get_store
+from .errors import ApiError
+from .studies import check_admission
+
+router = APIRouter(prefix="/suites", tags=["suites"], dependencies=[Depends(current_user)])
+
+
+def get_suite_or_404(request: Request, suite_id: str = Path(max_length=64),
+                     user: Principal = Depends(current_user)) -> Suite:
+    """The suite, if the caller may see it (its owner or an admin); another user's answers like a
+    missing one."""
+    suite = get_store(request).get_suite(suite_id)
+    if suite is None or not user.owns(suite.owner):
+        raise HTTPException(404, f"suite {suite_id!r} not found")
+    return suite
+
+
+def suite_out(store: StudyStore, suite: Suite) -> SuiteOut:
+    studies = store.suite_studies(suite.id)
+    entries = suite.spec["workloads"]
+    return SuiteOut(
+        id=suite.id, name=suite.name, status=suite_status([s.status for s in studies if s is not None]),
+        owner=suite.owner, spec=suite.spec, created_at=suite.created_at,
+        studies=[SuiteStudy(id=sid, name=s.name if s else "(deleted)", workload=w["name"], budget=w["budget"],
+                            target=w.get("target"), status=s.status if s else "deleted")
+                 for sid, s, w in zip(suite.spec["study_ids"], studies, entries, strict=True)],
+        links={"self": f"/suites/{suite.id}", "report": f"/suites/{suite.id}/report"})
+
+
+@router.post("", status_code=201, response_model=SuiteOut)
+def create_suite(spec: SuiteSpec, request: Request, response: Response,
+                 idempotency_key: str | None = Header(default=None, max_length=200),
+                 store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings),
+                 user: Principal = Depends(current_user)):
+    suite_spec, study_specs = spec.resolved()
+    for i, s in enumerate(study_specs):
+        try:
+            check_admission(store, settings, s)
+        except ApiError as e:
+            if e.status == 422 and e.field == "trials":
+                e.field = f"workloads[{i}].trials"
+            raise
+    try:
+        suite, created = store.create_suite(suite_spec, study_specs, idempotency_key, owner=user.user,
+                                            audit={"actor": user.user, "client": client_address(request)},
+                                            max_active=settings.max_active_studies)
+    except QuotaExceeded as e:
+        raise ApiError(429, "max_active_studies",
+                       f"the suite adds {len(study_specs)} studies to your {e.active} queued or running ones; the "
+                       f"limit is {e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES)") from None
+    request.app.state.queue_snapshot = None  # the queue changed
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/suites/{suite.id}"
+    return suite_out(store, suite)
+
+
+@router.get("/{suite_id}", response_model=SuiteOut)
+def get_suite(suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depends(get_store)):
+    return suite_out(store, suite)
+
+
+@router.get("/{suite_id}/report", response_class=HTMLResponse)
+def report(format: Literal["html", "json"] = "html",  # noqa: A002
+           suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depends(get_store)):
+    """Per workload the verdict table; across workloads time to target, the performance profile,
+    the AlgoPerf-style score, the speed-up over the baseline and the tuning cost (service/suites.py).
+    `format=json`: the numbers (an infinite time, a miss, is null)."""
+    studies = [{"id": s.id, "name": s.name, "status": s.status, "spec": s.spec, "trials": store.trial_dicts(s.id)}
+               if s is not None else {"id": sid, "name": "(deleted)", "status": "deleted", "spec": None, "trials": []}
+               for sid, s in zip(suite.spec["study_ids"], store.suite_studies(suite.id), strict=True)]
+    data = suite_report(suite.spec, studies)
+    data["status"] = suite_status([s["status"] for s in studies if s["status"] != "deleted"])
+    data["id"] = suite.id
+    if format == "json":
+        return JSONResponse(jsonable(data))
+    return HTMLResponse(render_suite_report(data))
