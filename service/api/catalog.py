@@ -17,6 +17,7 @@ from .. import catalog
 from ..auth import current_user
 from ..store import StudyStore
 from .deps import get_store
+from .errors import ApiError
 
 router = APIRouter(tags=["catalog"], dependencies=[Depends(current_user)])
 ERRORS_HEADER = "X-Plugin-Errors"
@@ -58,3 +59,12 @@ def list_workloads(response: Response, include: Literal["errors"] | None = Query
 def list_optimizers(response: Response, include: Literal["errors"] | None = Query(None),
                     store: StudyStore = Depends(get_store)):
     return _answer(response, store, "optimizers", include)
+
+
+def check_cluster_offers(store: StudyStore, spec: dict) -> None:
+    """422 naming `workload` or `optimizers` when no live node could run some trial of the study
+    (the record of each node's catalog); nothing recorded yet: the controller's own catalog,
+    which the spec's validation already applied."""
+    problem = catalog.check_offered(cluster_catalogs(store), spec["workload"], spec["optimizers"])
+    if problem is not None:
+        raise ApiError(422, *problem)

@@ -24,6 +24,7 @@ from ..storage import remove_study_files
 from ..store import StudyStore
 from ..study_log import log_path, ray_log_name, tail
 from ..summary import best_configs, optimizer_summaries, ranking
+from .catalog import check_cluster_offers
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
 
@@ -60,6 +61,7 @@ def create_study(spec: StudySpec, request: Request, response: Response,
                  store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings), user: Principal = Depends(current_user)):
     resolved = spec.resolved()
+    check_cluster_offers(store, resolved)  # the cluster decides which workloads/optimizers exist
     check_admission(store, settings, resolved, user.user)
     study, created = store.create_study(resolved, idempotency_key, owner=user.user,
                                         audit={"actor": user.user, "client": client_address(request)})

@@ -119,3 +119,18 @@ def test_the_service_runs_and_lists_the_errors(test_plugins, tmp_path):
         assert "does not state root_free and zero_init" in r.json()["detail"]
         spec["protocol"]["scheme"] = "modern"
         assert c.post("/studies", json=spec).status_code == 201
+
+
+@pytest.mark.parametrize("name", ["digits_mlp", "sbm_gcn"])
+def test_plugin_example_studies_are_valid(name):
+    """examples/plugins/*.yaml: what `rootfree submit` would send, with seed runs."""
+    from pathlib import Path
+
+    import yaml
+
+    from service.schemas import StudySpec
+
+    require_examples()
+    path = Path(__file__).resolve().parents[2] / "examples" / "plugins" / f"{name}.yaml"
+    spec = StudySpec(**yaml.safe_load(path.read_text())).resolved()
+    assert spec["workload"] == name and spec["protocol"]["seeds"] >= 3

@@ -94,10 +94,12 @@ PLUGIN = OptimizerPlugin(
     factory=IFAdaGrad,
     hyperparameters=("lr", "beta2", "momentum", "weight_decay", "batch_size", "init", "max_dim"),
     default_space={
-        "lr": {"kind": "log_uniform", "low": 1e-5, "high": 1e-1},
-        "beta2": {"kind": "log_uniform", "low": 1e-4, "high": 0.5},
+        "lr": {"kind": "log_uniform", "low": 1e-4, "high": 1.0},
+        # Eq. 18 is a first-order step: once x = beta2 B g^T S^-1 g passes 2 the correction term
+        # (x^2/2) outgrows it and S^-1 grows instead of shrinking, so beta2 stays small.
+        "beta2": {"kind": "log_uniform", "low": 1e-5, "high": 3e-2},
         "momentum": {"kind": "uniform", "low": 0.0, "high": 0.99},
-        "weight_decay": {"kind": "log_uniform", "low": 1e-7, "high": 1e-1},
+        "weight_decay": {"kind": "log_uniform", "low": 1e-7, "high": 1e-2},
     },
     description="inverse-free root-free full-matrix AdaGrad (paper Eq. 18; plugin example)",
     root_free=True,   # the trial passes B; the original scheme sets batch_size=1
