@@ -23,6 +23,7 @@ log = logging.getLogger("rootfree.plugins")
 _lock = threading.Lock()
 _loaded = False
 _space_errors: list[dict[str, str]] = []
+_adopted: set[tuple[str, str]] = set()  # ("workloads"|"optimizers", name) known only from the cluster
 
 
 def load(reload: bool = False) -> None:
@@ -34,6 +35,7 @@ def load(reload: bool = False) -> None:
         workloads.load_plugins(reload=reload)
         plugins = optimizers.registry.load_plugins(reload=reload)
         unregister_plugins()
+        _adopted.clear()
         errors = []
         for name, p in plugins.items():
             try:
@@ -58,9 +60,11 @@ def workload_info(w: workloads.Workload) -> dict[str, Any]:
 
 def optimizer_info(name: str) -> dict[str, Any]:
     spec = optimizers.registry.spec(name)
+    plugin = optimizers.registry.load_plugins().get(name)
     return {"name": name, "hyperparameters": list(search_spaces.accepted_hyperparameters(name)),
             "default_space": search_spaces.default_space(name).to_dict(),
-            "description": spec.description, "root_free": spec.root_free, "plugin": spec.plugin}
+            "description": spec.description, "root_free": plugin.root_free if plugin else spec.root_free,
+            "zero_init": plugin.zero_init if plugin else name == "rfrmsprop", "plugin": spec.plugin}
 
 
 def local() -> dict[str, Any]:
@@ -69,9 +73,47 @@ def local() -> dict[str, Any]:
     load()
     errors = ([{"kind": "workload", **e} for e in workloads.plugin_errors()]
               + [{"kind": "optimizer", **e} for e in optimizers.registry.plugin_errors() + _space_errors])
-    return {"workloads": {n: workload_info(workloads.get(n)) for n in workloads.names()},
-            "optimizers": {n: optimizer_info(n) for n in optimizer_names()},
+    return {"workloads": {n: workload_info(workloads.get(n)) for n in workloads.names()
+                          if ("workloads", n) not in _adopted},
+            "optimizers": {n: optimizer_info(n) for n in optimizer_names() if ("optimizers", n) not in _adopted},
             "errors": errors}
+
+
+def _not_here(name: str):
+    def prepare(budget, seed, device):
+        raise RuntimeError(f"workload {name!r} is installed on the cluster's nodes, not in this process")
+
+    return prepare
+
+
+def adopt(catalogs: dict[str, dict[str, Any]] | None) -> None:
+    """Makes what only the cluster's nodes offer known here as descriptions, so a study can name a
+    plugin the controller lacks: its spec validates and resolves (budget, metric, default space)
+    from the node's record. Nothing of it is imported or run in this process."""
+    load()
+    if not catalogs:
+        return
+    with _lock:
+        for name, info in union(catalogs, "workloads").items():
+            if name in workloads.names() or ("workloads", name) in _adopted:
+                continue
+            try:
+                workloads.register(workloads.Workload(
+                    name, info["description"], info["metric"], info["mode"], dict(info["default_budget"]),
+                    info["schedule"], _not_here(name), limits=dict(info.get("budget_limits") or {}),
+                    zero_ok=frozenset(info.get("zero_ok") or ()), plugin=info.get("plugin")))
+                _adopted.add(("workloads", name))
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("the cluster's workload %r cannot be described here: %s", name, e)
+        for name, info in union(catalogs, "optimizers").items():
+            if name in search_spaces.optimizer_names():
+                continue
+            try:
+                register_optimizer(name, tuple(info["hyperparameters"]), info["default_space"],
+                                   root_free=info.get("root_free"), zero_init=info.get("zero_init"))
+                _adopted.add(("optimizers", name))
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("the cluster's optimizer %r cannot be described here: %s", name, e)
 
 
 def offered(record: dict[str, Any]) -> dict[str, Any] | None:

@@ -417,6 +417,15 @@ def load_plugins(reload: bool = False) -> None:
     _loaded, _errors = True, errors
 
 
+def register(w: Workload) -> None:
+    """Adds a workload under a name no one has taken (the controller's description of a plugin
+    only the cluster's nodes have; see service.catalog.adopt)."""
+    load_plugins()
+    if w.name in _REGISTRY:
+        raise ValueError(f"workload {w.name!r} exists")
+    _REGISTRY[w.name] = w
+
+
 def plugin_errors() -> list[dict[str, str]]:
     """The workload plugins refused in this process, each ``{"name", "source", "error"}``."""
     load_plugins()

@@ -61,6 +61,11 @@ def list_optimizers(response: Response, include: Literal["errors"] | None = Quer
     return _answer(response, store, "optimizers", include)
 
 
+def adopt_cluster_catalog(store: StudyStore = Depends(get_store)) -> None:
+    """Before a study's body is validated: what only the cluster's nodes offer becomes known here."""
+    catalog.adopt(cluster_catalogs(store))
+
+
 def check_cluster_offers(store: StudyStore, spec: dict) -> None:
     """422 naming `workload` or `optimizers` when no live node could run some trial of the study
     (the record of each node's catalog); nothing recorded yet: the controller's own catalog,

@@ -24,7 +24,7 @@ from ..storage import remove_study_files
 from ..store import StudyStore
 from ..study_log import log_path, ray_log_name, tail
 from ..summary import best_configs, optimizer_summaries, ranking
-from .catalog import check_cluster_offers
+from .catalog import adopt_cluster_catalog, check_cluster_offers
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
 
@@ -55,7 +55,7 @@ def study_out(store: StudyStore, study: Study, request: Request) -> StudyOut:
     )
 
 
-@router.post("", status_code=201, response_model=StudyOut)
+@router.post("", status_code=201, response_model=StudyOut, dependencies=[Depends(adopt_cluster_catalog)])
 def create_study(spec: StudySpec, request: Request, response: Response,
                  idempotency_key: str | None = Header(default=None, max_length=200),
                  store: StudyStore = Depends(get_store),

@@ -80,3 +80,34 @@ def test_catalog_lists_what_the_nodes_offer_and_their_plugin_errors(app):
     assert "ifadagrad" in {o["name"] for o in r.json()["items"]}  # n2 offers it
     assert r.json()["errors"] == [{**bad, "where": ["n1", "n2"]}]
     assert r.headers["X-Plugin-Errors"] == "1"
+
+
+def test_a_plugin_only_the_nodes_have_validates_from_their_record(app):
+    """The controller lacks the plugin; a node has it: the study validates and resolves
+    (budget, metric, default space) from the node's record, and nothing of it is imported here."""
+    a, c = app
+    node = _node("n1")
+    w = {**node["catalog"]["workloads"]["digits_mlp"], "name": "remote_mlp", "plugin": "remote_pkg:W",
+         "default_budget": {"epochs": 3, "batch_size": 16}, "budget_limits": {"epochs": 5}}
+    o = {**node["catalog"]["optimizers"]["ifadagrad"], "name": "remote_opt", "plugin": "remote_pkg:Opt",
+         "root_free": None, "zero_init": None}
+    node["catalog"]["workloads"]["remote_mlp"] = w
+    node["catalog"]["optimizers"]["remote_opt"] = o
+    spec = {"name": "r", "workload": "remote_mlp", "optimizers": ["remote_opt", "adamw"], "protocol": {"stages": [2]}}
+    assert c.post("/studies", json=spec).status_code == 422  # nothing recorded offers it yet
+    try:
+        _record(a, node)
+        r = c.post("/studies", json=spec)
+        assert r.status_code == 201, r.text
+        resolved = r.json()["spec"]
+        assert resolved["budget"] == {"epochs": 3, "batch_size": 16} and resolved["metric"] == "test_error"
+        assert resolved["search_spaces"]["remote_opt"] == o["default_space"]
+        r = c.post("/studies", json={**spec, "budget": {"epochs": 6}})
+        assert r.status_code == 422 and "allows at most 5" in r.text
+        r = c.post("/studies", json={**spec, "protocol": {"stages": [2], "scheme": "original"}})
+        assert r.status_code == 422 and "does not state root_free and zero_init" in r.text
+        # the controller's own catalog is unchanged: what it lists comes from the nodes
+        assert "remote_mlp" not in catalog.local()["workloads"]
+        assert "remote_mlp" in {x["name"] for x in c.get("/workloads").json()}
+    finally:
+        catalog.load(reload=True)
