@@ -43,7 +43,10 @@ class NodeCatalogs:
                     log.warning("could not read the catalog of Ray node %s: %s", node_id, e)
         for node_id in alive:
             if node_id not in self._known and node_id not in self._pending:
-                self._pending[node_id] = ray.remote(_catalog_here).options(
-                    num_cpus=0, max_retries=0, name="rootfree node catalog",
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
+                try:
+                    self._pending[node_id] = ray.remote(_catalog_here).options(
+                        num_cpus=0, max_retries=0, name="rootfree node catalog",
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
+                except Exception as e:  # noqa: BLE001 - never in the way of recording the resources
+                    log.warning("could not ask Ray node %s for its catalog: %s", node_id, e)
         return {n: self._known[n] for n in alive if n in self._known}
