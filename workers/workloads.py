@@ -264,9 +264,12 @@ class GCN(nn.Module):
         self.layer2 = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.adjacency
-        h = torch.relu(torch.sparse.mm(a, self.layer1(x.float())))
-        return torch.sparse.mm(a, self.layer2(h))
+        # float32 throughout: sparse products have no bfloat16 autocast (the trial's GPU setting),
+        # and mixing the two fails in the backward pass; the model is small.
+        with torch.autocast(x.device.type, enabled=False):
+            a = self.adjacency
+            h = torch.relu(torch.sparse.mm(a, self.layer1(x.float())))
+            return torch.sparse.mm(a, self.layer2(h))
 
 
 def _gcn_prepare(budget: dict, seed: int, device: torch.device) -> Prepared:

@@ -113,3 +113,15 @@ def test_sbm_gcn_learns_well_above_chance():
     assert result["status"] == "completed"
     assert result["metrics"]["test_error"] < 0.25  # chance: 0.75
     assert result["metrics"]["test_error"] < _untrained_metric("sbm_gcn", budget) - 0.4
+
+
+def test_sbm_gcn_trains_under_bfloat16_autocast():
+    """The trial's GPU setting (autocast to bfloat16), here on the CPU: sparse products have no
+    bfloat16 autocast, so the GCN keeps float32 and the backward pass works."""
+    w = workloads.get("sbm_gcn")
+    prepared = w.prepare(w.budget({"nodes": 200}), 0, torch.device("cpu"))
+    x, target = next(iter(prepared.train_batches(0)))
+    with torch.autocast("cpu", torch.bfloat16):
+        loss = prepared.loss_fn(prepared.model(x), target)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in prepared.model.parameters())
