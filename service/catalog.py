@@ -24,6 +24,7 @@ _lock = threading.Lock()
 _loaded = False
 _space_errors: list[dict[str, str]] = []
 _adopted: set[tuple[str, str]] = set()  # ("workloads"|"optimizers", name) known only from the cluster
+_adopted_optimizers: dict[str, dict[str, Any]] = {}  # their recorded descriptions
 
 
 def load(reload: bool = False) -> None:
@@ -36,6 +37,7 @@ def load(reload: bool = False) -> None:
         plugins = optimizers.registry.load_plugins(reload=reload)
         unregister_plugins()
         _adopted.clear()
+        _adopted_optimizers.clear()
         errors = []
         for name, p in plugins.items():
             try:
@@ -79,6 +81,16 @@ def local() -> dict[str, Any]:
             "errors": errors}
 
 
+def optimizer_facts(name: str) -> tuple[bool, str | None]:
+    """(root_free, plugin import path) of an optimizer, built in, installed here, or known only
+    from the cluster's record (False, None when unknown)."""
+    if name in optimizers.names():
+        spec = optimizers.registry.spec(name)
+        return spec.root_free, spec.plugin
+    info = _adopted_optimizers.get(name) or {}
+    return bool(info.get("root_free")), info.get("plugin")
+
+
 def _not_here(name: str):
     def prepare(budget, seed, device):
         raise RuntimeError(f"workload {name!r} is installed on the cluster's nodes, not in this process")
@@ -112,6 +124,7 @@ def adopt(catalogs: dict[str, dict[str, Any]] | None) -> None:
                 register_optimizer(name, tuple(info["hyperparameters"]), info["default_space"],
                                    root_free=info.get("root_free"), zero_init=info.get("zero_init"))
                 _adopted.add(("optimizers", name))
+                _adopted_optimizers[name] = info
             except (KeyError, TypeError, ValueError) as e:
                 log.warning("the cluster's optimizer %r cannot be described here: %s", name, e)
 

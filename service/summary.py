@@ -5,8 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-import optimizers
-
+from .catalog import optimizer_facts
 from .models import Study
 from .store import StudyStore
 
@@ -80,19 +79,15 @@ def ranking(study: dict) -> list[dict]:
 def export_hyperparameters(spec: dict, optimizer: str, config: dict) -> dict[str, Any]:
     """What the trial trained with: its sampled config plus what the worker added (B)."""
     hp = dict(config)
-    if _known(optimizer) and optimizers.registry.spec(optimizer).root_free and "batch_size" in spec["budget"]:
+    if optimizer_facts(optimizer)[0] and "batch_size" in spec["budget"]:
         hp.setdefault("batch_size", spec["budget"]["batch_size"])
     return hp
-
-
-def _known(optimizer: str) -> bool:
-    return optimizer in optimizers.names()  # a plugin only the cluster's workers have: not here
 
 
 def snippet(optimizer: str, hp: dict[str, Any]) -> str:
     """Code that builds the optimizer with these hyperparameters; a plugin's names its import path."""
     args = ", ".join(f"{k}={v!r}" for k, v in hp.items())
-    plugin = optimizers.registry.spec(optimizer).plugin if _known(optimizer) else None
+    plugin = optimizer_facts(optimizer)[1]
     if plugin:
         module, _, attribute = plugin.partition(":")
         return f"from {module} import {attribute.split('.')[0]}\n{attribute}(model.parameters(), {args})"
