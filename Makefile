@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/install.sh
+$(VENV)/.installed: pyproject.toml scripts/install.sh examples/plugins/rootfree-examples/pyproject.toml
 	bash scripts/install.sh $(VENV)
 	touch $@
 

@@ -9,14 +9,20 @@ as the paper writes RMSProp), ``damping`` is AdamW's/RMSProp's ``eps`` and Shamp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from .ifshampoo import IFShampoo
 from .rfrmsprop import RFRMSProp
 from .rfshampoo import RFShampoo
+
+log = logging.getLogger("rootfree.plugins")
+ENTRY_POINT_GROUP = "rootfree.optimizers"
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,40 @@ class OptimizerSpec:
     description: str
     hyperparameters: tuple[str, ...]
     factory: Callable[..., torch.optim.Optimizer]
+    # The trial passes the mini-batch size B (``batch_size``) to a root-free method (paper Sec. 3.1).
+    root_free: bool = False
+    # For a plugin: where the factory comes from ("package.module:attribute"); None: built-in.
+    plugin: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimizerPlugin:
+    """The public optimizer contract (``from workers.plugin_api import OptimizerPlugin``).
+
+    An installed package names one under the entry point group ``rootfree.optimizers``; the entry
+    point's name must equal ``name``.
+
+    - ``factory(params, **hyperparameters) -> torch.optim.Optimizer``, in the torch.optim style.
+    - ``hyperparameters``: the keyword names the factory accepts (a trial passes no others).
+    - ``default_space``: the stage-1 search space in the search-space language, exactly the
+      JSON/YAML a study's ``search_spaces.<name>`` takes, e.g.
+      ``{"lr": {"kind": "log_uniform", "low": 1e-4, "high": 1e-1}}``.
+    - ``root_free``: True: the trial passes ``batch_size`` = B (it must be a hyperparameter) and the
+      original scheme fixes it to 1; False: a method with a square root (or none). None (not
+      stated): ``scheme: original`` refuses this optimizer.
+    - ``zero_init``: True: the preconditioner may start at zero (``init`` must be a hyperparameter;
+      the original scheme sets ``init=0``); False: it cannot (it is inverted) or there is no
+      preconditioner, so the original scheme keeps the default. None: ``scheme: original`` refuses.
+    """
+
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    hyperparameters: tuple[str, ...]
+    default_space: Mapping[str, Any]
+    description: str = ""
+    root_free: bool | None = None
+    zero_init: bool | None = None
+    import_path: str = field(default="", compare=False)  # filled from the entry point on load
 
 
 def _sgd(params, lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False):
@@ -70,22 +110,118 @@ _REGISTRY: dict[str, OptimizerSpec] = {
                       ("lr", "beta2", "momentum", "damping", "weight_decay"), _rmsprop),
         OptimizerSpec("shampoo", "root-based Shampoo (pytorch-optimizer)",
                       ("lr", "momentum", "weight_decay", "damping", "update_every"), _shampoo),
-        OptimizerSpec("rfrmsprop", "square-root-free RMSProp (paper Fig. 6)", _COMMON, RFRMSProp),
+        OptimizerSpec("rfrmsprop", "square-root-free RMSProp (paper Fig. 6)", _COMMON, RFRMSProp,
+                      root_free=True),
         OptimizerSpec("rfshampoo", "root-free Shampoo with inverses (paper Fig. 5 middle)",
-                      _COMMON + ("update_every", "max_factor_dim"), RFShampoo),
+                      _COMMON + ("update_every", "max_factor_dim"), RFShampoo, root_free=True),
         OptimizerSpec("ifshampoo", "inverse- and root-free Shampoo (paper Fig. 5 right, Fig. 7)",
                       _COMMON + ("riemannian_momentum", "update_every", "max_factor_dim",
-                                 "factor_dtype"), IFShampoo),
+                                 "factor_dtype"), IFShampoo, root_free=True),
     )
 }
+BUILTIN = frozenset(_REGISTRY)
+_plugins: dict[str, OptimizerPlugin] | None = None
+_errors: list[dict[str, str]] = []
+
+
+def entry_points(group: str):
+    """The installed entry points of `group` (a seam: tests substitute their own)."""
+    from importlib.metadata import entry_points as installed
+
+    return list(installed(group=group))
+
+
+def load_entry_points(group: str, kind: type, builtin: frozenset[str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Imports every entry point of `group`: {name: (object, "module:attr")} and the errors, each
+    ``{"name", "source", "error"}``. A plugin that fails to import, is not a `kind`, is named unlike
+    its entry point or clashes with a built-in (or an earlier plugin) is refused and logged, never
+    raised: one broken package must not take the service or a trial process down."""
+    loaded: dict[str, Any] = {}
+    errors: list[dict[str, str]] = []
+
+    def refuse(name: str, source: str, error: str) -> None:
+        errors.append({"name": name, "source": source, "error": error[:500]})
+        log.error("plugin %r (%s, entry point group %s) refused: %s", name, source, group, error)
+
+    for ep in entry_points(group):
+        source = f"{ep.value}" + (f" ({ep.dist.name})" if getattr(ep, "dist", None) else "")
+        try:
+            obj = ep.load()
+            if not isinstance(obj, kind) and callable(obj):
+                obj = obj()  # a factory returning the plugin
+        except BaseException as e:  # noqa: BLE001 - anything a plugin's import raises, even SystemExit
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            refuse(ep.name, source, f"import failed: {type(e).__name__}: {e}")
+            continue
+        if not isinstance(obj, kind):
+            refuse(ep.name, source, f"is a {type(obj).__name__}, not a {kind.__name__}")
+        elif obj.name != ep.name:
+            refuse(ep.name, source, f"the entry point is named {ep.name!r} but the plugin calls itself {obj.name!r}")
+        elif obj.name in builtin:
+            refuse(ep.name, source, f"the name {obj.name!r} clashes with a built-in {group.split('.')[-1][:-1]}; "
+                                    "rename the plugin")
+        elif obj.name in loaded:
+            refuse(ep.name, source, f"the name {obj.name!r} is already taken by another plugin")
+        else:
+            loaded[obj.name] = (obj, ep.value)
+    return loaded, errors
+
+
+def _check_plugin(p: OptimizerPlugin) -> str | None:
+    if not callable(p.factory):
+        return "factory is not callable"
+    if not p.hyperparameters or not all(isinstance(h, str) for h in p.hyperparameters):
+        return "hyperparameters must be a non-empty tuple of keyword names"
+    if not isinstance(p.default_space, Mapping):
+        return "default_space must be a mapping in the search-space language"
+    unknown = sorted(set(p.default_space) - set(p.hyperparameters))
+    if unknown:
+        return f"default_space names {', '.join(unknown)}, which the optimizer does not accept"
+    if p.root_free and "batch_size" not in p.hyperparameters:
+        return "a root-free optimizer must accept batch_size (the trial passes B)"
+    if p.zero_init and "init" not in p.hyperparameters:
+        return "zero_init=True needs an init hyperparameter"
+    return None
+
+
+def load_plugins(reload: bool = False) -> dict[str, OptimizerPlugin]:
+    """Loads the ``rootfree.optimizers`` entry points once per process and registers them."""
+    global _plugins, _errors
+    if _plugins is not None and not reload:
+        return _plugins
+    for name in [n for n in _REGISTRY if n not in BUILTIN]:
+        del _REGISTRY[name]
+    loaded, errors = load_entry_points(ENTRY_POINT_GROUP, OptimizerPlugin, BUILTIN)
+    plugins: dict[str, OptimizerPlugin] = {}
+    for name, (p, path) in loaded.items():
+        problem = _check_plugin(p)
+        if problem:
+            errors.append({"name": name, "source": path, "error": problem})
+            log.error("optimizer plugin %r (%s) refused: %s", name, path, problem)
+            continue
+        factory_path = f"{p.factory.__module__}:{getattr(p.factory, '__qualname__', path)}"
+        plugins[name] = dataclasses.replace(p, import_path=factory_path)
+        _REGISTRY[name] = OptimizerSpec(name, p.description, tuple(p.hyperparameters), p.factory,
+                                        root_free=bool(p.root_free), plugin=factory_path)
+    _plugins, _errors = plugins, errors
+    return plugins
+
+
+def plugin_errors() -> list[dict[str, str]]:
+    """The optimizer plugins refused in this process, each ``{"name", "source", "error"}``."""
+    load_plugins()
+    return list(_errors)
 
 
 def names() -> list[str]:
-    """Names accepted by :func:`build`."""
+    """Names accepted by :func:`build` (built-ins, then installed plugins)."""
+    load_plugins()
     return list(_REGISTRY)
 
 
 def spec(name: str) -> OptimizerSpec:
+    load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -11,6 +11,8 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
     "$PY" -m pip install -q "torch==2.13.0"
 fi
 "$PY" -m pip install -q -e ".[dev]"
+# The example plugins (a workload and an optimizer, through entry points): the tests use them.
+"$PY" -m pip install -q -e examples/plugins/rootfree-examples
 # Fashion-MNIST (IDX files), the compose validator and Chromium come from Debian's packages.
 need=()
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)

@@ -14,7 +14,7 @@ keeps the two in step).
 
 from __future__ import annotations
 
-from .parameters import Fixed, LogUniform, OneMinusLogUniform, Uniform
+from .parameters import Fixed, LogUniform, OneMinusLogUniform, SearchSpaceError, Uniform
 from .space import SearchSpace
 
 _COMMON = ("lr", "beta2", "momentum", "damping", "weight_decay", "gamma", "batch_size", "init")
@@ -88,6 +88,32 @@ _DEFAULTS: dict[str, SearchSpace] = {
 }
 
 
+BUILTIN = frozenset(ACCEPTED)
+# Plugin optimizers (registered by whoever loaded them: search_spaces imports no torch):
+# name -> (root_free, zero_init) as the plugin states them (None: not stated).
+_PLUGIN_FLAGS: dict[str, tuple[bool | None, bool | None]] = {}
+
+
+def register_optimizer(name: str, hyperparameters: tuple[str, ...], space: SearchSpace | dict,
+                       root_free: bool | None = None, zero_init: bool | None = None) -> None:
+    """Adds a plugin optimizer: its accepted names and default stage-1 space (checked against
+    them: raises SearchSpaceError), and what the original scheme needs to know about it."""
+    if name in BUILTIN:
+        raise SearchSpaceError(f"optimizer {name!r} is built in")
+    space = space if isinstance(space, SearchSpace) else SearchSpace.from_dict(space)
+    space.validate_for(tuple(hyperparameters), name)
+    ACCEPTED[name] = tuple(hyperparameters)
+    _DEFAULTS[name] = space
+    _PLUGIN_FLAGS[name] = (root_free, zero_init)
+
+
+def unregister_plugins() -> None:
+    for name in list(_PLUGIN_FLAGS):
+        ACCEPTED.pop(name, None)
+        _DEFAULTS.pop(name, None)
+        del _PLUGIN_FLAGS[name]
+
+
 def optimizer_names() -> list[str]:
     return list(ACCEPTED)
 
@@ -114,10 +140,24 @@ def original_scheme_space(optimizer: str) -> SearchSpace:
     root-free methods drop the mini-batch scaling (``batch_size=1``: the default for an averaged
     loss), and RF-RMSProp starts its preconditioner at zero (``init=0``) as RMSProp and Adam do.
     (The constant learning rate is the workload's side: the runner asks for ``schedule="constant"``.)
-    A Kronecker factor cannot start at zero (it is inverted), so the Shampoo variants keep theirs."""
-    params: dict = {"lr": default_space(optimizer)["lr"]}
-    if optimizer in ROOT_FREE:
+    A Kronecker factor cannot start at zero (it is inverted), so the Shampoo variants keep theirs.
+
+    A plugin optimizer gets the same treatment from what it states (``root_free``, ``zero_init``);
+    one that states neither, or has no ``lr`` in its default space, is refused (SearchSpaceError)."""
+    space = default_space(optimizer)
+    root_free, zero_init = _PLUGIN_FLAGS.get(
+        optimizer, (optimizer in ROOT_FREE, optimizer == "rfrmsprop"))
+    if root_free is None or zero_init is None:
+        missing = " and ".join(k for k, v in (("root_free", root_free), ("zero_init", zero_init)) if v is None)
+        raise SearchSpaceError(f"the original scheme cannot be applied to optimizer {optimizer!r}: its plugin "
+                               f"does not state {missing} (whether it drops the mini-batch scaling and "
+                               "starts its preconditioner at zero)")
+    if "lr" not in space:
+        raise SearchSpaceError(f"the original scheme searches only lr, and optimizer {optimizer!r} has no lr "
+                               "in its default space")
+    params: dict = {"lr": space["lr"]}
+    if root_free:
         params["batch_size"] = Fixed("batch_size", 1)
-    if optimizer == "rfrmsprop":
+    if zero_init:
         params["init"] = Fixed("init", 0.0)
     return SearchSpace(params)

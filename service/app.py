@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from . import catalog as plugin_catalog
 from .api import audit, catalog, cluster, health, reports, studies, suites
 from .api.errors import ApiError
 from .auth import TokenCache
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.settings = settings
+        plugin_catalog.load()  # the installed plugins; a refused one is logged, never fatal
         app.state.store = StudyStore(settings.database_url)
         app.state.tokens = TokenCache(app.state.store.engine)
         app.state.supervisor = None

@@ -33,6 +33,7 @@ from search_spaces import NarrowingError
 from .auth import audit
 from .early_stopping import Asha
 from .lease import Lease, LeaseLost, holder_id
+from .node_catalog import NodeCatalogs
 from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
 from .settings import Settings
 from .stages import StageMachine, fmt
@@ -144,7 +145,7 @@ class _StoreCallback(_LiveOnly, tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:
-            self.runner.store.mark_failed(_meta(trial)["trial_id"], self.runner.failure_reason(trial))
+            self.runner.store.mark_failed(_meta(trial)["trial_id"], self.runner.failure_reason(trial), refine=True)
         except LeaseLost as e:
             self.runner.lost(e)
         self._say(trial, "failed (error file: %s)", getattr(trial, "error_file", None),
@@ -252,6 +253,7 @@ class StudyRunner:
         self._cluster_at = 0.0
         self._total: dict[str, float] = {}
         self._nodes: list[dict[str, float]] = []
+        self._catalogs = NodeCatalogs()  # each live node's workloads and optimizers (plugins)
         self._busy_at = time.monotonic()
         self._lost = False  # a fenced write found the lease gone: stop everything
         self._disk_message: str | None = None
@@ -716,6 +718,9 @@ class StudyRunner:
             total = {k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
             available = {k: float(v) for k, v in ray.available_resources().items()
                          if not k.startswith("node:")}
+            catalogs = self._catalogs.update([n["node_id"] for n in nodes if n["alive"]])
+            for n in nodes:
+                n["catalog"] = catalogs.get(n["node_id"])  # None until the node has answered
         except Exception:  # noqa: BLE001 - keep the last record; Ray may be reconnecting
             log.warning("could not read the cluster's resources: %s", traceback.format_exc())
             return

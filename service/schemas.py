@@ -11,7 +11,7 @@ import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError, TwoStageProtocol
 from workers import workloads
 
-from . import early_stopping
+from . import catalog, early_stopping
 from .limits import CONTROL
 
 
@@ -111,7 +111,7 @@ class StudySpec(BaseModel):
     @field_validator("optimizers")
     @classmethod
     def _optimizers(cls, v: list[str]) -> list[str]:
-        known = search_spaces.optimizer_names()
+        known = catalog.optimizer_names()  # built-ins and installed plugins
         for name in v:
             if name not in known:
                 raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(known)}")
@@ -135,6 +135,12 @@ class StudySpec(BaseModel):
                 if searched != ["lr"]:
                     raise ValueError(f"search_spaces.{name}: the original scheme searches only lr "
                                      f"(searched here: {', '.join(searched) or 'nothing'})")
+            for name in self.optimizers:
+                if name not in self.search_spaces:
+                    try:
+                        search_spaces.original_scheme_space(name)
+                    except SearchSpaceError as e:  # a plugin that does not say how (or has no lr)
+                        raise ValueError(f"optimizers: {e}") from None
         w = workloads.get(self.workload)
         if self.metric is not None and self.metric != w.metric:
             raise ValueError(f"metric: workload {self.workload!r} reports {w.metric!r}, "

@@ -590,10 +590,12 @@ class StudyStore:
                     out.append(float(v))
             return out
 
-    def mark_failed(self, trial_id: int, error: str) -> None:
+    def mark_failed(self, trial_id: int, error: str, refine: bool = False) -> None:
+        """`refine`: this error (the trial's own) replaces the one a failed trial has: Tune tells
+        the searcher of a failure (the runner marks it failed) before the callback that reads it."""
         with self.session() as s:
             t = s.get(Trial, trial_id)
-            if t is not None and t.status not in FINISHED:
+            if t is not None and (t.status not in FINISHED or refine and t.status == "failed"):
                 t.status, t.error, t.finished_at = "failed", error[-2000:], now()
                 s.commit()
 

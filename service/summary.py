@@ -5,9 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from workers.trial import ROOT_FREE
-
 from .analysis import analyse
+from .catalog import optimizer_facts
 from .models import Study
 from .store import StudyStore
 
@@ -95,13 +94,18 @@ def ranking(study: dict) -> list[dict]:
 def export_hyperparameters(spec: dict, optimizer: str, config: dict) -> dict[str, Any]:
     """What the trial trained with: its sampled config plus what the worker added (B)."""
     hp = dict(config)
-    if optimizer in ROOT_FREE:
+    if optimizer_facts(optimizer)[0] and "batch_size" in spec["budget"]:
         hp.setdefault("batch_size", spec["budget"]["batch_size"])
     return hp
 
 
 def snippet(optimizer: str, hp: dict[str, Any]) -> str:
+    """Code that builds the optimizer with these hyperparameters; a plugin's names its import path."""
     args = ", ".join(f"{k}={v!r}" for k, v in hp.items())
+    plugin = optimizer_facts(optimizer)[1]
+    if plugin:
+        module, _, attribute = plugin.partition(":")
+        return f"from {module} import {attribute.split('.')[0]}\n{attribute}(model.parameters(), {args})"
     return f'optimizers.build("{optimizer}", model.parameters(), {args})'
 
 

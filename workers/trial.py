@@ -24,7 +24,7 @@ import optimizers
 
 from . import workloads
 
-ROOT_FREE = {"rfrmsprop", "rfshampoo", "ifshampoo"}
+ROOT_FREE = {"rfrmsprop", "rfshampoo", "ifshampoo"}  # the built-in ones; see is_root_free
 CONFIG_FIELDS = {"workload", "optimizer", "hyperparameters", "budget", "seed", "device", "meta", "schedule"}
 SCHEDULES = (None, "workload", "constant")  # "constant": the paper's original scheme (Figure 2)
 
@@ -64,10 +64,15 @@ def _device(config: dict) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def is_root_free(name: str) -> bool:
+    """Whether the trial passes B (``batch_size``) to optimizer `name` (built-in or plugin)."""
+    return optimizers.registry.spec(name).root_free
+
+
 def optimizer_kwargs(name: str, hp: dict, batch_size: int, device: torch.device) -> dict:
     """The trial's hyperparameters plus what the worker knows: B, and the factor dtype."""
     kw = dict(hp)
-    if name in ROOT_FREE:
+    if is_root_free(name):
         kw.setdefault("batch_size", batch_size)  # the loss averages over the mini-batch
     if name == "ifshampoo" and device.type != "cuda":
         # bf16 matrix products are emulated on CPUs without AVX512-BF16/AMX (here ~40x slower

@@ -3,10 +3,13 @@
 Registry: ``workers.workloads.get(name)``, ``workers.workloads.names()``. Each mirrors one of the
 paper's experiment families at a size a 2-core machine can run, and can be cut down further
 through the trial's budget (``train_subset``, ``test_subset``, ``epochs``, ``width``, ...).
+Installed packages add their own through the entry point group ``rootfree.workloads`` (the
+contract: ``workers.plugin_api``); they are loaded once per process on first use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +51,8 @@ class Workload:
     limits: dict[str, int] = field(default_factory=dict)
     # Budget keys that may be 0 (every other key is a positive integer).
     zero_ok: frozenset[str] = frozenset()
+    # For a plugin: where it comes from ("package.module:attribute", set on load); None: built-in.
+    plugin: str | None = field(default=None, compare=False)
 
     def budget(self, overrides: dict[str, Any] | None) -> dict[str, Any]:
         overrides = overrides or {}
@@ -221,6 +226,78 @@ def _nqm_prepare(budget: dict, seed: int, device: torch.device) -> Prepared:
 
     return Prepared(model, bs, batches, evaluate, loss_fn, bs)
 
+# ---------------------------------------------------------------------- graph (GNN) node classification
+@lru_cache(maxsize=4)
+def stochastic_block_model(nodes: int, blocks: int, degree: int, features: int, seed: int = 1234):
+    """A seeded stochastic block model graph: `blocks` equal communities, an expected node degree
+    of `degree` of which 80% falls inside the node's own block, and features that carry a weak
+    class signal (a class mean plus unit noise), so a model that also reads the neighbours does
+    clearly better than one that reads the node alone. Returns the symmetric normalised adjacency
+    with self-loops D^-1/2 (A + I) D^-1/2 (sparse), the features, the labels and a train/test split
+    (half the nodes each). The graph is part of the workload, not of the trial: fixed seed."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(nodes) % blocks
+    y = y[torch.randperm(nodes, generator=g)]
+    size = nodes / blocks
+    p_in = min(1.0, 0.8 * degree / size)
+    p_out = min(1.0, 0.2 * degree / max(nodes - size, 1))
+    same = y[:, None] == y[None, :]
+    prob = torch.where(same, torch.tensor(p_in), torch.tensor(p_out))
+    upper = torch.triu(torch.rand(nodes, nodes, generator=g) < prob, diagonal=1)
+    adj = (upper | upper.T).float() + torch.eye(nodes)
+    d = adj.sum(1).rsqrt()
+    norm = (d[:, None] * adj * d[None, :]).to_sparse()
+    means = torch.randn(blocks, features, generator=g) * 0.3
+    x = means[y] + torch.randn(nodes, features, generator=g)
+    order = torch.randperm(nodes, generator=g)
+    return norm, x, y, order[: nodes // 2], order[nodes // 2 :]
+
+
+class GCN(nn.Module):
+    """A two-layer graph convolutional network (Kipf & Welling 2017) in plain torch:
+    logits = Â relu(Â X W1) W2, with Â the normalised adjacency held as a buffer."""
+
+    def __init__(self, adjacency: torch.Tensor, features: int, width: int, classes: int):
+        super().__init__()
+        self.register_buffer("adjacency", adjacency)
+        self.layer1 = nn.Linear(features, width)
+        self.layer2 = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 throughout: sparse products have no bfloat16 autocast (the trial's GPU setting),
+        # and mixing the two fails in the backward pass; the model is small.
+        with torch.autocast(x.device.type, enabled=False):
+            a = self.adjacency
+            h = torch.relu(torch.sparse.mm(a, self.layer1(x.float())))
+            return torch.sparse.mm(a, self.layer2(h))
+
+
+def _gcn_prepare(budget: dict, seed: int, device: torch.device) -> Prepared:
+    adjacency, x, y, train, test = stochastic_block_model(
+        budget["nodes"], budget["blocks"], budget["degree"], budget["features"])
+    torch.manual_seed(seed)
+    model = GCN(adjacency, x.shape[1], budget["width"], budget["blocks"]).to(device)
+    x_dev = x.to(device)
+    target = torch.full_like(y, -100)  # cross_entropy ignores -100: the loss averages the train nodes
+    target[train] = y[train]
+    target = target.to(device)
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        for _ in range(budget["steps"]):  # full-graph steps (the paper's GNN task trains full-batch)
+            yield x_dev, target
+
+    def loss_fn(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), t, ignore_index=-100)
+
+    @torch.no_grad()
+    def evaluate(m: nn.Module) -> float:
+        m.eval()
+        wrong = (m(x_dev).argmax(1).cpu()[test] != y[test]).float().mean().item()
+        m.train()
+        return wrong
+
+    return Prepared(model, len(train), batches, evaluate, loss_fn, len(train))
+
 
 _REGISTRY: dict[str, Workload] = {
     w.name: w
@@ -281,15 +358,90 @@ _REGISTRY: dict[str, Workload] = {
                     "pace_ms": 600_000},
             zero_ok=frozenset({"pace_ms"}),
         ),
+        Workload(
+            "sbm_gcn",
+            "Two-layer GCN, node classification on a seeded stochastic block model graph (stands in "
+            "for the paper's GNN task; full-graph steps)",
+            "test_error", "min",
+            {"epochs": 10, "steps": 10, "nodes": 1000, "blocks": 4, "degree": 8, "features": 16,
+             "width": 32},
+            "cosine",
+            _gcn_prepare,
+            limits={"epochs": 10000, "steps": 10000, "nodes": 5000, "blocks": 100, "degree": 1000,
+                    "features": 4096, "width": 4096},
+        ),
     )
 }
 
 
+BUILTIN = frozenset(_REGISTRY)
+ENTRY_POINT_GROUP = "rootfree.workloads"
+_loaded = False
+_errors: list[dict[str, str]] = []
+
+
+def _check_plugin(w: Workload) -> str | None:
+    if w.mode not in ("min", "max"):
+        return f"mode must be 'min' or 'max', got {w.mode!r}"
+    if w.schedule not in ("step", "cosine"):
+        return f"schedule must be 'step' or 'cosine', got {w.schedule!r}"
+    if not isinstance(w.metric, str) or not w.metric:
+        return "metric must be a non-empty string"
+    if not callable(w.prepare):
+        return "prepare is not callable"
+    if "epochs" not in w.default_budget:
+        return "default_budget must have 'epochs'"
+    try:
+        w.budget(None)
+    except ValueError as e:
+        return f"default_budget is invalid: {e}"
+    return None
+
+
+def load_plugins(reload: bool = False) -> None:
+    """Loads the ``rootfree.workloads`` entry points once per process (the controller at start-up,
+    every trial process on its first trial); a plugin that fails is logged and listed in
+    :func:`plugin_errors`, never raised."""
+    global _loaded, _errors
+    if _loaded and not reload:
+        return
+    from optimizers.registry import load_entry_points, log
+
+    for name in [n for n in _REGISTRY if n not in BUILTIN]:
+        del _REGISTRY[name]
+    loaded, errors = load_entry_points(ENTRY_POINT_GROUP, Workload, BUILTIN)
+    for name, (w, path) in loaded.items():
+        problem = _check_plugin(w)
+        if problem:
+            errors.append({"name": name, "source": path, "error": problem})
+            log.error("workload plugin %r (%s) refused: %s", name, path, problem)
+            continue
+        _REGISTRY[name] = dataclasses.replace(w, plugin=path)
+    _loaded, _errors = True, errors
+
+
+def register(w: Workload) -> None:
+    """Adds a workload under a name no one has taken (the controller's description of a plugin
+    only the cluster's nodes have; see service.catalog.adopt)."""
+    load_plugins()
+    if w.name in _REGISTRY:
+        raise ValueError(f"workload {w.name!r} exists")
+    _REGISTRY[w.name] = w
+
+
+def plugin_errors() -> list[dict[str, str]]:
+    """The workload plugins refused in this process, each ``{"name", "source", "error"}``."""
+    load_plugins()
+    return list(_errors)
+
+
 def names() -> list[str]:
+    load_plugins()
     return list(_REGISTRY)
 
 
 def get(name: str) -> Workload:
+    load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:

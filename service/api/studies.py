@@ -23,6 +23,7 @@ from ..store import QuotaExceeded, StudyStore
 from ..study_log import log_path, ray_log_name, read_from, tail_with_offset
 from ..summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
 from ..verdicts import export_comparisons
+from .catalog import adopt_cluster_catalog, check_cluster_offers
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
 from .results import cached_analysis_json, cached_report
@@ -56,12 +57,13 @@ def study_out(store: StudyStore, study: Study, request: Request,
     )
 
 
-@router.post("", status_code=201, response_model=StudyOut)
+@router.post("", status_code=201, response_model=StudyOut, dependencies=[Depends(adopt_cluster_catalog)])
 def create_study(spec: StudySpec, request: Request, response: Response,
                  idempotency_key: str | None = Header(default=None, max_length=200),
                  store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings), user: Principal = Depends(current_user)):
     resolved = spec.resolved()
+    check_cluster_offers(store, resolved)  # the cluster decides which workloads/optimizers exist
     check_admission(store, settings, resolved)
     try:  # the quota is counted in the insert's transaction, under a per-user lock (no race)
         study, created = store.create_study(resolved, idempotency_key, owner=user.user,

@@ -14,6 +14,7 @@ from ..schemas import SuiteOut, SuiteSpec, SuiteStudy
 from ..settings import Settings
 from ..store import QuotaExceeded, StudyStore
 from ..suites import jsonable, suite_report, suite_status
+from .catalog import adopt_cluster_catalog, check_cluster_offers
 from .deps import get_app_settings, get_store
 from .errors import ApiError
 from .studies import check_admission
@@ -43,7 +44,7 @@ def suite_out(store: StudyStore, suite: Suite) -> SuiteOut:
         links={"self": f"/suites/{suite.id}", "report": f"/suites/{suite.id}/report"})
 
 
-@router.post("", status_code=201, response_model=SuiteOut)
+@router.post("", status_code=201, response_model=SuiteOut, dependencies=[Depends(adopt_cluster_catalog)])
 def create_suite(spec: SuiteSpec, request: Request, response: Response,
                  idempotency_key: str | None = Header(default=None, max_length=200),
                  store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings),
@@ -51,10 +52,11 @@ def create_suite(spec: SuiteSpec, request: Request, response: Response,
     suite_spec, study_specs = spec.resolved()
     for i, s in enumerate(study_specs):
         try:
+            check_cluster_offers(store, s)  # the cluster decides which workloads/optimizers exist
             check_admission(store, settings, s)
         except ApiError as e:
-            if e.status == 422 and e.field == "trials":
-                e.field = f"workloads[{i}].trials"
+            if e.status == 422 and e.field in ("trials", "workload"):
+                e.field = f"workloads[{i}].{'name' if e.field == 'workload' else e.field}"
             raise
     try:
         suite, created = store.create_suite(suite_spec, study_specs, idempotency_key, owner=user.user,

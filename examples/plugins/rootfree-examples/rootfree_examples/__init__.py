@@ -1,0 +1,1 @@
+"""Example plugins for rootfree: a workload (`digits_mlp`) and an optimizer (`ifadagrad`)."""

@@ -1,0 +1,39 @@
+"""The public plugin contract: bring your own model (a workload) and your own optimizer.
+
+    from workers.plugin_api import Batch, OptimizerPlugin, Prepared, Workload
+
+A package makes them known through Python entry points (its ``pyproject.toml``)::
+
+    [project.entry-points."rootfree.workloads"]
+    digits_mlp = "rootfree_examples.digits:WORKLOAD"        # a Workload (or a function returning one)
+
+    [project.entry-points."rootfree.optimizers"]
+    ifadagrad = "rootfree_examples.ifadagrad:PLUGIN"         # an OptimizerPlugin (or a function returning one)
+
+The entry point's name must equal the plugin's ``name`` and must not be a built-in one. Every
+process that needs them loads them on first use: the controller (``GET /workloads``,
+``GET /optimizers``, study validation) and every trial process on a Ray worker. A plugin that fails
+to import or breaks the contract is refused, logged and listed under ``errors`` of
+``GET /workloads?include=errors`` / ``GET /optimizers?include=errors``; it never stops the service.
+
+**Workload** (a frozen dataclass): ``name``, ``description``, ``metric`` (the name of what
+``evaluate`` returns), ``mode`` (``"min"``/``"max"``), ``default_budget`` (integer budget keys; must
+have ``epochs``; a study overrides any of them), ``schedule`` (``"step"``: x0.1 at 50% and 75% of the
+epochs, or ``"cosine"``), ``prepare(budget, seed, device) -> Prepared``, ``limits`` (upper limits per
+budget key, checked when a study is submitted), ``zero_ok`` (budget keys that may be 0).
+
+**Prepared** (what ``prepare`` returns for one trial): ``model`` (an ``nn.Module`` on ``device``),
+``batch_size`` (B, the number of examples the loss averages over: root-free optimizers scale by it),
+``train_batches(epoch)`` (an iterator of ``(inputs, targets)``; seed the shuffle with ``seed`` and
+``epoch`` so a trial is reproducible), ``evaluate(model) -> float`` (the metric on held-out data),
+``loss_fn(model(inputs), targets) -> scalar tensor``, ``examples_per_batch`` (for throughput).
+
+**OptimizerPlugin**: see its docstring (``name``, ``factory(params, **hyperparameters)``,
+``hyperparameters``, ``default_space`` in the search-space language, ``root_free``, ``zero_init``).
+"""
+
+from optimizers.registry import OptimizerPlugin
+
+from .workloads import Batch, Prepared, Workload
+
+__all__ = ["Batch", "OptimizerPlugin", "Prepared", "Workload"]
