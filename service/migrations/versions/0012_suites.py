@@ -24,13 +24,13 @@ def upgrade() -> None:
     )
     # per owner, as for studies (0009): one user's key never finds another user's suite
     op.create_index("uq_suite_idempotency", "rf_suites", ["owner", "idempotency_key"], unique=True)
-    with op.batch_alter_table("rf_studies") as batch:
-        batch.add_column(sa.Column("suite_id", sa.String(36), nullable=True))
-        batch.create_index("ix_rf_studies_suite_id", ["suite_id"])
+    # Plain ALTERs, never a batch recreate: on SQLite rebuilding rf_studies cascade-deletes every
+    # trial through the foreign key (see 0009).
+    op.add_column("rf_studies", sa.Column("suite_id", sa.String(36), nullable=True))
+    op.create_index("ix_rf_studies_suite_id", "rf_studies", ["suite_id"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("rf_studies") as batch:
-        batch.drop_index("ix_rf_studies_suite_id")
-        batch.drop_column("suite_id")
+    op.drop_index("ix_rf_studies_suite_id", table_name="rf_studies")
+    op.execute("ALTER TABLE rf_studies DROP COLUMN suite_id")  # SQLite >= 3.35 and PostgreSQL alike
     op.drop_table("rf_suites")
