@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .api import audit, catalog, cluster, health, reports, studies
+from .api import audit, catalog, cluster, health, reports, studies, trials
 from .api.errors import ApiError
 from .auth import TokenCache
 from .limits import InputLimits
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(InputLimits)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_host_list)
     app.include_router(studies.router)
+    app.include_router(trials.router)
     app.include_router(catalog.router)
     app.include_router(cluster.router)
     app.include_router(health.router)

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -400,6 +400,132 @@ class StudyStore:
             if owner is not None:
                 q = q.where(Study.owner == owner)
             return s.scalar(q) or 0
+
+    # ------------------------------------------------------------------ external trials (claims)
+    # A client claims a pending trial of an external study under a lease; every write of the
+    # claimant is fenced by its claim token and the lease in the statement that makes it, so an
+    # expired claimant can never write over the trial's next claimant (service/api/trials.py).
+    def expire_claims(self, study_id: str) -> int:
+        """Claims of the study whose lease has passed go back to pending; their reports go (the
+        next claimant trains from the start). Returns how many."""
+        at = now()
+        with self.session() as s:
+            ids = list(s.scalars(select(Trial.id).where(
+                Trial.study_id == study_id, Trial.status == "running", Trial.claim_token.is_not(None),
+                Trial.lease_expires_at < at)))
+            n = 0
+            for tid in ids:
+                if s.execute(update(Trial).where(Trial.id == tid, Trial.status == "running",
+                                                 Trial.lease_expires_at < at)
+                             .values(status="pending", claim_token=None, lease_expires_at=None, epochs=0,
+                                     metrics={}, objective=None, started_at=None)).rowcount:
+                    s.execute(delete(Report).where(Report.trial_id == tid))
+                    n += 1
+            s.commit()
+            return n
+
+    def claim_external(self, study_id: str, optimizer: str, stage: int, token: str,
+                       lease_s: float) -> Trial | None:
+        """Claims the lowest-index pending trial of a group for a client (None: none left). One
+        statement picks and claims the row (PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent
+        claims take different rows instead of queueing on one; SQLite runs writers one at a time)."""
+        with self.session() as s:
+            for _ in range(10):
+                pick = (select(Trial.id).where(Trial.study_id == study_id, Trial.optimizer == optimizer,
+                                               Trial.stage == stage, Trial.status == "pending")
+                        .order_by(Trial.index).limit(1).with_for_update(skip_locked=True).scalar_subquery())
+                at = now()
+                n = s.execute(update(Trial).where(Trial.id == pick, Trial.status == "pending")
+                              .values(status="running", started_at=at, finished_at=None, runs=Trial.runs + 1,
+                                      claim_token=token, lease_expires_at=at + timedelta(seconds=lease_s),
+                                      error=None)).rowcount
+                s.commit()
+                if n:
+                    return s.scalar(select(Trial).where(Trial.claim_token == token))
+                if not s.scalar(select(func.count()).select_from(Trial).where(
+                        Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
+                        Trial.status == "pending")):
+                    return None
+            return None
+
+    def _fence_claim(self, s: Session, trial_id: int, token: str, lease_s: float) -> str:
+        """Renews the claim's lease if `token` holds it: "ok"; else "finished" (this claim's trial
+        has ended: a retry), "expired" (the lease passed), "lost" (another claim, or none)."""
+        at = now()
+        n = s.execute(update(Trial).where(Trial.id == trial_id, Trial.claim_token == token,
+                                          Trial.status == "running", Trial.lease_expires_at > at)
+                      .values(lease_expires_at=at + timedelta(seconds=lease_s))).rowcount
+        if n:
+            return "ok"
+        t = s.get(Trial, trial_id)
+        if t is None or t.claim_token != token:
+            return "lost"
+        return "finished" if t.status in FINISHED else "expired"
+
+    def report_external(self, trial_id: int, token: str, epoch: int, row: dict[str, Any],
+                        metric: str, lease_s: float) -> str:
+        """Stores one per-epoch report of a claimed trial (a repeated epoch replaces its row) and
+        renews the lease: "ok", "epoch" (lower than one already reported: nothing stored), or
+        the fence's answer ("finished", "expired", "lost")."""
+        with self.session() as s:
+            fence = self._fence_claim(s, trial_id, token, lease_s)
+            if fence != "ok":
+                s.rollback()
+                return fence
+            t = s.get(Trial, trial_id)
+            if epoch < (t.epochs or 0):
+                s.rollback()
+                return "epoch"
+            s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
+            s.add(Report(trial_id=trial_id, epoch=epoch, row=row))
+            t.epochs = epoch
+            value = row.get(metric)
+            if isinstance(value, int | float) and math.isfinite(value):
+                t.metrics = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
+                t.objective = float(value)
+            s.commit()
+            return "ok"
+
+    def finish_external(self, trial_id: int, token: str, status: str, *, metrics: dict[str, Any] | None = None,
+                        metric: str | None = None, error: str | None = None) -> str:
+        """Ends a claimed trial as completed/diverged/stopped/failed, fenced like a report: "ok",
+        "finished" (already ended under this claim: a retry, nothing changes), "expired", "lost",
+        or "metric" (completed without the study's metric ever reported: nothing changes)."""
+        with self.session() as s:
+            fence = self._fence_claim(s, trial_id, token, 0.0)
+            if fence != "ok":
+                s.rollback()
+                return fence
+            t = s.get(Trial, trial_id)
+            value = (metrics or {}).get(metric) if metric else None
+            if metrics and isinstance(value, int | float) and math.isfinite(value):
+                t.metrics = {**(t.metrics or {}), **{k: metrics[k] for k in ("train_loss", metric)
+                                                     if k in metrics}}
+                t.objective = float(value)
+            if status == "completed" and metric and t.objective is None:
+                s.rollback()
+                return "metric"
+            t.status, t.finished_at, t.lease_expires_at = status, now(), None
+            if error is not None:
+                t.error = error[-2000:]
+            if status == "diverged":
+                t.objective = None  # a diverged trial never counts as best
+            s.commit()
+            return "ok"
+
+    def rung_values_of_others(self, study_id: str, optimizer: str, stage: int, epoch: int, metric: str,
+                              trial_id: int) -> list[float]:
+        """`rung_values` without one trial's own report (ASHA compares a trial with its peers)."""
+        with self.session() as s:
+            rows = s.execute(select(Report.row).join(Trial, Trial.id == Report.trial_id).where(
+                Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
+                Report.epoch == epoch, Trial.id != trial_id))
+            out = []
+            for (row,) in rows:
+                v = row.get(metric) if isinstance(row, dict) else None
+                if isinstance(v, int | float) and math.isfinite(v):
+                    out.append(float(v))
+            return out
 
     # ------------------------------------------------------------------ the cluster
     def record_cluster(self, **values: Any) -> None:
