@@ -18,6 +18,7 @@ the same call retried under the same claim answers as the first did.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from .errors import ApiError
 
 router = APIRouter(prefix="/studies", tags=["trials (external)"], dependencies=[Depends(current_user)])
 MAX_ID = 2**31 - 1
+_REASON_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _tpe_lock = threading.Lock()  # Optuna's samplers are not thread-safe; the API serves a thread pool
 
 
@@ -82,9 +84,20 @@ class CompleteIn(_Body):
     metrics: dict[str, Any] | None = Field(default=None, max_length=100)
 
 
-class FailIn(_Body):
+class FailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     claim_token: str = Field(min_length=1, max_length=64)
+    # a stderr tail or a traceback: several lines, but no other control characters
     reason: str = Field(default="the client failed the trial", max_length=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            reject_control_characters({k: v for k, v in data.items() if k != "reason"})
+            if isinstance(data.get("reason"), str) and _REASON_CONTROL.search(data["reason"]):
+                raise ValueError("reason: control characters other than newline and tab are not allowed")
+        return data
 
 
 class FinishOut(BaseModel):
