@@ -92,3 +92,13 @@ def test_best_export_report_and_current_trial(client, monkeypatch):
     assert study.export()["best"]["sgd"][0]["trial_id"] == t.id
     assert "sgd" in study.export(format="yaml")
     assert "<html" in study.report_html().lower()
+
+
+def test_readme_shows_the_example_script_verbatim():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = (root / "examples" / "external_train.py").read_text()
+    readme = (root / "README.md").read_text()
+    assert f"```python\n{script}```" in readme
+    assert len(script.splitlines()) <= 25
