@@ -5,8 +5,10 @@ The command gets its trial in the environment: ROOTFREE_TRIAL (the claim respons
 ROOTFREE_STUDY_ID, ROOTFREE_URL, ROOTFREE_TOKEN; it reports epochs with the Python client
 (`service.client.current_trial()`) or plain HTTP. Exit 0 completes the trial (unless the script
 already ended it); another exit code fails it with the tail of its stderr; Ctrl-C fails the
-running trial and stops the agent. The agent waits while nothing may start (stage 2 opens when
-stage 1 has ended) and exits 0 once the study has nothing left.
+running trial and stops the agent. While the command runs the agent renews the claim's lease
+(a heartbeat every third of it), so only a dead agent loses its trial. The agent waits while
+nothing may start (stage 2 opens when stage 1 has ended) and exits 0 once the study has nothing
+left.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def _run(trial: Trial, command: Sequence[str], client: Client, study_id: str) ->
     tail: collections.deque[str] = collections.deque(maxlen=50)
     reader = threading.Thread(target=_tee, args=(proc.stderr, sys.stderr, tail), daemon=True)
     reader.start()
+    heartbeat = trial.keep_alive()  # the claim lives as long as this agent does
     try:
         rc = proc.wait()
     except KeyboardInterrupt:
@@ -71,6 +74,7 @@ def _run(trial: Trial, command: Sequence[str], client: Client, study_id: str) ->
             proc.wait()
         raise
     finally:
+        heartbeat.stop()
         reader.join(timeout=5)
     return rc, "".join(tail)[-STDERR_TAIL:].strip()
 

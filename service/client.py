@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -230,10 +232,12 @@ class Trial:
     def report(self, epoch: int, **metrics: float) -> bool:
         """Reports one epoch (the study's metric among `metrics`); True: go on, False: stop
         (ASHA stopped it at its rung, it diverged, or it has ended). A non-finite value is not
-        sent: the trial ends as diverged."""
+        sent: the trial ends as diverged. epoch_time_s, wall_time_s and peak_memory_mb are added
+        unless given (the analysis' time per epoch and memory, as for the service's own trials)."""
         now = time.perf_counter()
         metrics.setdefault("epoch_time_s", now - self._last)
         metrics.setdefault("wall_time_s", now - self._started)
+        metrics.setdefault("peak_memory_mb", _peak_memory_mb())
         self._last = now
         values = {k: float(v) for k, v in metrics.items()}
         if not all(math.isfinite(v) for v in values.values()):
@@ -256,16 +260,30 @@ class Trial:
         self.status = self.client.post(f"{self._url}/complete", body)["status"]
         return self.status
 
+    def heartbeat(self) -> bool:
+        """Renews the claim's lease without a report; False once the trial has ended."""
+        answer = self.client.post(f"{self._url}/heartbeat", {"claim_token": self.claim_token})
+        return answer["lease_expires_at"] is not None
+
+    def keep_alive(self) -> Heartbeat:
+        """A background thread that renews the lease while this process lives (an epoch may
+        outlast the lease); stop it with `.stop()`. The `with` block runs one."""
+        return Heartbeat(self)
+
     def fail(self, reason: str) -> str:
         self.status = self.client.post(f"{self._url}/fail", {"claim_token": self.claim_token,
                                                              "reason": reason[-2000:] or "failed"})["status"]
         return self.status
 
     def __enter__(self) -> Trial:
+        self._heartbeat = self.keep_alive()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        heartbeat = getattr(self, "_heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.stop()
         if self.status is not None:
             return  # ended inside the block
         if exc is None:
@@ -274,6 +292,49 @@ class Trial:
             self.fail("interrupted (Ctrl-C)")
         else:
             self.fail(traceback.format_exception_only(exc_type, exc)[-1].strip())
+
+
+class Heartbeat:
+    """Renews a trial's claim every third of its lease until stopped, the trial ends, or the
+    claim is lost (a network error is retried at the next beat)."""
+
+    def __init__(self, trial: Trial):
+        from datetime import UTC, datetime
+
+        self.trial = trial
+        try:
+            expires = datetime.fromisoformat(trial.lease_expires_at)
+            lease_s = (expires - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            lease_s = 600.0
+        self.interval = max(0.5, lease_s / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rootfree-heartbeat-{trial.id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.trial.heartbeat():
+                    return
+            except ClientError:
+                return  # the claim is gone (409) or the study is: nothing left to keep alive
+            except httpx.HTTPError:
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _peak_memory_mb() -> float:
+    """What the service's own workers report: the GPU's peak allocation when torch uses one, else
+    this process's peak resident memory."""
+    torch = sys.modules.get("torch")  # never imported here only for this
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def current_trial(client: Client | None = None) -> Trial:

@@ -462,6 +462,14 @@ class StudyStore:
             return "lost"
         return "finished" if t.status in FINISHED else "expired"
 
+    def renew_claim(self, trial_id: int, token: str, lease_s: float) -> str:
+        """A heartbeat of a claimant that is alive but has nothing to report yet (a long epoch):
+        the fence's answer ("ok" renews the lease)."""
+        with self.session() as s:
+            fence = self._fence_claim(s, trial_id, token, lease_s)
+            s.commit()
+            return fence
+
     def report_external(self, trial_id: int, token: str, epoch: int, row: dict[str, Any],
                         metric: str, lease_s: float) -> str:
         """Stores one per-epoch report of a claimed trial (a repeated epoch replaces its row) and

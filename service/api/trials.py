@@ -10,6 +10,8 @@ Exact shapes (clients in any language depend on them):
   {"should_stop", "reason"}; a report renews the claim's lease (ROOTFREE_EXTERNAL_LEASE_S).
 - `POST .../complete` {"claim_token", "status", "metrics"?} and `.../fail` {"claim_token",
   "reason"} -> 200 {"trial_id", "status"}.
+- `POST .../heartbeat` {"claim_token"} -> 200 {"trial_id", "status", "lease_expires_at"}: renews
+  the lease of a claimant still alive in a long epoch (the agent and the Python client send it).
 
 A claim whose lease passed answers 409 (its trial went back to pending, or to another client);
 the same call retried under the same claim answers as the first did.
@@ -98,6 +100,16 @@ class FailIn(BaseModel):
             if isinstance(data.get("reason"), str) and _REASON_CONTROL.search(data["reason"]):
                 raise ValueError("reason: control characters other than newline and tab are not allowed")
         return data
+
+
+class HeartbeatIn(_Body):
+    claim_token: str = Field(min_length=1, max_length=64)
+
+
+class HeartbeatOut(BaseModel):
+    trial_id: int
+    status: str
+    lease_expires_at: datetime | None  # None: the trial has ended under this claim
 
 
 class FinishOut(BaseModel):
@@ -219,6 +231,25 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
     store.finish_external(t.id, body.claim_token, status, error=reason)
     _tell_tpe(request, store, study, t.id)
     return ReportOut(should_stop=True, reason=reason)
+
+
+@router.post("/{study_id}/trials/{trial_id}/heartbeat", response_model=HeartbeatOut)
+def heartbeat(body: HeartbeatIn, trial_id: int = Path(ge=1, le=MAX_ID), study: Study = Depends(get_study_or_404),
+              store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings)):
+    """Renews a claim's lease without a report: `rootfree agent` and the Python client send it
+    while the claimant is alive (an epoch may outlast the lease; a dead claimant sends nothing)."""
+    _external(study)
+    t = _trial_or_404(store, study, trial_id)
+    outcome = store.renew_claim(t.id, body.claim_token, settings.external_lease_s)
+    if outcome in ("expired", "lost"):
+        if outcome == "expired":
+            store.expire_claims(study.id)
+        raise _conflict(outcome, t.id)
+    t = store.trial(study.id, t.id)
+    expires = t.lease_expires_at
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return HeartbeatOut(trial_id=t.id, status=t.status, lease_expires_at=expires)
 
 
 @router.post("/{study_id}/trials/{trial_id}/complete", response_model=FinishOut)

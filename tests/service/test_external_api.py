@@ -224,6 +224,12 @@ def test_expired_claim_goes_back_to_pending(db_url):
         # the new claimant starts from epoch 1 (the old claim's reports are gone)
         assert client.post(f"{url}/reports", json={"claim_token": new["claim_token"], "epoch": 1,
                                                    "metrics": {"loss": 2.0}}).status_code == 200
+        # heartbeats keep a claimant in a long epoch alive; the old claim's heartbeat is 409
+        for _ in range(3):
+            time.sleep(0.2)
+            r = client.post(f"{url}/heartbeat", json={"claim_token": new["claim_token"]})
+            assert r.status_code == 200 and r.json()["status"] == "running" and r.json()["lease_expires_at"]
+        assert client.post(f"{url}/heartbeat", json={"claim_token": old["claim_token"]}).status_code == 409
         # a lease that passes with nobody claiming: the claimant's own next report is 409
         time.sleep(0.6)
         r = client.post(f"{url}/reports", json={"claim_token": new["claim_token"], "epoch": 2,
