@@ -8,10 +8,14 @@ process (uvicorn, tokens on as `serve` runs, runner off: the bench opens the stu
 the runner's own StageMachine), submits an external study with enough trials, and runs
 `--agents` concurrent agents, each with its own keep-alive connection, each looping
 claim -> `--epochs` reports -> complete as fast as the API answers (a closed loop: the worst case;
-real agents train between calls). Two warm-up rounds per agent are not measured.
+real agents train between calls: `--think-s` pauses that long on average between trials). Two
+warm-up rounds per agent are not measured.
 
 Prints p50 / p90 / p99 / max (ms, at the client) per call and for the whole round trip, and the
-round trips per second, the stores side by side. Target (issue #22): round trip p99 < 50 ms.
+round trips per second, the stores side by side. Each agent also times a baseline after each
+round trip: as many authenticated reads of the same trial (`GET /studies/{id}/trials/{tid}`, the
+cheapest authenticated route with a database read), so the ratio shows what the protocol's
+writes cost over what the API and this machine's load cost any request. Target (issue #22): round trip p99 < 50 ms.
 The clients are lean HTTP/1.1 over asyncio streams (see bench/api_latency.py: httpx's own CPU
 cost on this 2-core machine would sit in the measured tail).
 """
@@ -22,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -45,11 +50,11 @@ class LeanClient:
         self.port, self.auth = port, f"Authorization: Bearer {token}\r\n"
         self.reader = self.writer = None
 
-    async def post(self, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    async def post(self, path: str, body: dict | None = None, method: str = "POST") -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         data = json.dumps(body).encode() if body is not None else b""
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}Content-Type: application/json"
+        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}Content-Type: application/json"
                           f"\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
         await self.writer.drain()
         status = int((await self.reader.readline()).split()[1])
@@ -95,7 +100,7 @@ def prepare(db_url: str, port: int, trials: int) -> tuple[str, str]:
 
 
 async def agent(port: int, token: str, sid: str, rounds: int, epochs: int, warmup: int,
-                times: dict[str, list[float]]) -> None:
+                times: dict[str, list[float]], think_s: float = 0.0) -> None:
     c = LeanClient(port, token)
     try:
         for i in range(warmup + rounds):
@@ -116,11 +121,20 @@ async def agent(port: int, token: str, sid: str, rounds: int, epochs: int, warmu
             status, body = await c.post(f"{url}/complete", {"claim_token": tok, "status": "completed"})
             t3 = time.perf_counter()
             assert status == 200, (status, body)
+            # the baseline: as many authenticated reads of the same trial (GET /studies/{id}/trials/{tid})
+            b0 = time.perf_counter()
+            for _ in range(2 + epochs):
+                status, body = await c.post(url, method="GET")
+                assert status == 200, (status, body)
+            b1 = time.perf_counter()
             if i >= warmup:
                 times["claim"].append(t1 - t0)
                 times["report"].extend(report_s)
                 times["complete"].append(t3 - t2)
                 times["round trip"].append(t3 - t0)
+                times["baseline"].append(b1 - b0)
+            if think_s:  # training between trials, jittered so the agents do not march in step
+                await asyncio.sleep(think_s * (0.5 + random.random()))
     finally:
         await c.aclose()
 
@@ -131,9 +145,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(port: int, token: str, sid: str, args) -> tuple[dict[str, list[float]], float]:
-    times: dict[str, list[float]] = {"claim": [], "report": [], "complete": [], "round trip": []}
+    times: dict[str, list[float]] = {"claim": [], "report": [], "complete": [], "round trip": [], "baseline": []}
     t0 = time.perf_counter()
-    await asyncio.gather(*(agent(port, token, sid, args.rounds, args.epochs, 2, times)
+    await asyncio.gather(*(agent(port, token, sid, args.rounds, args.epochs, 2, times, args.think_s)
                            for _ in range(args.agents)))
     return times, time.perf_counter() - t0
 
@@ -159,6 +173,8 @@ def main() -> int:
     ap.add_argument("--agents", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=15, help="measured claim-report-complete rounds per agent")
     ap.add_argument("--epochs", type=int, default=1, help="reports per trial")
+    ap.add_argument("--think-s", type=float, default=0.0,
+                    help="mean pause between an agent's trials (0: closed loop, the worst case)")
     ap.add_argument("--no-postgres", action="store_true")
     args = ap.parse_args()
     results: dict[str, dict[str, list[float]]] = {}
@@ -186,11 +202,12 @@ def main() -> int:
                     with admin.connect() as c:
                         c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                     admin.dispose()
+    loop = f"{args.think_s:g} s mean pause between trials" if args.think_s else "closed loop"
     print(f"\n{args.agents} concurrent agents, {args.rounds} measured rounds each (claim, {args.epochs} report(s), "
-          f"complete), closed loop; ms at the client")
+          f"complete), {loop}; ms at the client")
     print(f"{'store':<12}{'call':<12}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
     for store, times in results.items():
-        for call in ("claim", "report", "complete", "round trip"):
+        for call in ("claim", "report", "complete", "round trip", "baseline"):
             v = times[call]
             print(f"{store:<12}{call:<12}{len(v):>6}{pct(v, 50):>9.1f}{pct(v, 90):>9.1f}{pct(v, 99):>9.1f}"
                   f"{max(v) * 1000:>9.1f}")
@@ -198,6 +215,10 @@ def main() -> int:
     if len(results) == 2:
         a, b = results["sqlite"]["round trip"], results["postgresql"]["round trip"]
         print(f"round trip p50 postgresql/sqlite: {pct(b, 50) / pct(a, 50):.2f}x, p99: {pct(b, 99) / pct(a, 99):.2f}x")
+    for store, times in results.items():
+        rt, base = times["round trip"], times["baseline"]
+        print(f"{store}: round trip / baseline (the same number of authenticated reads, same load): "
+              f"p50 {pct(rt, 50) / pct(base, 50):.2f}x, p99 {pct(rt, 99) / pct(base, 99):.2f}x")
     for store, times in results.items():
         p99 = pct(times["round trip"], 99)
         print(f"target round trip p99 < 50 ms, {store}: {p99:.1f} ms ({'met' if p99 < 50 else 'NOT met'})")

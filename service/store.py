@@ -435,91 +435,96 @@ class StudyStore:
                                                Trial.stage == stage, Trial.status == "pending")
                         .order_by(Trial.index).limit(1).with_for_update(skip_locked=True).scalar_subquery())
                 at = now()
-                n = s.execute(update(Trial).where(Trial.id == pick, Trial.status == "pending")
-                              .values(status="running", started_at=at, finished_at=None, runs=Trial.runs + 1,
-                                      claim_token=token, lease_expires_at=at + timedelta(seconds=lease_s),
-                                      error=None)).rowcount
+                tid = s.scalar(update(Trial).where(Trial.id == pick, Trial.status == "pending")
+                               .values(status="running", started_at=at, finished_at=None, runs=Trial.runs + 1,
+                                       claim_token=token, lease_expires_at=at + timedelta(seconds=lease_s),
+                                       error=None).returning(Trial.id))
                 s.commit()
-                if n:
-                    return s.scalar(select(Trial).where(Trial.claim_token == token))
+                if tid is not None:
+                    return s.get(Trial, tid)
                 if not s.scalar(select(func.count()).select_from(Trial).where(
                         Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
                         Trial.status == "pending")):
                     return None
             return None
 
-    def _fence_claim(self, s: Session, trial_id: int, token: str, lease_s: float) -> str:
-        """Renews the claim's lease if `token` holds it: "ok"; else "finished" (this claim's trial
-        has ended: a retry), "expired" (the lease passed), "lost" (another claim, or none)."""
+    def _fenced(self, s: Session, study_id: str, trial_id: int, token: str, values: dict[str, Any],
+                *condition) -> tuple[str, Any]:
+        """One UPDATE of a claimed trial, made only if `token` holds its claim and the lease has
+        not passed (and `condition` holds): ("ok", the trial's optimizer/stage/objective row);
+        else why not, with the trial: "missing" (not in this study), "lost" (another claim, or
+        none), "finished" (ended under this claim: a retry), "expired", "condition"."""
         at = now()
-        n = s.execute(update(Trial).where(Trial.id == trial_id, Trial.claim_token == token,
-                                          Trial.status == "running", Trial.lease_expires_at > at)
-                      .values(lease_expires_at=at + timedelta(seconds=lease_s))).rowcount
-        if n:
-            return "ok"
+        row = s.execute(update(Trial).where(
+            Trial.id == trial_id, Trial.study_id == study_id, Trial.claim_token == token,
+            Trial.status == "running", Trial.lease_expires_at > at, *condition)
+            .values(**values).returning(Trial.optimizer, Trial.stage, Trial.objective)).first()
+        if row is not None:
+            return "ok", row
         t = s.get(Trial, trial_id)
-        if t is None or t.claim_token != token:
-            return "lost"
-        return "finished" if t.status in FINISHED else "expired"
+        if t is None or t.study_id != study_id:
+            return "missing", None
+        if t.claim_token != token:
+            return "lost", t
+        if t.status in FINISHED:
+            return "finished", t
+        expires = t.lease_expires_at
+        if expires is None or (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= at:
+            return "expired", t
+        return "condition", t
 
-    def renew_claim(self, trial_id: int, token: str, lease_s: float) -> str:
-        """A heartbeat of a claimant that is alive but has nothing to report yet (a long epoch):
-        the fence's answer ("ok" renews the lease)."""
+    def renew_claim(self, study_id: str, trial_id: int, token: str, lease_s: float) -> tuple[str, Any]:
+        """A heartbeat of a claimant that is alive but has nothing to report yet (a long epoch)."""
         with self.session() as s:
-            fence = self._fence_claim(s, trial_id, token, lease_s)
+            out = self._fenced(s, study_id, trial_id, token,
+                               {"lease_expires_at": now() + timedelta(seconds=lease_s)})
             s.commit()
-            return fence
+            return out
 
-    def report_external(self, trial_id: int, token: str, epoch: int, row: dict[str, Any],
-                        metric: str, lease_s: float) -> str:
+    def report_external(self, study_id: str, trial_id: int, token: str, epoch: int, row: dict[str, Any],
+                        metric: str, lease_s: float) -> tuple[str, Any]:
         """Stores one per-epoch report of a claimed trial (a repeated epoch replaces its row) and
-        renews the lease: "ok", "epoch" (lower than one already reported: nothing stored), or
-        the fence's answer ("finished", "expired", "lost")."""
+        renews the lease. ("ok", optimizer/stage row); "epoch" (lower than one already reported:
+        nothing stored) with the trial; or the fence's other answers (see `_fenced`)."""
+        values: dict[str, Any] = {"lease_expires_at": now() + timedelta(seconds=lease_s), "epochs": epoch}
+        value = row.get(metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            values["metrics"] = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
+            values["objective"] = float(value)
         with self.session() as s:
-            fence = self._fence_claim(s, trial_id, token, lease_s)
-            if fence != "ok":
-                s.rollback()
-                return fence
-            t = s.get(Trial, trial_id)
-            if epoch < (t.epochs or 0):
-                s.rollback()
-                return "epoch"
+            outcome, got = self._fenced(s, study_id, trial_id, token, values, Trial.epochs <= epoch)
+            if outcome != "ok":  # nothing was written (closing the session ends the transaction)
+                return ("epoch" if outcome == "condition" else outcome), got
             s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
             s.add(Report(trial_id=trial_id, epoch=epoch, row=row))
-            t.epochs = epoch
-            value = row.get(metric)
-            if isinstance(value, int | float) and math.isfinite(value):
-                t.metrics = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
-                t.objective = float(value)
             s.commit()
-            return "ok"
+            return outcome, got
 
-    def finish_external(self, trial_id: int, token: str, status: str, *, metrics: dict[str, Any] | None = None,
-                        metric: str | None = None, error: str | None = None) -> str:
-        """Ends a claimed trial as completed/diverged/stopped/failed, fenced like a report: "ok",
-        "finished" (already ended under this claim: a retry, nothing changes), "expired", "lost",
-        or "metric" (completed without the study's metric ever reported: nothing changes)."""
+    def finish_external(self, study_id: str, trial_id: int, token: str, status: str, *,
+                        metrics: dict[str, Any] | None = None, metric: str | None = None,
+                        error: str | None = None) -> tuple[str, str | None]:
+        """Ends a claimed trial as completed/diverged/stopped/failed, fenced like a report:
+        ("ok", status); ("finished", its status): it ended under this claim before (a retry,
+        nothing changes); "metric": completed without the study's metric ever reported (nothing
+        changes); or "missing", "lost", "expired"."""
+        values: dict[str, Any] = {"status": status, "finished_at": now(), "lease_expires_at": None}
+        if error is not None:
+            values["error"] = error[-2000:]
+        value = (metrics or {}).get(metric) if metric else None
+        has_value = isinstance(value, int | float) and math.isfinite(value)
+        if has_value:
+            values["metrics"] = {k: metrics[k] for k in ("train_loss", metric) if k in metrics}
+            values["objective"] = float(value)
+        if status == "diverged":
+            values["objective"] = None  # a diverged trial never counts as best
+        # completed needs the study's metric: sent now, or reported for an epoch before
+        needs = [Trial.objective.is_not(None)] if status == "completed" and metric and not has_value else []
         with self.session() as s:
-            fence = self._fence_claim(s, trial_id, token, 0.0)
-            if fence != "ok":
-                s.rollback()
-                return fence
-            t = s.get(Trial, trial_id)
-            value = (metrics or {}).get(metric) if metric else None
-            if metrics and isinstance(value, int | float) and math.isfinite(value):
-                t.metrics = {**(t.metrics or {}), **{k: metrics[k] for k in ("train_loss", metric)
-                                                     if k in metrics}}
-                t.objective = float(value)
-            if status == "completed" and metric and t.objective is None:
-                s.rollback()
-                return "metric"
-            t.status, t.finished_at, t.lease_expires_at = status, now(), None
-            if error is not None:
-                t.error = error[-2000:]
-            if status == "diverged":
-                t.objective = None  # a diverged trial never counts as best
+            outcome, got = self._fenced(s, study_id, trial_id, token, values, *needs)
+            if outcome != "ok":  # nothing was written
+                return ("metric" if outcome == "condition" else outcome), getattr(got, "status", None)
             s.commit()
-            return "ok"
+            return outcome, status
 
     def rung_values_of_others(self, study_id: str, optimizer: str, stage: int, epoch: int, metric: str,
                               trial_id: int) -> list[float]:

@@ -138,13 +138,6 @@ def _checked_metrics(metrics: dict[str, Any], metric: str, required: bool) -> di
     return out
 
 
-def _trial_or_404(store: StudyStore, study: Study, trial_id: int):
-    t = store.trial(study.id, trial_id)
-    if t is None:
-        raise HTTPException(404, f"trial {trial_id} not found in study {study.id!r}")
-    return t
-
-
 def _conflict(fence: str, trial_id: int) -> ApiError:
     why = ("its lease expired (no report within ROOTFREE_EXTERNAL_LEASE_S); the trial went back to pending"
            if fence == "expired" else "it is not the trial's current claim (its lease expired and the trial "
@@ -198,6 +191,15 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
     return claim_body(study.spec, t, expires or datetime.now(UTC) + timedelta(seconds=settings.external_lease_s))
 
 
+def _refused(store: StudyStore, study: Study, trial_id: int, outcome: str) -> HTTPException | ApiError:
+    """The answer to a write the claim's fence refused: 404 (no such trial here) or 409."""
+    if outcome == "missing":
+        return HTTPException(404, f"trial {trial_id} not found in study {study.id!r}")
+    if outcome == "expired":
+        store.expire_claims(study.id)  # back to pending now, not at the next claim
+    return _conflict(outcome, trial_id)
+
+
 @router.post("/{study_id}/trials/{trial_id}/reports", response_model=ReportOut)
 def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
                  study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
@@ -205,18 +207,15 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
     _external(study)
     spec, metric = study.spec, study.spec["metric"]
     row: dict[str, Any] = {**_checked_metrics(body.metrics, metric, required=True), "epoch": body.epoch}
-    t = _trial_or_404(store, study, trial_id)
-    outcome = store.report_external(t.id, body.claim_token, body.epoch, row, metric, settings.external_lease_s)
+    outcome, t = store.report_external(study.id, trial_id, body.claim_token, body.epoch, row, metric,
+                                       settings.external_lease_s)
     if outcome == "epoch":
         raise ApiError(422, "epoch", f"epoch {body.epoch} is lower than epoch {t.epochs} already reported "
-                                     f"for trial {t.id} (a repeated epoch replaces its report)")
+                                     f"for trial {trial_id} (a repeated epoch replaces its report)")
     if outcome == "finished":  # a retry after the trial ended under this claim: the same answer
-        t = store.trial(study.id, t.id)
         return ReportOut(should_stop=True, reason=t.error or f"the trial has ended ({t.status})")
     if outcome != "ok":
-        if outcome == "expired":
-            store.expire_claims(study.id)
-        raise _conflict(outcome, t.id)
+        raise _refused(store, study, trial_id, outcome)
     reason, status = None, None
     if study.status in TERMINAL:
         reason, status = f"stopped: the study was {study.status}", "failed"
@@ -224,12 +223,12 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
         reason, status = f"diverged: {metric} is not finite at epoch {body.epoch}", "diverged"
     else:
         reason = asha_decision(spec, t.stage, body.epoch, row[metric], store.rung_values_of_others(
-            study.id, t.optimizer, t.stage, body.epoch, metric, t.id))
+            study.id, t.optimizer, t.stage, body.epoch, metric, trial_id))
         status = "stopped" if reason else None
     if status is None:
         return ReportOut(should_stop=False)
-    store.finish_external(t.id, body.claim_token, status, error=reason)
-    _tell_tpe(request, store, study, t.id)
+    store.finish_external(study.id, trial_id, body.claim_token, status, error=reason)
+    _tell_tpe(request, store, study, trial_id)
     return ReportOut(should_stop=True, reason=reason)
 
 
@@ -239,14 +238,11 @@ def heartbeat(body: HeartbeatIn, trial_id: int = Path(ge=1, le=MAX_ID), study: S
     """Renews a claim's lease without a report: `rootfree agent` and the Python client send it
     while the claimant is alive (an epoch may outlast the lease; a dead claimant sends nothing)."""
     _external(study)
-    t = _trial_or_404(store, study, trial_id)
-    outcome = store.renew_claim(t.id, body.claim_token, settings.external_lease_s)
-    if outcome in ("expired", "lost"):
-        if outcome == "expired":
-            store.expire_claims(study.id)
-        raise _conflict(outcome, t.id)
-    t = store.trial(study.id, t.id)
-    expires = t.lease_expires_at
+    outcome, _ = store.renew_claim(study.id, trial_id, body.claim_token, settings.external_lease_s)
+    if outcome not in ("ok", "finished"):
+        raise _refused(store, study, trial_id, outcome)
+    t = store.trial(study.id, trial_id)
+    expires = t.lease_expires_at if t.status == "running" else None
     if expires is not None and expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
     return HeartbeatOut(trial_id=t.id, status=t.status, lease_expires_at=expires)
@@ -258,28 +254,26 @@ def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1
     _external(study)
     metric = study.spec["metric"]
     metrics = _checked_metrics(body.metrics, metric, required=False) if body.metrics else None
-    t = _trial_or_404(store, study, trial_id)
-    outcome = store.finish_external(t.id, body.claim_token, body.status, metrics=metrics, metric=metric)
+    outcome, status = store.finish_external(study.id, trial_id, body.claim_token, body.status, metrics=metrics,
+                                            metric=metric)
     if outcome == "metric":
         raise ApiError(422, f"metrics.{metric}", f"a completed trial needs the study's metric {metric!r}: "
                                                  "report it for an epoch or send it in `metrics`")
-    if outcome in ("expired", "lost"):
-        raise _conflict(outcome, t.id)
+    if outcome not in ("ok", "finished"):
+        raise _refused(store, study, trial_id, outcome)
     if outcome == "ok":
-        _tell_tpe(request, store, study, t.id)
-    t = store.trial(study.id, t.id)
-    return FinishOut(trial_id=t.id, status=t.status)
+        _tell_tpe(request, store, study, trial_id)
+    return FinishOut(trial_id=trial_id, status=status)
 
 
 @router.post("/{study_id}/trials/{trial_id}/fail", response_model=FinishOut)
 def fail_trial(body: FailIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
                study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
     _external(study)
-    t = _trial_or_404(store, study, trial_id)
-    outcome = store.finish_external(t.id, body.claim_token, "failed", error=body.reason or "failed")
-    if outcome in ("expired", "lost"):
-        raise _conflict(outcome, t.id)
+    outcome, status = store.finish_external(study.id, trial_id, body.claim_token, "failed",
+                                            error=body.reason or "failed")
+    if outcome not in ("ok", "finished"):
+        raise _refused(store, study, trial_id, outcome)
     if outcome == "ok":
-        _tell_tpe(request, store, study, t.id)
-    t = store.trial(study.id, t.id)
-    return FinishOut(trial_id=t.id, status=t.status)
+        _tell_tpe(request, store, study, trial_id)
+    return FinishOut(trial_id=trial_id, status=status)
