@@ -87,8 +87,11 @@ def test_two_agents_run_an_external_study_like_ray_runs_one(service):
         best = study.best()[opt][0]
         assert all(t["config"] == best["hyperparameters"] for t in seeds)
     assert all(t["history"] and t["history"][0]["epoch"] == 1 for t in trials if t["status"] == "completed")
+    # trained by the agents, never by Ray (whose reports carry the node they ran on)
+    assert not any("node_ip" in h for t in trials for h in t["history"])
 
     assert c.study(ray.id).wait(interval=0.5, timeout=600).status == "completed"
+    assert any("node_ip" in h for t in c.study(ray.id).trials(include="history") for h in t["history"])
     ext, ray_a = study.analysis(), c.study(ray.id).analysis()
     for opt in ("sgd",):
         e, r = ext["optimizers"][opt], ray_a["optimizers"][opt]
