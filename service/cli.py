@@ -149,11 +149,15 @@ def _check(r: httpx.Response) -> dict:
 
 
 def cmd_submit(args) -> int:
-    text = Path(args.file).read_text()
-    spec = yaml.safe_load(text)  # YAML is a superset of JSON
-    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    study = _check(httpx.post(f"{args.url}/studies", json=spec, headers={**AUTH, **headers}, timeout=30))
-    print(study["id"])
+    from .client import Client, ClientError
+
+    spec = yaml.safe_load(Path(args.file).read_text())  # YAML is a superset of JSON
+    with Client(args.url, resolve_token(args.token)) as client:
+        try:
+            study = client.submit(spec, idempotency_key=args.idempotency_key)
+        except ClientError as e:
+            sys.exit(f"error {e.status}: {e.detail}")
+    print(study.id)
     return 0
 
 

@@ -74,14 +74,14 @@ class Trial(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     study: Mapped[Study] = relationship(back_populates="trials")
+    reports: Mapped[list[Report]] = relationship(back_populates="trial", cascade="all, delete-orphan",
+                                                 order_by="Report.epoch", lazy="raise")
+
     @property
     def attempts(self) -> int:
         """How often the trial was started (claimed): a claim that expired and was claimed again
         counts twice."""
         return self.runs or 0
-
-    reports: Mapped[list[Report]] = relationship(back_populates="trial", cascade="all, delete-orphan",
-                                                 order_by="Report.epoch", lazy="raise")
 
 
 class Report(Base):

@@ -128,3 +128,18 @@ def test_agent_ctrl_c_fails_the_running_trial(server):
     failed = c.get(f"/studies/{study.id}/trials", params={"status": "failed"})
     assert len(failed) == 1 and "interrupted" in failed[0]["error"]
     assert "running" not in statuses(server, study.id)
+
+
+def test_submit_goes_through_the_client(server, tmp_path):
+    import json as _json
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.json"
+    good.write_text("name: s\nworkload: noisy_quadratic\noptimizers: [sgd]\nexecution: external\n")
+    bad.write_text(_json.dumps({"name": "s", "workload": "imagenet", "optimizers": ["sgd"]}))
+    run = [sys.executable, "-m", "service.cli", "submit", "--url", server["url"], "--token", server["token"]]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    r = subprocess.run([*run, str(good)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert server["client"].study(r.stdout.strip()).data["spec"]["execution"] == "external"
+    r = subprocess.run([*run, str(bad)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("error 422: workload")
