@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import catalog as plugin_catalog
-from .api import audit, catalog, cluster, health, reports, studies, suites
+from .api import audit, catalog, cluster, health, reports, studies, suites, trials
 from .api.errors import ApiError
 from .auth import TokenCache
 from .limits import InputLimits
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(InputLimits)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_host_list)
     app.include_router(studies.router)
+    app.include_router(trials.router)
     app.include_router(catalog.router)
     app.include_router(cluster.router)
     app.include_router(health.router)

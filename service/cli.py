@@ -154,11 +154,15 @@ def _check(r: httpx.Response) -> dict:
 
 
 def cmd_submit(args) -> int:
-    text = Path(args.file).read_text()
-    spec = yaml.safe_load(text)  # YAML is a superset of JSON
-    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    study = _check(httpx.post(f"{args.url}/studies", json=spec, headers={**AUTH, **headers}, timeout=30))
-    print(study["id"])
+    from .client import Client, ClientError
+
+    spec = yaml.safe_load(Path(args.file).read_text())  # YAML is a superset of JSON
+    with Client(args.url, resolve_token(args.token)) as client:
+        try:
+            study = client.submit(spec, idempotency_key=args.idempotency_key)
+        except ClientError as e:
+            sys.exit(f"error {e.status}: {e.detail}")
+    print(study.id)
     return 0
 
 
@@ -568,6 +572,19 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_agent(args) -> int:
+    """Runs COMMAND once per claimed trial of an external study (service/agent.py)."""
+    from .agent import run_agent
+    from .client import Client
+
+    if not args.command:
+        print("rootfree agent: give the command after --, e.g. rootfree agent ID -- python train.py",
+              file=sys.stderr)
+        return 2
+    with Client(args.url, resolve_token(args.token)) as client:
+        return run_agent(client, args.study_id, args.command, count=args.count, poll_s=args.poll)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rootfree", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -631,6 +648,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--limit", type=int, default=100)
     a.add_argument("--offset", type=int, default=0)
     a.set_defaults(func=cmd_audit)
+    ag = sub.add_parser("agent", help="train an external study's trials here: run COMMAND once per trial")
+    ag.add_argument("study_id")
+    ag.add_argument("--count", type=int, default=None, help="take at most N trials (default: until none is left)")
+    ag.add_argument("--url", default=DEFAULT_URL)
+    ag.add_argument("--token", default=None, help=TOKEN_HELP)
+    ag.add_argument("--poll", type=float, default=2.0, help="seconds between claims while none may start")
+    ag.add_argument("command", nargs="+", help="after --: the command and its arguments")
+    ag.set_defaults(func=cmd_agent)
     t = sub.add_parser("token", help="API tokens: create, list, revoke (on the study database)")
     tsub = t.add_subparsers(dest="action", required=True)
     tc = tsub.add_parser("create", help="make a token for a user; it is printed once, as the last line")

@@ -87,11 +87,22 @@ class Trial(Base):
     # for the seed re-runs of the best configuration. None: from before seeds were stored.
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     epochs: Mapped[int] = mapped_column(Integer, default=0)  # the last epoch it reported (migration 0008)
+    # An external study's trial (execution: external) is claimed by a client under a lease
+    # (migration 0014): the claim's token, which every report of the claimant carries, and when the
+    # claim lapses unless a report renews it. The token stays after the trial ends (idempotent retries).
+    claim_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     study: Mapped[Study] = relationship(back_populates="trials")
     reports: Mapped[list[Report]] = relationship(back_populates="trial", cascade="all, delete-orphan",
                                                  order_by="Report.epoch", lazy="raise")
+
+    @property
+    def attempts(self) -> int:
+        """How often the trial was started (claimed): a claim that expired and was claimed again
+        counts twice."""
+        return self.runs or 0
 
 
 class Report(Base):

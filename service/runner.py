@@ -32,6 +32,7 @@ from search_spaces import NarrowingError
 
 from .auth import audit
 from .early_stopping import Asha
+from .external import is_external
 from .lease import Lease, LeaseLost, holder_id
 from .node_catalog import NodeCatalogs
 from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
@@ -370,6 +371,8 @@ class StudyRunner:
             self.lease.took_over_from = None
         try:
             for study in self.store.studies_with_status("running"):  # a previous leader died
+                if is_external(study.spec):
+                    continue  # its running trials are claimed by clients, under their own leases
                 self._interrupted[study.id] = self.store.reset_interrupted(study.id)
                 # trials that finished just before it died may not have been pruned yet
                 for t in self.store.trials(study.id):
@@ -512,7 +515,8 @@ class StudyRunner:
             free = free_resources(self._total, [t.request for t in self.live.values()])
             states = [StudyState(sid, a.priority, a.created, running.get(sid, 0),
                                  a.spec["max_concurrent_trials"], a.request, a.groups)
-                      for sid, a in self.active.items() if not a.done]
+                      for sid, a in self.active.items()
+                      if not a.done and not is_external(a.spec)]  # external: clients claim them
             for _ in range(len(states) + 1):
                 choice = self.policy.choose(states, free)
                 if choice is None:
@@ -644,14 +648,14 @@ class StudyRunner:
             busy = any(t.study_id == sid for t in self.live.values())
             if a.done and not busy:
                 self._finish(sid, "completed")
-            elif not busy and self._disk_full():
+            elif not busy and not is_external(a.spec) and self._disk_full():
                 self._finish(sid, "failed", self._disk_message)
 
     def _admit(self, study) -> _Active | None:
         """A study this runner has not run yet (new, or resumed after a restart)."""
         spec = study.spec
         request = trial_request(spec["resources"])
-        short = infeasible(request, self._nodes)
+        short = None if is_external(spec) else infeasible(request, self._nodes)
         if short is not None:
             self.store.set_status(study.id, "failed", only_from=("queued", "running"),
                                   error=f"resources: no node of the cluster has enough {short} "

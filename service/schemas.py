@@ -100,6 +100,9 @@ class StudySpec(BaseModel):
     max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
     # Higher goes first; among equal priority the study with the fewest running trials.
     priority: int = Field(default=0, ge=0, le=100)
+    # ray: the runner trains the trials on its Ray cluster; external: the trials wait, pending,
+    # for clients that claim them over REST (`POST /studies/{id}/trials/claim`, `rootfree agent`).
+    execution: Literal["ray", "external"] = "ray"
 
     @field_validator("workload")
     @classmethod
@@ -240,6 +243,7 @@ class TrialOut(BaseModel):
     history: list[dict[str, Any]] | None = None
     error: str | None
     runs: int
+    attempts: int = 0  # times it was started or claimed (an expired claim claimed again: 2)
     started_at: datetime | None
     finished_at: datetime | None
 

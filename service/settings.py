@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # No trial starts while the storage path has less free space than this (a full disk fails
     # the trials it hits; a study that cannot go on ends, saying why).
     min_free_mb: int = 50
+    # How long a client's claim on an external study's trial lasts without a report or a
+    # heartbeat (each renews it); a claim that lapses goes back to pending for another client.
+    external_lease_s: float = 600.0
     runner_id: str | None = None  # the lease holder id (set by `serve` for its runner process)
     # tokens: every endpoint but /healthz and the OpenAPI pages needs a bearer token (the default);
     # none: no authentication, only for a development server on a loopback address.

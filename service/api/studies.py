@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from ..auth import Principal, audit, client_address, current_user
+from ..external import is_external
 from ..models import Study
 from ..queue import place
 from ..scheduler import infeasible, trial_request
@@ -88,7 +89,8 @@ def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
         raise ApiError(422, "trials", f"the study plans {n} trials (stages x optimizers); the limit is "
                                        f"{settings.max_trials_per_study} (ROOTFREE_MAX_TRIALS_PER_STUDY)")
     nodes = [node["resources"] for node in store.cluster().get("nodes", []) if node.get("alive")]
-    short = infeasible(trial_request(spec["resources"]), nodes)
+    # An external study's trials run on the clients' machines, not on this cluster.
+    short = None if is_external(spec) else infeasible(trial_request(spec["resources"]), nodes)
     if short is not None:
         field = {"CPU": "cpu", "GPU": "gpu", "memory": "memory_mb"}.get(short, short)
         biggest = max(node.get(short, 0.0) for node in nodes)

@@ -1,0 +1,279 @@
+"""Trials that run anywhere (`execution: external`): claim, report, complete, fail.
+
+Exact shapes (clients in any language depend on them):
+
+- `POST /studies/{id}/trials/claim` -> 200 {"trial_id", "optimizer", "stage", "seed", "budget",
+  "hyperparameters", "workload", "schedule", "metric", "mode", "claim_token", "lease_expires_at"};
+  204 when nothing may start now (stage 2 waits for stage 1, `max_concurrent_trials` claims are
+  out, the runner has not opened the study yet); 410 when the study has ended.
+- `POST /studies/{id}/trials/{trial_id}/reports` {"claim_token", "epoch", "metrics"} -> 200
+  {"should_stop", "reason"}; a report renews the claim's lease (ROOTFREE_EXTERNAL_LEASE_S).
+- `POST .../complete` {"claim_token", "status", "metrics"?} and `.../fail` {"claim_token",
+  "reason"} -> 200 {"trial_id", "status"}.
+- `POST .../heartbeat` {"claim_token"} -> 200 {"trial_id", "status", "lease_expires_at"}: renews
+  the lease of a claimant still alive in a long epoch (the agent and the Python client send it).
+
+A claim whose lease passed answers 409 (its trial went back to pending, or to another client);
+the same call retried under the same claim answers as the first did.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from ..auth import current_user
+from ..external import TERMINAL, asha_decision, claim_body, is_external, next_group
+from ..models import Study
+from ..schemas import reject_control_characters
+from ..settings import Settings
+from ..store import StudyStore
+from .deps import get_app_settings, get_store, get_study_or_404
+from .errors import ApiError
+
+router = APIRouter(prefix="/studies", tags=["trials (external)"], dependencies=[Depends(current_user)])
+MAX_ID = 2**31 - 1
+_REASON_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_tpe_lock = threading.Lock()  # Optuna's samplers are not thread-safe; the API serves a thread pool
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        reject_control_characters(data)
+        return data
+
+
+class ClaimOut(BaseModel):
+    trial_id: int
+    optimizer: str
+    stage: int
+    seed: int
+    budget: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    workload: str
+    schedule: Literal["workload", "constant"]
+    metric: str
+    mode: Literal["min", "max"]
+    claim_token: str
+    lease_expires_at: datetime
+
+
+class ReportIn(_Body):
+    claim_token: str = Field(min_length=1, max_length=64)
+    epoch: StrictInt = Field(ge=0, le=1_000_000)
+    metrics: dict[str, Any] = Field(max_length=100)
+
+
+class ReportOut(BaseModel):
+    should_stop: bool
+    reason: str | None = None
+
+
+class CompleteIn(_Body):
+    claim_token: str = Field(min_length=1, max_length=64)
+    status: Literal["completed", "diverged", "stopped"]
+    metrics: dict[str, Any] | None = Field(default=None, max_length=100)
+
+
+class FailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    claim_token: str = Field(min_length=1, max_length=64)
+    # a stderr tail or a traceback: several lines, but no other control characters
+    reason: str = Field(default="the client failed the trial", max_length=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            reject_control_characters({k: v for k, v in data.items() if k != "reason"})
+            if isinstance(data.get("reason"), str) and _REASON_CONTROL.search(data["reason"]):
+                raise ValueError("reason: control characters other than newline and tab are not allowed")
+        return data
+
+
+class HeartbeatIn(_Body):
+    claim_token: str = Field(min_length=1, max_length=64)
+
+
+class HeartbeatOut(BaseModel):
+    trial_id: int
+    status: str
+    lease_expires_at: datetime | None  # None: the trial has ended under this claim
+
+
+class FinishOut(BaseModel):
+    trial_id: int
+    status: str
+
+
+def _external(study: Study) -> None:
+    if not is_external(study.spec):
+        raise ApiError(409, "execution", f"study {study.id!r} runs its trials on the cluster (execution: ray); "
+                                         "only a study submitted with execution: external is claimed by clients")
+
+
+def _checked_metrics(metrics: dict[str, Any], metric: str, required: bool) -> dict[str, float | None]:
+    """The metrics as a report row: numbers (bool is not one), non-finite ones as None (JSON
+    has no NaN; the trial's divergence is decided from them). 422 naming `metrics.<name>`."""
+    out: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        if not name or len(name) > 64:
+            raise ApiError(422, "metrics", f"metric names are 1..64 characters, got {name[:70]!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ApiError(422, f"metrics.{name}", f"must be a number, got {value!r:.80}")
+        out[name] = float(value) if math.isfinite(value) else None
+    if required and metric not in metrics:
+        raise ApiError(422, f"metrics.{metric}", f"the study's metric {metric!r} is missing from the report")
+    return out
+
+
+def _conflict(fence: str, trial_id: int) -> ApiError:
+    why = ("its lease expired (no report within ROOTFREE_EXTERNAL_LEASE_S); the trial went back to pending"
+           if fence == "expired" else "it is not the trial's current claim (its lease expired and the trial "
+                                      "went back to pending, or to another client)")
+    return ApiError(409, "claim_token", f"this claim on trial {trial_id} is no longer valid: {why}")
+
+
+def _tell_tpe(request: Request, store: StudyStore, study: Study, trial_id: int) -> None:
+    if study.spec["protocol"].get("method") != "tpe":
+        return
+    t = store.trial(study.id, trial_id)
+    tpe = getattr(request.app.state, "external_tpe", None)
+    if t is not None and tpe is not None:
+        with _tpe_lock:
+            tpe.tell(study.id, t.optimizer, t.stage, t.id, t.objective, t.status in ("completed", "stopped"))
+
+
+@router.post("/{study_id}/trials/claim", response_model=ClaimOut,
+             responses={204: {"description": "nothing may start now: ask again later"},
+                        410: {"description": "the study has ended"}})
+def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
+                store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings)):
+    _external(study)
+    if study.status in TERMINAL:
+        raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): nothing left to claim")
+    if study.status != "running":
+        return Response(status_code=204)  # queued: the runner has not opened its first stage yet
+    store.expire_claims(study.id)
+    for _ in range(3):  # a group emptied by concurrent claims: the policy looks again
+        group = next_group(study.spec, study.id, study.created_at.timestamp(), store.count_trials(study.id),
+                           settings.scheduler)
+        if group is None:
+            return Response(status_code=204)
+        t = store.claim_external(study.id, *group, secrets.token_urlsafe(24), settings.external_lease_s)
+        if t is not None:
+            break
+    else:
+        return Response(status_code=204)
+    if study.spec["protocol"].get("method") == "tpe" and not t.config:
+        from ..tpe import TpeGroups
+
+        with _tpe_lock:
+            tpe = getattr(request.app.state, "external_tpe", None)
+            if tpe is None:
+                tpe = request.app.state.external_tpe = TpeGroups(store)
+            t.config = tpe.ask(store.get_study(study.id), t.optimizer, t.stage, t.id)
+        store.set_config(t.id, t.config)
+    expires = t.lease_expires_at
+    if expires is not None and expires.tzinfo is None:  # SQLite returns naive UTC datetimes
+        expires = expires.replace(tzinfo=UTC)
+    return claim_body(study.spec, t, expires or datetime.now(UTC) + timedelta(seconds=settings.external_lease_s))
+
+
+def _refused(store: StudyStore, study: Study, trial_id: int, outcome: str) -> HTTPException | ApiError:
+    """The answer to a write the claim's fence refused: 404 (no such trial here) or 409."""
+    if outcome == "missing":
+        return HTTPException(404, f"trial {trial_id} not found in study {study.id!r}")
+    if outcome == "expired":
+        store.expire_claims(study.id)  # back to pending now, not at the next claim
+    return _conflict(outcome, trial_id)
+
+
+@router.post("/{study_id}/trials/{trial_id}/reports", response_model=ReportOut)
+def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
+                 study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
+                 settings: Settings = Depends(get_app_settings)):
+    _external(study)
+    spec, metric = study.spec, study.spec["metric"]
+    row: dict[str, Any] = {**_checked_metrics(body.metrics, metric, required=True), "epoch": body.epoch}
+    outcome, t = store.report_external(study.id, trial_id, body.claim_token, body.epoch, row, metric,
+                                       settings.external_lease_s)
+    if outcome == "epoch":
+        raise ApiError(422, "epoch", f"epoch {body.epoch} is lower than epoch {t.epochs} already reported "
+                                     f"for trial {trial_id} (a repeated epoch replaces its report)")
+    if outcome == "finished":  # a retry after the trial ended under this claim: the same answer
+        return ReportOut(should_stop=True, reason=t.error or f"the trial has ended ({t.status})")
+    if outcome != "ok":
+        raise _refused(store, study, trial_id, outcome)
+    reason, status = None, None
+    if study.status in TERMINAL:
+        reason, status = f"stopped: the study was {study.status}", "failed"
+    elif row.get(metric) is None:
+        reason, status = f"diverged: {metric} is not finite at epoch {body.epoch}", "diverged"
+    else:
+        reason = asha_decision(spec, t.stage, body.epoch, row[metric], store.rung_values_of_others(
+            study.id, t.optimizer, t.stage, body.epoch, metric, trial_id))
+        status = "stopped" if reason else None
+    if status is None:
+        return ReportOut(should_stop=False)
+    store.finish_external(study.id, trial_id, body.claim_token, status, error=reason)
+    _tell_tpe(request, store, study, trial_id)
+    return ReportOut(should_stop=True, reason=reason)
+
+
+@router.post("/{study_id}/trials/{trial_id}/heartbeat", response_model=HeartbeatOut)
+def heartbeat(body: HeartbeatIn, trial_id: int = Path(ge=1, le=MAX_ID), study: Study = Depends(get_study_or_404),
+              store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings)):
+    """Renews a claim's lease without a report: `rootfree agent` and the Python client send it
+    while the claimant is alive (an epoch may outlast the lease; a dead claimant sends nothing)."""
+    _external(study)
+    outcome, _ = store.renew_claim(study.id, trial_id, body.claim_token, settings.external_lease_s)
+    if outcome not in ("ok", "finished"):
+        raise _refused(store, study, trial_id, outcome)
+    t = store.trial(study.id, trial_id)
+    expires = t.lease_expires_at if t.status == "running" else None
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return HeartbeatOut(trial_id=t.id, status=t.status, lease_expires_at=expires)
+
+
+@router.post("/{study_id}/trials/{trial_id}/complete", response_model=FinishOut)
+def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
+                   study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    _external(study)
+    metric = study.spec["metric"]
+    metrics = _checked_metrics(body.metrics, metric, required=False) if body.metrics else None
+    outcome, status = store.finish_external(study.id, trial_id, body.claim_token, body.status, metrics=metrics,
+                                            metric=metric)
+    if outcome == "metric":
+        raise ApiError(422, f"metrics.{metric}", f"a completed trial needs the study's metric {metric!r}: "
+                                                 "report it for an epoch or send it in `metrics`")
+    if outcome not in ("ok", "finished"):
+        raise _refused(store, study, trial_id, outcome)
+    if outcome == "ok":
+        _tell_tpe(request, store, study, trial_id)
+    return FinishOut(trial_id=trial_id, status=status)
+
+
+@router.post("/{study_id}/trials/{trial_id}/fail", response_model=FinishOut)
+def fail_trial(body: FailIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
+               study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    _external(study)
+    outcome, status = store.finish_external(study.id, trial_id, body.claim_token, "failed",
+                                            error=body.reason or "failed")
+    if outcome not in ("ok", "finished"):
+        raise _refused(store, study, trial_id, outcome)
+    if outcome == "ok":
+        _tell_tpe(request, store, study, trial_id)
+    return FinishOut(trial_id=trial_id, status=status)

@@ -1,0 +1,70 @@
+"""Studies whose trials run anywhere (`execution: external`): the decisions behind the claim
+endpoints, apart from their HTTP (service/api/trials.py) and their SQL (the store).
+
+The runner still drives an external study's stages (it opens stage 2 around stage 1's best
+trials, then the seed runs, and ends the study); it only never sends its trials to Ray. A client
+claims a pending trial under a lease, reports epochs (each renews the lease; ASHA answers at its
+rungs as it does for Ray trials) and completes or fails it. A claim whose lease passes goes back
+to pending, and the old claimant's writes answer 409: no trial is counted twice.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .early_stopping import Asha
+from .scheduler import Group, StudyState, policy
+from .store import FINISHED
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def is_external(spec: dict) -> bool:
+    return spec.get("execution", "ray") == "external"
+
+
+def next_group(spec: dict, study_id: str, created: float,
+               counts: list[tuple[str, int, str, int]], scheduler: str = "fair") -> tuple[str, int] | None:
+    """The (optimizer, stage) the scheduler's policy hands the next claim of this study, from the
+    store's (optimizer, stage, status, count) rows; None when nothing may start now (no pending
+    trial, or `max_concurrent_trials` claims out)."""
+    by_group: dict[tuple[str, int], dict[str, int]] = {}
+    for opt, stage, status, n in counts:
+        by_group.setdefault((opt, stage), {})[status] = n
+    order = {o: i for i, o in enumerate(spec["optimizers"])}
+    groups = [Group(opt, stage, order.get(opt, len(order)), runnable=c.get("pending", 0),
+                    running=c.get("running", 0),
+                    finished=sum(v for k, v in c.items() if k in FINISHED) == sum(c.values()))
+              for (opt, stage), c in sorted(by_group.items())]
+    running = sum(g.running for g in groups)
+    # The clients' machines have their own resources: what one trial asks for always fits.
+    state = StudyState(study_id, int(spec.get("priority", 0)), created, running,
+                       int(spec["max_concurrent_trials"]), {}, tuple(groups))
+    choice = policy(scheduler).choose([state], {})
+    return (choice.optimizer, choice.stage) if choice else None
+
+
+def claim_body(spec: dict, trial, lease_expires_at) -> dict[str, Any]:
+    """The claim response: everything a client needs to train the trial."""
+    p = spec["protocol"]
+    return {"trial_id": trial.id, "optimizer": trial.optimizer, "stage": trial.stage,
+            "seed": trial.seed if trial.seed is not None else p["seed"], "budget": spec["budget"],
+            "hyperparameters": trial.config, "workload": spec["workload"],
+            "schedule": "constant" if p.get("scheme") == "original" else "workload",
+            "metric": spec["metric"], "mode": spec["mode"], "claim_token": trial.claim_token,
+            "lease_expires_at": lease_expires_at}
+
+
+def asha_decision(spec: dict, stage: int, epoch: int, value: float | None,
+                  peers: list[float]) -> str | None:
+    """Why ASHA stops the trial at this report (None: it goes on), as the runner decides for Ray
+    trials: only at a rung, only in search stages (seed runs train their whole budget)."""
+    asha = Asha.from_spec(spec)
+    if asha is None or stage > len(spec["protocol"]["stages"]) or epoch not in asha.rungs:
+        return None
+    if asha.keep_going(value, peers, spec["mode"]):
+        return None
+    shown = f"{value:.4g}" if isinstance(value, int | float) and math.isfinite(value) else str(value)
+    return (f"ASHA: {spec['metric']} {shown} at epoch {epoch} is not in the best "
+            f"1/{asha.reduction_factor} of its group's rung")

@@ -1,0 +1,145 @@
+"""`rootfree agent` against a real HTTP server (uvicorn, runner off: stages are opened by the
+runner's own StageMachine, as in test_external_api), running real commands."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.cli import free_port, wait_healthy
+from service.client import Client
+from service.settings import Settings
+
+from .conftest import make_token
+from .test_external_api import SPEC, open_stages
+
+SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from service.client import current_trial
+    trial = current_trial()
+    mode = os.environ.get("MODE", "ok")
+    if mode == "fail":
+        print("loading data", file=sys.stderr)
+        raise SystemExit("RuntimeError: CUDA out of memory on this box")
+    if mode == "sleep":
+        trial.report(1, loss=1.0)
+        time.sleep(60)
+    if mode == "self":  # the script ends the trial itself
+        with trial:
+            trial.report(1, loss=0.125)
+            trial.complete("stopped")
+        sys.exit(0)
+    trial.report(1, loss=trial.hyperparameters["lr"])
+""")
+
+
+@pytest.fixture
+def server(tmp_path):
+    db_url = f"sqlite:///{tmp_path / 'studies.db'}"
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(Settings(database_url=db_url, start_runner=False)),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    assert wait_healthy(url, alive=thread.is_alive)
+    token = make_token(db_url, "alice", admin=False)
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    yield {"url": url, "db": db_url, "token": token, "script": str(script), "client": Client(url, token)}
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def agent(server, sid, *extra, mode="ok", **kw):
+    env = {**os.environ, "MODE": mode, "PYTHONPATH": os.getcwd()}
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "agent", sid, "--url", server["url"],
+                             "--token", server["token"], "--poll", "0.2", *extra, "--",
+                             sys.executable, server["script"]],
+                            env=env, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def statuses(server, sid):
+    return sorted(t["status"] for t in server["client"].get(f"/studies/{sid}/trials"))
+
+
+def test_agent_runs_count_trials_then_waits_and_ends(server):
+    c = server["client"]
+    study = c.submit({**SPEC, "protocol": {**SPEC["protocol"], "stages": [3, 1]}})
+    p = agent(server, study.id, "--count", "2")
+    time.sleep(1.0)  # queued: the agent waits (204)
+    assert p.poll() is None
+    open_stages(server["db"], study.id)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert statuses(server, study.id) == ["completed", "completed", "pending"]
+    assert "waiting" in err
+    # the next agent takes the last stage-1 trial, then waits for stage 2, which the runner opens
+    p = agent(server, study.id)
+    deadline = time.time() + 60
+    while statuses(server, study.id) != ["completed"] * 3:
+        assert time.time() < deadline and p.poll() is None
+        time.sleep(0.2)
+    open_stages(server["db"], study.id)
+    while statuses(server, study.id) != ["completed"] * 4:
+        assert time.time() < deadline and p.poll() is None
+        time.sleep(0.2)
+    c.post(f"/studies/{study.id}/cancel")  # ends the study: the agent has nothing left
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "has ended" in err
+
+
+def test_agent_fails_a_failing_command_and_keeps_what_the_script_ended(server):
+    c = server["client"]
+    study = c.submit(SPEC)
+    open_stages(server["db"], study.id)
+    p = agent(server, study.id, "--count", "1", mode="fail")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    failed = c.get(f"/studies/{study.id}/trials", params={"status": "failed"})
+    assert len(failed) == 1 and "exit code 1" in failed[0]["error"]
+    assert "CUDA out of memory on this box" in failed[0]["error"]
+    p = agent(server, study.id, "--count", "1", mode="self")
+    p.communicate(timeout=60)
+    stopped = c.get(f"/studies/{study.id}/trials", params={"status": "stopped"})
+    assert len(stopped) == 1 and stopped[0]["objective"] == 0.125
+
+
+def test_agent_ctrl_c_fails_the_running_trial(server):
+    c = server["client"]
+    study = c.submit(SPEC)
+    open_stages(server["db"], study.id)
+    p = agent(server, study.id, mode="sleep", start_new_session=True)
+    deadline = time.time() + 60
+    while "running" not in statuses(server, study.id) or not c.get(f"/studies/{study.id}/trials",
+                                                                  params={"status": "running"})[0]["metrics"]:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)  # the terminal's Ctrl-C: the agent and its command
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    failed = c.get(f"/studies/{study.id}/trials", params={"status": "failed"})
+    assert len(failed) == 1 and "interrupted" in failed[0]["error"]
+    assert "running" not in statuses(server, study.id)
+
+
+def test_submit_goes_through_the_client(server, tmp_path):
+    import json as _json
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.json"
+    good.write_text("name: s\nworkload: noisy_quadratic\noptimizers: [sgd]\nexecution: external\n")
+    bad.write_text(_json.dumps({"name": "s", "workload": "imagenet", "optimizers": ["sgd"]}))
+    run = [sys.executable, "-m", "service.cli", "submit", "--url", server["url"], "--token", server["token"]]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    r = subprocess.run([*run, str(good)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert server["client"].study(r.stdout.strip()).data["spec"]["execution"] == "external"
+    r = subprocess.run([*run, str(bad)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("error 422: workload")
