@@ -333,9 +333,12 @@ class StudyRunner:
             self.role = "leader"
             renewer = threading.Thread(target=self._renew_loop, name="rootfree-lease", daemon=True)
             renewer.start()
+            view = self._start_optuna_view()
             try:
                 self._lead()
             finally:
+                if view is not None:
+                    view.stop()
                 self.role = "standby"
                 if self._stop.is_set():
                     try:
@@ -343,6 +346,18 @@ class StudyRunner:
                     except Exception:  # noqa: BLE001
                         pass
                 renewer.join(timeout=10)
+
+    def _start_optuna_view(self):
+        """The live Optuna view, while this runner leads (one writer): its own thread, never waited for."""
+        if not self.settings.optuna_view:
+            return None
+        try:
+            from .optuna_view import OptunaFollower
+
+            return OptunaFollower(self.base_store, self.settings.optuna_view_interval_s).start()
+        except Exception:  # noqa: BLE001 - the view is a convenience; the runner runs without it
+            log.warning("optuna view not started: %s", traceback.format_exc(limit=1))
+            return None
 
     def _renew_loop(self) -> None:
         while self.lease.held and not self._stop.is_set():

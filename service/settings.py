@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # No trial starts while the storage path has less free space than this (a full disk fails
     # the trials it hits; a study that cannot go on ends, saying why).
     min_free_mb: int = 50
+    # The live Optuna view (service/optuna_view.py): the runner follows the store into Optuna
+    # studies in the same database from its own thread, polling this often. False: no view.
+    optuna_view: bool = True
+    optuna_view_interval_s: float = 1.0
     runner_id: str | None = None  # the lease holder id (set by `serve` for its runner process)
     # tokens: every endpoint but /healthz and the OpenAPI pages needs a bearer token (the default);
     # none: no authentication, only for a development server on a loopback address.
