@@ -1,0 +1,91 @@
+"""The live Optuna view end to end: a real `StudyRunner` on a real local Ray runs a small ASHA study
+of the noisy-quadratic workload (paced, so it is watched while it runs); plain Optuna reads the
+view during and after the run, and optuna-dashboard serves it to a headless Chromium."""
+
+import math
+import time
+from datetime import UTC, timedelta
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from service.cli import main as cli_main
+from service.schemas import StudySpec
+from service.settings import Settings
+from service.store import StudyStore
+
+pytestmark = pytest.mark.slow
+
+SPEC = dict(name="live view", workload="noisy_quadratic", optimizers=["adamw"],
+            protocol={"stages": [6], "top_k": 2, "seed": 3,
+                      "early_stopping": {"kind": "asha", "grace_epochs": 1, "reduction_factor": 3}},
+            budget={"epochs": 3, "pace_ms": 400}, max_concurrent_trials=2)
+STATES = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
+          "diverged": TrialState.FAIL, "failed": TrialState.FAIL}
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    pytest.importorskip("ray")
+    from service.runner import StudyRunner
+
+    tmp = tmp_path_factory.mktemp("optuna-live")
+    store = StudyStore(f"sqlite:///{tmp / 'studies.db'}")
+    runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp / "runs"), num_cpus=2,
+                                         dashboard=False, poll_interval_s=0.2, optuna_view_interval_s=0.3))
+    sid = store.create_study(StudySpec(**SPEC).resolved(), None)[0].id
+    live: list = []  # snapshots of the view while the study runs
+    runner.start()
+    try:
+        t0 = time.time()
+        while store.get_study(sid).status not in ("completed", "failed", "cancelled"):
+            assert time.time() - t0 < 300, "the study did not finish"
+            try:
+                live.append(optuna.load_study(study_name="live view/adamw", storage=store.url).trials)
+            except KeyError:
+                pass  # the view is not there yet
+            time.sleep(0.5)
+        time.sleep(1.5)  # the follower's last pass
+    finally:
+        runner.stop()
+    yield store, sid, live, tmp
+
+
+def test_running_study_shows_running_trials_with_intermediate_values(ran):
+    _, _, live, _ = ran
+    assert any(t.state == TrialState.RUNNING and t.intermediate_values for snap in live for t in snap), \
+        [[(t.state.name, t.intermediate_values) for t in s] for s in live]
+
+
+def test_finished_view_matches_the_store(ran):
+    store, sid, _, _ = ran
+    study = store.get_study(sid)
+    assert study.status == "completed", study.error
+    view = optuna.load_study(study_name="live view/adamw", storage=store.url)
+    assert view.user_attrs["rootfree_study_id"] == sid and view.metric_names == [study.spec["metric"]]
+    ours = {t.id: t for t in store.trials(sid)}
+    theirs = {t.user_attrs["rootfree_trial_id"]: t for t in view.trials}
+    assert set(theirs) == set(ours) and len(view.trials) == len(ours) == 6
+    assert any(t.status == "stopped" for t in ours.values()), "ASHA stopped nothing: no PRUNED to check"
+    histories = store.histories(list(ours))
+    for tid, t in ours.items():
+        o = theirs[tid]
+        assert o.state == STATES[t.status], (t.status, o.state)
+        if t.status in ("completed", "stopped"):
+            assert math.isclose(o.value, t.objective)
+        metric = study.spec["metric"]
+        assert o.intermediate_values == {r["epoch"]: r[metric] for r in histories[tid]
+                                         if isinstance(r.get(metric), float) and math.isfinite(r[metric])}
+        assert o.user_attrs["stage"] == t.stage and o.user_attrs["seed"] == t.seed
+        started, finished = (d.replace(tzinfo=UTC) for d in (t.started_at, t.finished_at))
+        assert o.duration > timedelta(0)
+        assert abs(o.duration - (finished - started)) < timedelta(seconds=1)
+        # log-uniform parameters on log axes, 1-minus-log ones under their transformed name
+        assert o.distributions["lr"].log and o.distributions["one_minus_beta2"].log
+        assert math.isclose(o.params["one_minus_beta2"], 1 - t.config["beta2"])
+    # optuna-sync after the fact changes nothing
+    before = [(t.number, t.state, t.value, t.intermediate_values, t.datetime_complete) for t in view.trials]
+    assert cli_main(["optuna-sync", sid, "--db", store.url]) == 0
+    after = optuna.load_study(study_name="live view/adamw", storage=store.url).trials
+    assert [(t.number, t.state, t.value, t.intermediate_values, t.datetime_complete) for t in after] == before
