@@ -89,3 +89,53 @@ def test_finished_view_matches_the_store(ran):
     assert cli_main(["optuna-sync", sid, "--db", store.url]) == 0
     after = optuna.load_study(study_name="live view/adamw", storage=store.url).trials
     assert [(t.number, t.state, t.value, t.intermediate_values, t.datetime_complete) for t in after] == before
+
+
+def test_optuna_dashboard_shows_the_study_and_its_learning_curves(ran):
+    """`rootfree dashboard` (optuna-dashboard on the store) in a headless Chromium: the study's
+    name and the intermediate-values plot are on its page; the screenshot stays in the tmp dir."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from service.cli import free_port
+
+    from .test_report import _chromium
+
+    pytest.importorskip("optuna_dashboard")
+    store, _, _, tmp = ran
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no Chromium")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "dashboard", "--db", store.url,
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**os.environ})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        t0 = time.time()
+        while True:
+            try:
+                studies = httpx.get(f"{base}/api/studies", timeout=5).json()["study_summaries"]
+                break
+            except (httpx.HTTPError, ValueError):
+                assert time.time() - t0 < 60 and server.poll() is None, "optuna-dashboard did not start"
+                time.sleep(0.5)
+        oid = next(s["study_id"] for s in studies if s["study_name"] == "live view/adamw")
+        page = f"{base}/dashboard/studies/{oid}"
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--no-first-run", "--disable-component-update", f"--user-data-dir={tmp / 'chrome'}",
+                 "--virtual-time-budget=15000", "--window-size=1400,3000"]
+        shot = tmp / "optuna-dashboard.png"
+        r = subprocess.run([exe, *flags, f"--screenshot={shot}", page], capture_output=True, text=True,
+                           timeout=120)
+        assert shot.exists() and shot.stat().st_size > 10_000, r.stderr[-2000:]
+        dom = subprocess.run([exe, *flags, "--dump-dom", page], capture_output=True, text=True,
+                             timeout=120).stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert "live view/adamw" in dom
+    assert "Intermediate values" in dom and dom.count("js-plotly-plot") >= 2
