@@ -107,9 +107,13 @@ class OptunaView:
     def storage(self):
         if self._storage is None:
             import optuna
+            from sqlalchemy.exc import OperationalError
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            self._storage = optuna.storages.RDBStorage(self.url)
+            try:
+                self._storage = optuna.storages.RDBStorage(self.url)
+            except OperationalError:  # another process created Optuna's tables at the same moment
+                self._storage = optuna.storages.RDBStorage(self.url)
         return self._storage
 
     def close(self) -> None:
@@ -305,6 +309,7 @@ class OptunaFollower:
         self._watch: set[str] = set()
         self.errors = 0
         self.polls = 0
+        self.metrics = None  # per-study Ray metrics (service/ray_metrics.py), once Ray is connected
 
     def start(self) -> OptunaFollower:
         self._thread = threading.Thread(target=self._run, name="rootfree-optuna-view", daemon=True)
@@ -351,6 +356,7 @@ class OptunaFollower:
                 continue
             self.view.sync_trials(study, full=full or sid not in self._watch)
             metrics[sid] = study.spec.get("metric")
+            self._export_metrics(study)
             if study.status not in WATCHED:
                 self._watch.discard(sid)  # its last changes are written
             else:
@@ -364,6 +370,17 @@ class OptunaFollower:
                 self.view.report(tid, epoch, row if isinstance(row, dict) else {}, metrics[sid])
             self._cursor = rid
         self.polls += 1
+
+    def _export_metrics(self, study: Study) -> None:
+        try:
+            if self.metrics is None:
+                from .ray_metrics import ray_study_metrics
+
+                self.metrics = ray_study_metrics(self.store)
+            if self.metrics is not None:
+                self.metrics.update(study)
+        except Exception:  # noqa: BLE001 - a metrics hiccup never holds up the Optuna view
+            log.warning("ray metrics of study %s: %s", study.id, "not exported", exc_info=True)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Until one more full pass has run (tests)."""

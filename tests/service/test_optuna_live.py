@@ -9,6 +9,7 @@ from datetime import UTC, timedelta
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 from service.cli import main as cli_main
 from service.schemas import StudySpec
@@ -28,14 +29,22 @@ STATES = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
     pytest.importorskip("ray")
+    import httpx
+    import ray
+
+    from service.cli import free_port
     from service.runner import StudyRunner
 
     tmp = tmp_path_factory.mktemp("optuna-live")
+    metrics_port = free_port()
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False,
+             _metrics_export_port=metrics_port, _system_config={"metrics_report_interval_ms": 1000})
     store = StudyStore(f"sqlite:///{tmp / 'studies.db'}")
     runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp / "runs"), num_cpus=2,
                                          dashboard=False, poll_interval_s=0.2, optuna_view_interval_s=0.3))
     sid = store.create_study(StudySpec(**SPEC).resolved(), None)[0].id
     live: list = []  # snapshots of the view while the study runs
+    exported: list[str] = []  # Ray's Prometheus export, our series only
     runner.start()
     try:
         t0 = time.time()
@@ -43,23 +52,29 @@ def ran(tmp_path_factory):
             assert time.time() - t0 < 300, "the study did not finish"
             try:
                 live.append(optuna.load_study(study_name="live view/adamw", storage=store.url).trials)
-            except KeyError:
-                pass  # the view is not there yet
+            except (KeyError, OperationalError):
+                pass  # the view is not there yet (or the follower creates Optuna's tables right now)
+            try:
+                text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+                exported.extend(line for line in text.splitlines() if "rootfree_study_" in line)
+            except httpx.HTTPError:
+                pass  # the metrics agent may still be starting
             time.sleep(0.5)
         time.sleep(1.5)  # the follower's last pass
     finally:
         runner.stop()
-    yield store, sid, live, tmp
+        ray.shutdown()
+    yield store, sid, live, tmp, exported
 
 
 def test_running_study_shows_running_trials_with_intermediate_values(ran):
-    _, _, live, _ = ran
+    _, _, live, _, _ = ran
     assert any(t.state == TrialState.RUNNING and t.intermediate_values for snap in live for t in snap), \
         [[(t.state.name, t.intermediate_values) for t in s] for s in live]
 
 
 def test_finished_view_matches_the_store(ran):
-    store, sid, _, _ = ran
+    store, sid, _, _, _ = ran
     study = store.get_study(sid)
     assert study.status == "completed", study.error
     view = optuna.load_study(study_name="live view/adamw", storage=store.url)
@@ -105,7 +120,7 @@ def test_optuna_dashboard_shows_the_study_and_its_learning_curves(ran):
     from .test_report import _chromium
 
     pytest.importorskip("optuna_dashboard")
-    store, _, _, tmp = ran
+    store, _, _, tmp, _ = ran
     exe = _chromium()
     if exe is None:
         pytest.skip("no Chromium")
@@ -139,3 +154,14 @@ def test_optuna_dashboard_shows_the_study_and_its_learning_curves(ran):
         server.wait(timeout=10)
     assert "live view/adamw" in dom
     assert "Intermediate values" in dom and dom.count("js-plotly-plot") >= 2
+
+
+def test_ray_metrics_export_the_study_progress(ran):
+    """The follower's per-study gauges reach Ray's Prometheus export (what the dashboard's Metrics
+    view and the compose file's Grafana read)."""
+    _, sid, _, _, exported = ran
+    trials = [line for line in exported if "rootfree_study_trials" in line and sid in line]
+    assert any('status="running"' in line and 'study="live view"' in line and not line.rstrip().endswith(" 0.0")
+               for line in trials), exported[-20:]
+    assert any("rootfree_study_epochs_reported" in line and sid in line for line in exported)
+    assert any("rootfree_study_best_objective" in line and 'optimizer="adamw"' in line for line in exported)
