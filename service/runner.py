@@ -333,12 +333,12 @@ class StudyRunner:
             self.role = "leader"
             renewer = threading.Thread(target=self._renew_loop, name="rootfree-lease", daemon=True)
             renewer.start()
-            view = self._start_optuna_view()
+            followers = self._start_followers()
             try:
                 self._lead()
             finally:
-                if view is not None:
-                    view.stop()
+                for follower in followers:
+                    follower.stop()
                 self.role = "standby"
                 if self._stop.is_set():
                     try:
@@ -347,17 +347,24 @@ class StudyRunner:
                         pass
                 renewer.join(timeout=10)
 
-    def _start_optuna_view(self):
-        """The live Optuna view, while this runner leads (one writer): its own thread, never waited for."""
-        if not self.settings.optuna_view:
-            return None
+    def _start_followers(self) -> list:
+        """The live Optuna view and MLflow tracking, while this runner leads (one writer): each on
+        its own thread, following the store; the runner never waits for them."""
+        started = []
+        s = self.settings
         try:
-            from .optuna_view import OptunaFollower
+            if s.optuna_view:
+                from .optuna_view import OptunaFollower
 
-            return OptunaFollower(self.base_store, self.settings.optuna_view_interval_s).start()
-        except Exception:  # noqa: BLE001 - the view is a convenience; the runner runs without it
-            log.warning("optuna view not started: %s", traceback.format_exc(limit=1))
-            return None
+                started.append(OptunaFollower(self.base_store, s.optuna_view_interval_s).start())
+            if s.mlflow_tracking_uri:
+                from .mlflow_tracker import MlflowFollower
+
+                started.append(MlflowFollower(self.base_store, s.mlflow_tracking_uri,
+                                              experiment=s.mlflow_experiment).start())
+        except Exception:  # noqa: BLE001 - conveniences; the runner runs without them
+            log.warning("store followers not started: %s", traceback.format_exc(limit=1))
+        return started
 
     def _renew_loop(self) -> None:
         while self.lease.held and not self._stop.is_set():

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # studies in the same database from its own thread, polling this often. False: no view.
     optuna_view: bool = True
     optuna_view_interval_s: float = 1.0
+    # MLflow tracking (service/mlflow_tracker.py, `pip install 'rootfree[mlflow]'`), e.g.
+    # sqlite:///mlflow.db: a parent run per study, a nested run per trial. None: off.
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "rootfree"
     runner_id: str | None = None  # the lease holder id (set by `serve` for its runner process)
     # tokens: every endpoint but /healthz and the OpenAPI pages needs a bearer token (the default);
     # none: no authentication, only for a development server on a loopback address.
