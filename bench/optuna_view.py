@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def run_once(tmp: Path, view: bool, args, tag: str) -> tuple[float, int]:
+def run_once(tmp: Path, view: str, args, tag: str) -> tuple[float, int, float]:
     """(trials per minute, trials in the Optuna view) of one study run with the view on or off."""
     import optuna
 
@@ -35,8 +35,10 @@ def run_once(tmp: Path, view: bool, args, tag: str) -> tuple[float, int]:
     from service.store import StudyStore
 
     store = StudyStore(f"sqlite:///{tmp / f'{tag}.db'}")
+    view_url = f"sqlite:///{tmp / f'{tag}-optuna.db'}" if view == "file" else None
     settings = Settings(database_url=store.url, storage_path=str(tmp / f"runs-{tag}"), poll_interval_s=0.2,
-                        optuna_view=view, optuna_view_interval_s=1.0, dashboard=False)
+                        optuna_view=view != "off", optuna_view_url=view_url, optuna_view_interval_s=1.0,
+                        dashboard=False)
     spec = StudySpec(name=f"bench {tag}", workload="noisy_quadratic", optimizers=["adamw"],
                      protocol={"stages": [args.trials], "top_k": 2, "seed": 1},
                      budget={"epochs": args.epochs, "pace_ms": args.pace_ms},
@@ -47,19 +49,22 @@ def run_once(tmp: Path, view: bool, args, tag: str) -> tuple[float, int]:
     try:
         while store.get_study(sid).status not in ("completed", "failed", "cancelled"):
             time.sleep(0.2)
-        time.sleep(2.5 if view else 0)  # the follower's last pass (after the clock below stops)
+        time.sleep(2.5 if view != "off" else 0)  # the follower's last pass (after the clock below stops)
     finally:
+        follower = getattr(runner, "optuna_follower", None)
+        busy = follower.busy_s if follower else 0.0
         runner.stop()
     trials = store.trials(sid)
     t0 = min(t.started_at for t in trials)
     t1 = max(t.finished_at for t in trials)
     rate = len(trials) / max((t1 - t0).total_seconds(), 1e-9) * 60
     in_view = 0
-    if view:
-        in_view = sum(len(s.trials) for s in (optuna.load_study(study_name=n, storage=store.url)
-                                                for n in optuna.get_all_study_names(store.url)))
+    if view != "off":
+        url = view_url or store.url
+        in_view = sum(len(s.trials) for s in (optuna.load_study(study_name=n, storage=url)
+                                                for n in optuna.get_all_study_names(url)))
     store.engine.dispose()
-    return rate, in_view
+    return rate, in_view, busy
 
 
 def main() -> None:
@@ -69,29 +74,35 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--pace-ms", type=int, default=0)
+    ap.add_argument("--separate-file", action="store_true",
+                    help="also a third mode: the view in its own SQLite file (ROOTFREE_OPTUNA_VIEW_URL)")
     args = ap.parse_args()
 
     import ray
 
     ray.init(num_cpus=args.slots, object_store_memory=100 * 2**20, include_dashboard=False,
              log_to_driver=False)
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    modes = ["off", "on"] + (["file"] if args.separate_file else [])
+    rates: dict[str, list[float]] = {m: [] for m in modes}
     complete = True
     with tempfile.TemporaryDirectory() as d:
         for rep in range(args.reps):
-            for view in (False, True) if rep % 2 == 0 else (True, False):
-                rate, in_view = run_once(Path(d), view, args, f"{'on' if view else 'off'}{rep}")
+            for view in modes if rep % 2 == 0 else modes[::-1]:
+                rate, in_view, busy = run_once(Path(d), view, args, f"{view}{rep}")
                 rates[view].append(rate)
-                complete &= (not view) or in_view == args.trials
-                print(f"rep {rep} view {'on ' if view else 'off'}: {rate:6.1f} trials/min"
-                      + (f"  ({in_view} trials in the Optuna view)" if view else ""), flush=True)
+                complete &= view == "off" or in_view == args.trials
+                print(f"rep {rep} view {view:>4}: {rate:6.1f} trials/min"
+                      + (f"  ({in_view} trials in the Optuna view, its thread busy {busy:.1f} s)"
+                         if view != "off" else ""), flush=True)
     ray.shutdown()
-    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    off = statistics.median(rates["off"])
     print(f"\n{args.trials} trials x {args.epochs} epochs, {args.slots} slots, pace {args.pace_ms} ms, "
           f"{args.reps} reps (median)")
-    print(f"{'view off':>10}  {off:7.1f} trials/min")
-    print(f"{'view on':>10}  {on:7.1f} trials/min")
-    print(f"{'on / off':>10}  {on / off:7.3f}  (target >= 0.90)   view complete at the end: {complete}")
+    labels = {"off": "view off", "on": "view on", "file": "view on, own SQLite file"}
+    for m in modes:
+        r = statistics.median(rates[m])
+        print(f"{labels[m]:>26}  {r:7.1f} trials/min  {r / off:6.3f} x off")
+    print(f"target: view on >= 0.90 x off; view complete at the end: {complete}")
 
 
 if __name__ == "__main__":

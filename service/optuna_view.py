@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import warnings
@@ -299,8 +300,10 @@ class OptunaView:
 class OptunaFollower:
     """Follows the store into an `OptunaView` from one daemon thread (see the module docstring)."""
 
-    def __init__(self, store: StudyStore, interval_s: float = 1.0, url: str | None = None):
+    def __init__(self, store: StudyStore, interval_s: float = 1.0, url: str | None = None,
+                 view: bool = True, metrics: bool = True):
         self.view = OptunaView(store, url)
+        self.write_view, self.write_metrics = view, metrics
         self.store = store
         self.interval_s = interval_s
         self._stop = threading.Event()
@@ -309,6 +312,7 @@ class OptunaFollower:
         self._watch: set[str] = set()
         self.errors = 0
         self.polls = 0
+        self.busy_s = 0.0  # time spent in passes (bench/optuna_view.py)
         self.metrics = None  # per-study Ray metrics (service/ray_metrics.py), once Ray is connected
 
     def start(self) -> OptunaFollower:
@@ -322,9 +326,10 @@ class OptunaFollower:
             self._thread.join(timeout)
         self.view.close()
 
-    def _run(self) -> None:
+    def _run(self, alive=lambda: True) -> None:
         delay = self.interval_s
-        while not self._stop.is_set():
+        while not self._stop.is_set() and alive():
+            t0 = time.monotonic()
             try:
                 self.poll()
                 delay = self.interval_s
@@ -334,6 +339,7 @@ class OptunaFollower:
                 self.view.forget()  # re-read Optuna's state: a half-done write is completed next time
                 self._cursor = None
                 delay = min(delay * 2, 30.0)
+            self.busy_s += time.monotonic() - t0
             self._stop.wait(delay)
 
     def poll(self) -> None:
@@ -354,13 +360,18 @@ class OptunaFollower:
             if study is None:
                 self._watch.discard(sid)
                 continue
-            self.view.sync_trials(study, full=full or sid not in self._watch)
+            if self.write_view:
+                self.view.sync_trials(study, full=full or sid not in self._watch)
             metrics[sid] = study.spec.get("metric")
-            self._export_metrics(study)
+            if self.write_metrics:
+                self._export_metrics(study)
             if study.status not in WATCHED:
                 self._watch.discard(sid)  # its last changes are written
             else:
                 self._watch.add(sid)
+        if not self.write_view:
+            self.polls += 1
+            return
         with self.store.session() as s:
             rows = s.execute(select(Report.id, Report.trial_id, Report.epoch, Report.row, Trial.study_id)
                              .join(Trial, Trial.id == Report.trial_id)
@@ -382,12 +393,70 @@ class OptunaFollower:
         except Exception:  # noqa: BLE001 - a metrics hiccup never holds up the Optuna view
             log.warning("ray metrics of study %s: %s", study.id, "not exported", exc_info=True)
 
+    def status(self) -> dict:
+        return {"polls": self.polls, "errors": self.errors, "busy_s": self.busy_s}
+
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Until one more full pass has run (tests)."""
         target = self.polls + 2
         t0 = time.monotonic()
         while self.polls < target and time.monotonic() - t0 < timeout:
             time.sleep(0.05)
+
+
+class OptunaViewProcess:
+    """The Optuna view's follower in a child process: Optuna's ORM writes (some 30 statements per
+    trial) then never hold the runner's GIL while the Tune driver loop works. It ends with the
+    runner (stop, or the runner's death)."""
+
+    def __init__(self, database_url: str, interval_s: float = 1.0, url: str | None = None):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # no fork of a process holding threads and sockets
+        self._stop = ctx.Event()
+        self._busy = ctx.Value("d", 0.0)
+        self._proc = ctx.Process(target=_view_main, name="rootfree-optuna-view", daemon=True,
+                                 args=(database_url, interval_s, url, os.getpid(), self._stop, self._busy))
+
+    def start(self) -> OptunaViewProcess:
+        self._proc.start()
+        return self
+
+    @property
+    def busy_s(self) -> float:
+        return self._busy.value
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+def _view_main(database_url: str, interval_s: float, url: str | None, parent_pid: int, stop, busy) -> None:
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    logging.basicConfig(level=logging.WARNING)
+    follower = OptunaFollower(StudyStore(database_url), interval_s, url, view=True, metrics=False)
+    follower._stop = stop
+    poll = follower.poll
+
+    def timed_poll() -> None:
+        t0 = time.monotonic()
+        try:
+            poll()
+        finally:
+            busy.value += time.monotonic() - t0
+
+    follower.poll = timed_poll
+    follower._run(alive=lambda: os.getppid() == parent_pid)
+    follower.view.close()
 
 
 # ---------------------------------------------------------------------- CLI

@@ -353,10 +353,15 @@ class StudyRunner:
         started = []
         s = self.settings
         try:
-            if s.optuna_view:
-                from .optuna_view import OptunaFollower
+            from .optuna_view import OptunaFollower, OptunaViewProcess
 
-                started.append(OptunaFollower(self.base_store, s.optuna_view_interval_s).start())
+            # Ray metrics need this process's Ray connection: a thread (two grouped queries a pass)
+            in_thread = s.optuna_view and not s.optuna_view_process
+            started.append(OptunaFollower(self.base_store, s.optuna_view_interval_s, s.optuna_view_url,
+                                          view=in_thread, metrics=True).start())
+            if s.optuna_view and s.optuna_view_process:
+                started.append(OptunaViewProcess(s.database_url, s.optuna_view_interval_s, s.optuna_view_url).start())
+            self.optuna_follower = started[-1]
             if s.mlflow_tracking_uri:
                 from .mlflow_tracker import MlflowFollower
 

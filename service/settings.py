@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # studies in the same database from its own thread, polling this often. False: no view.
     optuna_view: bool = True
     optuna_view_interval_s: float = 1.0
+    optuna_view_url: str | None = None  # where the view is written; None: the study database
+    # The view's writes in a child process (no share of the runner's GIL) or a thread of the runner.
+    optuna_view_process: bool = True
     # MLflow tracking (service/mlflow_tracker.py, `pip install 'rootfree[mlflow]'`), e.g.
     # sqlite:///mlflow.db: a parent run per study, a nested run per trial. None: off.
     mlflow_tracking_uri: str | None = None
