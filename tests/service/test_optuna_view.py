@@ -137,3 +137,40 @@ def test_a_failing_view_never_reaches_the_caller(store, monkeypatch):
         assert follower.errors >= 1 and follower._thread.is_alive()
     finally:
         follower.stop()
+
+
+def test_view_process_ends_with_its_runner(tmp_path):
+    """A killed runner never leaves its view process writing (a restarted one starts its own)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    StudyStore(url).engine.dispose()
+    code = ("import sys, time\n"
+            "from service.optuna_view import OptunaViewProcess\n"
+            f"p = OptunaViewProcess({url!r}, 0.2).start()\n"
+            "print(p._proc.pid, flush=True)\n"
+            "time.sleep(600)\n")
+    runner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ})
+    child = int(runner.stdout.readline())
+    os.kill(child, 0)  # it runs
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(timeout=30)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        try:  # a zombie of ours? (it is not our child: init reaps it)
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split()[2] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the view process outlived its runner")
