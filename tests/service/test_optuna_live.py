@@ -41,7 +41,8 @@ def ran(tmp_path_factory):
              _metrics_export_port=metrics_port, _system_config={"metrics_report_interval_ms": 1000})
     store = StudyStore(f"sqlite:///{tmp / 'studies.db'}")
     runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp / "runs"), num_cpus=2,
-                                         dashboard=False, poll_interval_s=0.2, optuna_view_interval_s=0.3))
+                                         dashboard=False, poll_interval_s=0.2, optuna_view_interval_s=0.3,
+                                         mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}"))
     sid = store.create_study(StudySpec(**SPEC).resolved(), None)[0].id
     live: list = []  # snapshots of the view while the study runs
     exported: list[str] = []  # Ray's Prometheus export, our series only
@@ -60,7 +61,7 @@ def ran(tmp_path_factory):
             except httpx.HTTPError:
                 pass  # the metrics agent may still be starting
             time.sleep(0.5)
-        time.sleep(1.5)  # the follower's last pass
+        time.sleep(4)  # the followers' last passes
     finally:
         runner.stop()
         ray.shutdown()
@@ -165,3 +166,26 @@ def test_ray_metrics_export_the_study_progress(ran):
                for line in trials), exported[-20:]
     assert any("rootfree_study_epochs_reported" in line and sid in line for line in exported)
     assert any("rootfree_study_best_objective" in line and 'optimizer="adamw"' in line for line in exported)
+
+
+def test_mlflow_has_a_parent_run_and_a_nested_run_per_trial(ran):
+    """With ROOTFREE_MLFLOW_TRACKING_URI set, the same study in MLflow: metric histories are the store's."""
+    mlflow = pytest.importorskip("mlflow")
+    store, sid, _, tmp, _ = ran
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.tracking.MlflowClient(uri)
+    runs = mlflow.search_runs([client.get_experiment_by_name("rootfree").experiment_id], output_format="list")
+    parents = [r for r in runs
+               if r.data.tags.get("rootfree.study_id") == sid and r.data.tags.get("rootfree.kind") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = {int(r.data.tags["rootfree.trial_id"]): r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    ours = {t.id: t for t in store.trials(sid)}
+    assert set(children) == set(ours)
+    metric = store.get_study(sid).spec["metric"]
+    histories = store.histories(list(ours))
+    for tid, t in ours.items():
+        got = [(m.step, m.value) for m in client.get_metric_history(children[tid].info.run_id, metric)]
+        assert got == [(r["epoch"], r[metric]) for r in histories[tid]]
+        assert children[tid].data.tags["status"] == t.status
