@@ -483,7 +483,7 @@ class StudyRunner:
         from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
         from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-        from workers.tune import trainable
+        from workers.tune import named_trainable, trainable
 
         def resources(config: dict) -> PlacementGroupFactory:  # per trial, from its study
             request = config["trial"]["meta"]["request"]
@@ -499,10 +499,11 @@ class StudyRunner:
         sp = self.settings.storage_path  # a shared path or a URI (s3://, gs://) on a multi-node cluster
         storage = sp if "://" in sp else str(Path(sp).resolve())
         self._busy_at = time.monotonic()
+        named = self.settings.trial_actor_names  # a fresh, named actor per trial (see named_trainable)
         tuner = Tuner(
-            tune.with_resources(trainable, resources),
+            tune.with_resources(named_trainable() if named else trainable, resources),
             tune_config=TuneConfig(
-                search_alg=_QueueSearcher(self), num_samples=-1, reuse_actors=True,
+                search_alg=_QueueSearcher(self), num_samples=-1, reuse_actors=not named,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_dir),
             run_config=RunConfig(
                 name=f"rootfree-{int(time.time() * 1000)}", storage_path=storage,
@@ -562,7 +563,7 @@ class StudyRunner:
                 config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
                           "hyperparameters": trial.config, "budget": a.spec["budget"],
                           "seed": trial.seed if trial.seed is not None else a.spec["protocol"]["seed"],
-                          "meta": {"trial_id": trial.id, "study_id": choice.study_id,
+                          "meta": {"trial_id": trial.id, "study_id": choice.study_id, "study_name": a.spec["name"],
                                    "optimizer": trial.optimizer, "stage": trial.stage,
                                    "index": trial.index, "request": a.request}}
                 if a.spec["protocol"].get("scheme") == "original":

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # sqlite:///mlflow.db: a parent run per study, a nested run per trial. None: off.
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "rootfree"
+    # Each trial's Ray actor named "rootfree <study> <optimizer> s<stage> #<trial id>" in the Ray
+    # dashboard's Actors view. Ray reads an actor's name once, when it is created, so this costs
+    # Tune's actor reuse: a new actor (process start, imports) per trial.
+    trial_actor_names: bool = False
     runner_id: str | None = None  # the lease holder id (set by `serve` for its runner process)
     # tokens: every endpoint but /healthz and the OpenAPI pages needs a bearer token (the default);
     # none: no authentication, only for a development server on a loopback address.

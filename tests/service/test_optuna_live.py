@@ -32,20 +32,26 @@ def ran(tmp_path_factory):
     import httpx
     import ray
 
-    from service.cli import free_port
+    from service.cli import free_port, ray_auth_token_file
     from service.runner import StudyRunner
 
     tmp = tmp_path_factory.mktemp("optuna-live")
     metrics_port = free_port()
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False,
-             _metrics_export_port=metrics_port, _system_config={"metrics_report_interval_ms": 1000})
+    ctx = ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=True,
+                   dashboard_host="127.0.0.1", dashboard_port=free_port(), log_to_driver=False,
+                   _metrics_export_port=metrics_port, _system_config={"metrics_report_interval_ms": 1000})
+    dashboard = f"http://{ctx.dashboard_url}"
+    token_file = ray_auth_token_file()
+    ray_auth = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
     store = StudyStore(f"sqlite:///{tmp / 'studies.db'}")
     runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp / "runs"), num_cpus=2,
                                          dashboard=False, poll_interval_s=0.2, optuna_view_interval_s=0.3,
-                                         mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}"))
+                                         mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+                                         trial_actor_names=True))
     sid = store.create_study(StudySpec(**SPEC).resolved(), None)[0].id
     live: list = []  # snapshots of the view while the study runs
     exported: list[str] = []  # Ray's Prometheus export, our series only
+    actors: set[str] = set()  # the repr names of the alive actors in the Ray dashboard
     runner.start()
     try:
         t0 = time.time()
@@ -60,22 +66,30 @@ def ran(tmp_path_factory):
                 exported.extend(line for line in text.splitlines() if "rootfree_study_" in line)
             except httpx.HTTPError:
                 pass  # the metrics agent may still be starting
+            try:
+                r = httpx.get(f"{dashboard}/api/v0/actors", params={"detail": "1", "limit": "1000"},
+                              headers=ray_auth, timeout=10)
+                if r.status_code == 200:
+                    actors |= {a.get("repr_name") or "" for a in r.json()["data"]["result"]["result"]
+                               if a.get("state") == "ALIVE"}
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass  # the dashboard may still be starting
             time.sleep(0.5)
         time.sleep(4)  # the followers' last passes
     finally:
         runner.stop()
         ray.shutdown()
-    yield store, sid, live, tmp, exported
+    yield store, sid, live, tmp, exported, actors
 
 
 def test_running_study_shows_running_trials_with_intermediate_values(ran):
-    _, _, live, _, _ = ran
+    _, _, live, _, _, _ = ran
     assert any(t.state == TrialState.RUNNING and t.intermediate_values for snap in live for t in snap), \
         [[(t.state.name, t.intermediate_values) for t in s] for s in live]
 
 
 def test_finished_view_matches_the_store(ran):
-    store, sid, _, _, _ = ran
+    store, sid, _, _, _, _ = ran
     study = store.get_study(sid)
     assert study.status == "completed", study.error
     view = optuna.load_study(study_name="live view/adamw", storage=store.url)
@@ -121,7 +135,7 @@ def test_optuna_dashboard_shows_the_study_and_its_learning_curves(ran):
     from .test_report import _chromium
 
     pytest.importorskip("optuna_dashboard")
-    store, _, _, tmp, _ = ran
+    store, _, _, tmp, _, _ = ran
     exe = _chromium()
     if exe is None:
         pytest.skip("no Chromium")
@@ -160,7 +174,7 @@ def test_optuna_dashboard_shows_the_study_and_its_learning_curves(ran):
 def test_ray_metrics_export_the_study_progress(ran):
     """The follower's per-study gauges reach Ray's Prometheus export (what the dashboard's Metrics
     view and the compose file's Grafana read)."""
-    _, sid, _, _, exported = ran
+    _, sid, _, _, exported, _ = ran
     trials = [line for line in exported if "rootfree_study_trials" in line and sid in line]
     assert any('status="running"' in line and 'study="live view"' in line and not line.rstrip().endswith(" 0.0")
                for line in trials), exported[-20:]
@@ -171,7 +185,7 @@ def test_ray_metrics_export_the_study_progress(ran):
 def test_mlflow_has_a_parent_run_and_a_nested_run_per_trial(ran):
     """With ROOTFREE_MLFLOW_TRACKING_URI set, the same study in MLflow: metric histories are the store's."""
     mlflow = pytest.importorskip("mlflow")
-    store, sid, _, tmp, _ = ran
+    store, sid, _, tmp, _, _ = ran
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     client = mlflow.tracking.MlflowClient(uri)
@@ -189,3 +203,13 @@ def test_mlflow_has_a_parent_run_and_a_nested_run_per_trial(ran):
         got = [(m.step, m.value) for m in client.get_metric_history(children[tid].info.run_id, metric)]
         assert got == [(r["epoch"], r[metric]) for r in histories[tid]]
         assert children[tid].data.tags["status"] == t.status
+
+
+def test_ray_dashboard_names_the_running_trials_actors(ran):
+    """The Ray dashboard's actor list (its state API, with Ray's token) names each running trial's
+    actor by study, optimizer, stage and trial id."""
+    store, sid, _, _, _, actors = ran
+    ids = {t.id for t in store.trials(sid)}
+    named = {a for a in actors if a.startswith("rootfree live view adamw s1 #")}
+    assert named and {int(a.rsplit("#", 1)[1]) for a in named} <= ids, actors
+    assert len(named) >= 2  # a new actor, and name, per trial (Ray reads the name once per actor)
