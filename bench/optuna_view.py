@@ -5,9 +5,11 @@
 On one local Ray with `--slots` logical CPUs, the same study (adamw on the noisy-quadratic workload,
 one stage of `--trials` trials, `--slots` at once, each trial `--epochs` epochs) runs through the real
 `StudyRunner` (SQLite store, Ray Tune) with ROOTFREE_OPTUNA_VIEW off and on, alternating
-`--reps` times (these machines are noisy). Reported per mode: trials per minute from the first
-trial's start to the last trial's end in the store (the median over the reps), and with the view
-on, whether the Optuna view holds every trial when the study has ended.
+`--reps` times (these machines are noisy); `--separate-file` adds the view in its own SQLite
+file, `--actor-names` the view with named trial actors (ROOTFREE_TRIAL_ACTOR_NAMES: no actor
+reuse). Reported per mode: trials per minute from the first trial's start to the last trial's end
+in the store (the median over the reps), and with the view on, whether the Optuna view holds every
+trial when the study has ended.
 The target: the view costs at most 10% of the throughput.
 """
 
@@ -38,7 +40,7 @@ def run_once(tmp: Path, view: str, args, tag: str) -> tuple[float, int, float]:
     view_url = f"sqlite:///{tmp / f'{tag}-optuna.db'}" if view == "file" else None
     settings = Settings(database_url=store.url, storage_path=str(tmp / f"runs-{tag}"), poll_interval_s=0.2,
                         optuna_view=view != "off", optuna_view_url=view_url, optuna_view_interval_s=1.0,
-                        dashboard=False)
+                        dashboard=False, trial_actor_names=view == "names")
     spec = StudySpec(name=f"bench {tag}", workload="noisy_quadratic", optimizers=["adamw"],
                      protocol={"stages": [args.trials], "top_k": 2, "seed": 1},
                      budget={"epochs": args.epochs, "pace_ms": args.pace_ms},
@@ -76,13 +78,15 @@ def main() -> None:
     ap.add_argument("--pace-ms", type=int, default=0)
     ap.add_argument("--separate-file", action="store_true",
                     help="also a third mode: the view in its own SQLite file (ROOTFREE_OPTUNA_VIEW_URL)")
+    ap.add_argument("--actor-names", action="store_true",
+                    help="also a mode with ROOTFREE_TRIAL_ACTOR_NAMES (a new actor per trial: no reuse)")
     args = ap.parse_args()
 
     import ray
 
     ray.init(num_cpus=args.slots, object_store_memory=100 * 2**20, include_dashboard=False,
              log_to_driver=False)
-    modes = ["off", "on"] + (["file"] if args.separate_file else [])
+    modes = ["off", "on"] + (["file"] if args.separate_file else []) + (["names"] if args.actor_names else [])
     rates: dict[str, list[float]] = {m: [] for m in modes}
     complete = True
     with tempfile.TemporaryDirectory() as d:
@@ -98,7 +102,8 @@ def main() -> None:
     off = statistics.median(rates["off"])
     print(f"\n{args.trials} trials x {args.epochs} epochs, {args.slots} slots, pace {args.pace_ms} ms, "
           f"{args.reps} reps (median)")
-    labels = {"off": "view off", "on": "view on", "file": "view on, own SQLite file"}
+    labels = {"off": "view off", "on": "view on", "file": "view on, own SQLite file",
+              "names": "view on, named trial actors"}
     for m in modes:
         r = statistics.median(rates[m])
         print(f"{labels[m]:>26}  {r:7.1f} trials/min  {r / off:6.3f} x off")
