@@ -586,6 +586,8 @@ def cmd_agent(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .optuna_view import add_commands as add_optuna_commands
+
     ap = argparse.ArgumentParser(prog="rootfree", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the API and the study runner")
@@ -680,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--port", type=int, default=None)
     d.add_argument("--output", default="rootfree-export.yaml")
     d.set_defaults(func=cmd_demo)
+    add_optuna_commands(sub)
     args = ap.parse_args(argv)
     if hasattr(args, "token"):
         use_token(resolve_token(args.token))

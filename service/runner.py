@@ -336,9 +336,12 @@ class StudyRunner:
             self.role = "leader"
             renewer = threading.Thread(target=self._renew_loop, name="rootfree-lease", daemon=True)
             renewer.start()
+            followers = self._start_followers()
             try:
                 self._lead()
             finally:
+                for follower in followers:
+                    follower.stop()
                 self.role = "standby"
                 if self._stop.is_set():
                     try:
@@ -346,6 +349,30 @@ class StudyRunner:
                     except Exception:  # noqa: BLE001
                         pass
                 renewer.join(timeout=10)
+
+    def _start_followers(self) -> list:
+        """The live Optuna view and MLflow tracking, while this runner leads (one writer): each on
+        its own thread, following the store; the runner never waits for them."""
+        started = []
+        s = self.settings
+        try:
+            from .optuna_view import OptunaFollower, OptunaViewProcess
+
+            # Ray metrics need this process's Ray connection: a thread (two grouped queries a pass)
+            in_thread = s.optuna_view and not s.optuna_view_process
+            started.append(OptunaFollower(self.base_store, s.optuna_view_interval_s, s.optuna_view_url,
+                                          view=in_thread, metrics=True).start())
+            if s.optuna_view and s.optuna_view_process:
+                started.append(OptunaViewProcess(s.database_url, s.optuna_view_interval_s, s.optuna_view_url).start())
+            self.optuna_follower = started[-1]
+            if s.mlflow_tracking_uri:
+                from .mlflow_tracker import MlflowFollower
+
+                started.append(MlflowFollower(self.base_store, s.mlflow_tracking_uri,
+                                              experiment=s.mlflow_experiment).start())
+        except Exception:  # noqa: BLE001 - conveniences; the runner runs without them
+            log.warning("store followers not started: %s", traceback.format_exc(limit=1))
+        return started
 
     def _renew_loop(self) -> None:
         while self.lease.held and not self._stop.is_set():
@@ -461,7 +488,7 @@ class StudyRunner:
         from ray.tune import FailureConfig, RunConfig, TuneConfig, Tuner
         from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-        from workers.tune import trainable
+        from workers.tune import named_trainable, trainable
 
         def resources(config: dict) -> PlacementGroupFactory:  # per trial, from its study
             request = config["trial"]["meta"]["request"]
@@ -477,10 +504,11 @@ class StudyRunner:
         sp = self.settings.storage_path  # a shared path or a URI (s3://, gs://) on a multi-node cluster
         storage = sp if "://" in sp else str(Path(sp).resolve())
         self._busy_at = time.monotonic()
+        named = self.settings.trial_actor_names  # a fresh, named actor per trial (see named_trainable)
         tuner = Tuner(
-            tune.with_resources(trainable, resources),
+            tune.with_resources(named_trainable() if named else trainable, resources),
             tune_config=TuneConfig(
-                search_alg=_QueueSearcher(self), num_samples=-1, reuse_actors=True,
+                search_alg=_QueueSearcher(self), num_samples=-1, reuse_actors=not named,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_dir),
             run_config=RunConfig(
                 name=f"rootfree-{int(time.time() * 1000)}", storage_path=storage,
@@ -541,7 +569,7 @@ class StudyRunner:
                 config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
                           "hyperparameters": trial.config, "budget": a.spec["budget"],
                           "seed": trial.seed if trial.seed is not None else a.spec["protocol"]["seed"],
-                          "meta": {"trial_id": trial.id, "study_id": choice.study_id,
+                          "meta": {"trial_id": trial.id, "study_id": choice.study_id, "study_name": a.spec["name"],
                                    "optimizer": trial.optimizer, "stage": trial.stage,
                                    "index": trial.index, "request": a.request}}
                 if a.spec["protocol"].get("scheme") == "original":

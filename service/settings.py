@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     # How long a client's claim on an external study's trial lasts without a report or a
     # heartbeat (each renews it); a claim that lapses goes back to pending for another client.
     external_lease_s: float = 600.0
+    # The live Optuna view (service/optuna_view.py): the runner follows the store into Optuna
+    # studies in the same database from its own thread, polling this often. False: no view.
+    optuna_view: bool = True
+    optuna_view_interval_s: float = 1.0
+    optuna_view_url: str | None = None  # where the view is written; None: the study database
+    # The view's writes in a child process (no share of the runner's GIL) or a thread of the runner.
+    optuna_view_process: bool = True
+    # MLflow tracking (service/mlflow_tracker.py, `pip install 'rootfree[mlflow]'`), e.g.
+    # sqlite:///mlflow.db: a parent run per study, a nested run per trial. None: off.
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "rootfree"
+    # Each trial's Ray actor named "rootfree <study> <optimizer> s<stage> #<trial id>" in the Ray
+    # dashboard's Actors view. Ray reads an actor's name once, when it is created, so this costs
+    # Tune's actor reuse: a new actor (process start, imports) per trial.
+    trial_actor_names: bool = False
     runner_id: str | None = None  # the lease holder id (set by `serve` for its runner process)
     # tokens: every endpoint but /healthz and the OpenAPI pages needs a bearer token (the default);
     # none: no authentication, only for a development server on a loopback address.

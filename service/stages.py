@@ -4,7 +4,7 @@ Per optimizer, stage 1 samples the study's space and stage k>1 samples ``narrow(
 as soon as every trial of stage k-1 has ended, independent of the other optimizers. A stage's
 trials are created in the store when the stage opens (deterministic per index, so a restarted
 study re-creates exactly the missing ones); its space and narrowing notes are saved with the
-study; a finished stage is also written as an Optuna study (a read view for optuna-dashboard).
+study. (The Optuna view follows the store on its own thread: service/optuna_view.py.)
 
 The protocol's math (sampling, narrowing) lives in `search_spaces`; this module only decides
 when to apply it, and reads and writes through the store.
@@ -96,8 +96,6 @@ class StageMachine:
                                     running=c.get("running", 0), finished=finished >= n))
                 if finished < n:
                     break  # the next stage narrows around this one: it waits
-                if stage <= len(stages):
-                    self._export(study, opt, stage)
         done = all(g.finished for g in groups) and len(groups) == len(sizes) * len(spec["optimizers"])
         return Progress(tuple(groups), done)
 

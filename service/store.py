@@ -2,9 +2,9 @@
 runner use. SQLite (WAL mode) by default, any SQLAlchemy URL (PostgreSQL) through one setting.
 
 Every reported trial result is committed as it arrives, so nothing a worker reported is lost when
-a process dies. Finished stages are also written as Optuna studies in the same database
-(Optuna's RDBStorage), named ``<study id>/<optimizer>/stage<k>``, so ``optuna-dashboard <url>``
-opens them with Optuna's plots and parameter importances (see ``export_to_optuna``).
+a process dies. The runner's Optuna view (service/optuna_view.py) mirrors the studies into Optuna
+studies in the same database (Optuna's RDBStorage), named ``<study name>/<optimizer>``, so
+``optuna-dashboard <url>`` shows them live with Optuna's plots and parameter importances.
 """
 
 from __future__ import annotations
@@ -777,47 +777,22 @@ class StudyStore:
 
     # ------------------------------------------------------------------ Optuna view
     def delete_optuna_studies(self, study_id: str) -> int:
-        """Removes the study's Optuna views (one per optimizer and stage), each in one call."""
-        import optuna
+        """Removes the study's Optuna views (service/optuna_view.py, and the per-stage ones of before)."""
+        from .optuna_view import OptunaView
 
+        view = OptunaView(self)
         try:
-            storage = optuna.storages.RDBStorage(str(self.engine.url.render_as_string(False)))
+            return view.delete(study_id)
         except Exception:  # noqa: BLE001 - no Optuna tables yet: nothing to remove
             return 0
-        n = 0
-        for name in optuna.get_all_study_names(storage):
-            if name.startswith(f"{study_id}/"):
-                storage.delete_study(storage.get_study_id_from_name(name))
-                n += 1
-        storage.remove_session()
-        return n
+        finally:
+            view.close()
 
     def export_to_optuna(self, study_id: str, optimizer: str, stage: int, space_dict: dict,
                          mode: str) -> None:
-        import optuna
-
-        from search_spaces import SearchSpace
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        space = SearchSpace.from_dict(space_dict)
-        dists = space.to_optuna()
-        storage = optuna.storages.RDBStorage(str(self.engine.url.render_as_string(False)))
-        study = optuna.create_study(storage=storage, study_name=f"{study_id}/{optimizer}/stage{stage}",
-                                    direction="minimize" if mode == "min" else "maximize",
-                                    load_if_exists=True)
-        if study.trials:
-            return
-        for t in self.trials(study_id, optimizer=optimizer, stage=stage):
-            params = {k: v for k, v in t.config.items() if k in dists}
-            ok = t.status == "completed" and t.objective is not None
-            try:
-                study.add_trial(optuna.trial.create_trial(
-                    params=params, distributions={k: dists[k] for k in params},
-                    value=t.objective if ok else None,
-                    state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
-                    user_attrs={"rootfree_trial_id": t.id, "status": t.status}))
-            except ValueError:
-                continue  # a value outside a narrowed distribution: skip rather than fail
+        """Kept for callers of before: the live view (service/optuna_view.py, on the runner's own
+        thread) now writes every trial as it runs, so a second writer here would duplicate them."""
+        return None
 
 
 class RunnerStore:

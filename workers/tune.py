@@ -117,3 +117,25 @@ def run_configs(configs: list[dict[str, Any]], *, name: str, storage_path: str,
         ),
     )
     return tuner.fit()
+
+
+def actor_label(config: dict[str, Any]) -> str:
+    """What the Ray dashboard's Actors view shows for a trial's actor (its `repr`)."""
+    m = (config.get("trial") or {}).get("meta") or {}
+    study = m.get("study_name") or str(m.get("study_id", "?"))[:8]
+    return f"rootfree {study} {m.get('optimizer', '?')} s{m.get('stage', '?')} #{m.get('trial_id', '?')}"
+
+
+def named_trainable():
+    """`trainable` as a Tune function-trainable class whose actor has a readable `repr` in the Ray
+    dashboard. Ray reads an actor's `repr` once, right after its constructor: an actor Tune reuses
+    for a later trial keeps the first trial's name, so the runner turns actor reuse off with it."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(trainable)
+
+    class RootfreeTrial(base):
+        def __repr__(self) -> str:
+            return actor_label(getattr(self, "config", None) or {})
+
+    return RootfreeTrial
