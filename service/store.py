@@ -317,10 +317,11 @@ class StudyStore:
             s.commit()
 
     def set_checkpoint(self, trial_id: int, path: str | None) -> None:
-        """Where the trial's last per-epoch checkpoint is (a resumed trial starts from it)."""
+        """Where the trial's last per-epoch checkpoint is (a resumed trial starts from it; a
+        finished trial keeps it). Written for a finished trial too: Tune reports the final
+        result (which finishes the trial) before the checkpoint that came with it."""
         with self.session() as s:
-            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.not_in(FINISHED))
-                      .values(checkpoint=path))
+            s.execute(update(Trial).where(Trial.id == trial_id).values(checkpoint=path))
             s.commit()
 
     def histories(self, trial_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
