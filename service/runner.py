@@ -350,7 +350,8 @@ class StudyRunner:
                 return
             try:
                 if not self.lease.renew():
-                    log.error("runner lease lost to another controller; stopping this runner's trials")
+                    log.error("runner lease lost (another controller holds it, or it expired before a renewal); "
+                              "stopping this runner's trials")
                     return
             except Exception:  # noqa: BLE001 - keep trying until the lease would lapse
                 log.warning("runner lease renewal failed: %s", traceback.format_exc(limit=1))

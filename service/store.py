@@ -38,7 +38,12 @@ class StoreUnavailable(RuntimeError):
     """The database named by the settings cannot be reached."""
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, immediate: bool = False) -> Engine:
+    """An engine for `url`. ``immediate`` (SQLite only): every transaction starts with BEGIN
+    IMMEDIATE, so its first statement already holds the database's write lock (the runner's
+    fenced transactions: the lease check and the write that follows are one transaction; Python's
+    sqlite3 would otherwise begin only at the first write, after the check). WAL readers are
+    not blocked by it."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -55,6 +60,13 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            if immediate:  # SQLAlchemy's pysqlite recipe: we emit BEGIN, not the driver
+                dbapi_conn.isolation_level = None
+
+        if immediate:
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(conn):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
     return engine
 
 
@@ -473,7 +485,10 @@ class RunnerStore:
 
     def __init__(self, store: StudyStore, lease=None, retry_s: float = 600.0, stop=None):
         self._store = copy.copy(store)
-        self._store.sessions = sessionmaker(store.engine, expire_on_commit=False)
+        engine = store.engine
+        if engine.dialect.name == "sqlite":  # PostgreSQL: the check's FOR SHARE does it
+            engine = make_engine(store.url, immediate=True)
+        self._store.sessions = sessionmaker(engine, expire_on_commit=False)
         if lease is not None:
             event.listen(self._store.sessions, "after_begin",
                          lambda session, transaction, connection: lease.check(connection))

@@ -91,3 +91,52 @@ def test_runner_writes_wait_through_a_database_outage(pg_url):
         store.engine.dispose()
     finally:
         proxy.close()
+
+
+def test_renew_fails_once_expired_or_taken_and_a_takeover_needs_the_expiry(db_url):
+    store = StudyStore(db_url)
+    a = Lease(store.engine, "a", ttl_s=1.0, fence_margin_s=0.2)
+    b = Lease(store.engine, "b", ttl_s=30)
+    assert a.acquire()
+    time.sleep(1.1)
+    # expired: a standby may take it at any moment, so the old holder cannot extend it
+    assert not a.renew() and not a.held
+    assert b.acquire() and current(store.engine)["token"] == 2
+    a.token = 1
+    assert not a.renew() and current(store.engine)["holder"] == "b"  # token and holder changed
+    assert b.renew() and not Lease(store.engine, "c").acquire()
+
+
+def test_the_fence_check_and_the_write_are_one_transaction(db_url, monkeypatch):
+    """A takeover that commits between the old leader's lease check and its write must not let
+    that write land after it: the new leader would work on state the old one then overwrites."""
+    store = StudyStore(db_url)
+    study, _ = store.create_study(SPEC, None)
+    old = Lease(store.engine, "old", ttl_s=1.0, fence_margin_s=0.2)
+    assert old.acquire()
+    fenced = RunnerStore(store, old, retry_s=0)
+    check = Lease.check
+
+    def slow_check(self, session):  # the old leader pauses right after its (passing) check
+        check(self, session)
+        time.sleep(1.5)
+
+    monkeypatch.setattr(Lease, "check", slow_check)
+    outcome: list = []
+
+    def old_leader_writes():
+        try:
+            fenced.set_status(study.id, "failed")
+            outcome.append("written")
+        except LeaseLost:
+            outcome.append("lost")
+
+    writer = threading.Thread(target=old_leader_writes)
+    writer.start()
+    time.sleep(1.1)  # the old lease has expired; the write is between its check and its update
+    new = Lease(store.engine, "new", ttl_s=30)
+    assert new.acquire()
+    seen_by_new_leader = store.get_study(study.id).status
+    writer.join(30)
+    # whatever the old leader did, it happened before the takeover, never after it
+    assert outcome and store.get_study(study.id).status == seen_by_new_leader
