@@ -66,6 +66,9 @@ class Trial(Base):
     # for the seed re-runs of the best configuration. None: from before seeds were stored.
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     epochs: Mapped[int] = mapped_column(Integer, default=0)  # the last epoch it reported (migration 0008)
+    # The runner's claim (migration 0013): set when it hands the trial to Tune, while the trial stays
+    # `pending` until its worker starts it; a retried claim with the same id finds the same trial.
+    claim: Mapped[str | None] = mapped_column(String(36), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     study: Mapped[Study] = relationship(back_populates="trials")

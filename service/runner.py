@@ -20,6 +20,8 @@ import os
 import threading
 import time
 import traceback
+import uuid
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from .storage import trial_dirname, trial_dirs
 from .store import FINISHED, RunnerStore, StudyStore
 from .study_log import StudyLog, ray_logs_dir
 from .tpe import TpeGroups
+from .tune_controller import installed
 
 log = logging.getLogger("rootfree.runner")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
@@ -48,7 +51,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune asks a custom searcher for one pending trial at a time unless told otherwise; the searcher
 # itself bounds what is handed out by the free resources, so Tune may start a whole round at once.
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "10000")
-IDLE_END_S = 10.0  # a Tune run with nothing to do for this long ends; the runner polls again
+# A Tune run with nothing to do for this long ends (the runner polls again and starts a new one);
+# until then its idle actors stay warm for the next study (service/tune_controller.py).
+IDLE_END_S = 120.0
 
 
 class _LiveOnly:
@@ -96,6 +101,7 @@ class _StoreCallback(_LiveOnly, tune.Callback):
             slog.event("trial %s " + message, trial_label(meta), *args, level=level, echo=False)
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.runner.started(trial.trial_id)
         try:
             self.runner.store.mark_started(_meta(trial)["trial_id"])
         except LeaseLost as e:
@@ -218,6 +224,8 @@ class _Live:
     study_id: str
     trial_id: int  # the store's row id
     request: dict
+    optimizer: str = ""
+    stage: int = 0
 
 
 class StudyRunner:
@@ -245,6 +253,7 @@ class StudyRunner:
         self.tpe = TpeGroups(self.store)  # rebuilt from the store's finished trials on demand
         self.active: dict[str, _Active] = {}
         self.live: dict[str, _Live] = {}  # Tune trial id -> claimed store trial
+        self._started: set[str] = set()  # Tune trial ids of `live` whose worker has started them
         self._interrupted: dict[str, int] = {}  # study id -> trials a dead controller left running
         self._cancelled: dict[str, tuple[float, bool]] = {}
         self._refreshed = 0.0
@@ -486,7 +495,8 @@ class StudyRunner:
                     num_to_keep=None if self.settings.keep_checkpoints == "all" else 1)),
         )
         try:
-            tuner.fit()
+            with installed(warm_s=IDLE_END_S):
+                tuner.fit()
         finally:
             with self._lock:  # anything Tune did not report back is not running any more
                 for tune_id in list(self.live):
@@ -517,7 +527,10 @@ class StudyRunner:
                 if choice is None:
                     return None
                 a = self.active[choice.study_id]
-                trial = self.store.claim_pending(choice.study_id, choice.optimizer, choice.stage)
+                # One claim id per attempt: a retry of this call (the store retries through a
+                # failover) finds the trial this claim took instead of claiming a second one.
+                trial = self.store.claim_pending(choice.study_id, choice.optimizer, choice.stage,
+                                                 uuid.uuid4().hex)
                 a.groups = tuple(
                     replace(g, runnable=g.runnable - 1 if trial else 0, running=g.running + (trial is not None))
                     if (g.optimizer, g.stage) == (choice.optimizer, choice.stage) else g
@@ -531,7 +544,8 @@ class StudyRunner:
                     trial.config = self.tpe.ask(self.store.get_study(choice.study_id), trial.optimizer,
                                                 trial.stage, trial.id)
                     self.store.set_config(trial.id, trial.config)
-                self.live[tune_trial_id] = _Live(choice.study_id, trial.id, a.request)
+                self.live[tune_trial_id] = _Live(choice.study_id, trial.id, a.request,
+                                                 trial.optimizer, trial.stage)
                 self._busy_at = time.monotonic()
                 config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
                           "hyperparameters": trial.config, "budget": a.spec["budget"],
@@ -552,6 +566,7 @@ class StudyRunner:
         """Tune is done with a trial: it finished, failed, or was stopped."""
         with self._lock:
             live = self.live.pop(tune_trial_id, None)
+            self._started.discard(tune_trial_id)
             self._dirty = True
             if live is None:
                 return
@@ -639,12 +654,28 @@ class StudyRunner:
                 a.slog.event("study failed: %s", traceback.format_exc(), level=logging.ERROR)
                 self._finish(sid, "failed", f"{type(e).__name__}: {e}", logged=True)
                 continue
-            a.groups, a.done = progress.groups, progress.done
+            a.groups, a.done = self._claimed_as_running(sid, progress.groups), progress.done
             busy = any(t.study_id == sid for t in self.live.values())
             if a.done and not busy:
                 self._finish(sid, "completed")
             elif not busy and self._disk_full():
                 self._finish(sid, "failed", self._disk_message)
+
+    def started(self, tune_trial_id: str) -> None:
+        """Tune started the trial on a worker (the store's `running` follows)."""
+        with self._lock:
+            if tune_trial_id in self.live:
+                self._started.add(tune_trial_id)
+
+    def _claimed_as_running(self, study_id: str, groups: tuple[Group, ...]) -> tuple[Group, ...]:
+        """The store counts a claimed trial as pending until its worker starts it; the policy
+        must count it as taken (not runnable again, running for the group's fair share)."""
+        waiting = Counter((t.optimizer, t.stage) for tid, t in self.live.items()
+                          if t.study_id == study_id and tid not in self._started)
+        if not waiting:
+            return groups
+        return tuple(replace(g, runnable=max(0, g.runnable - waiting[(g.optimizer, g.stage)]),
+                             running=g.running + waiting[(g.optimizer, g.stage)]) for g in groups)
 
     def _admit(self, study) -> _Active | None:
         """A study this runner has not run yet (new, or resumed after a restart)."""

@@ -207,18 +207,26 @@ class StudyStore:
             s.commit()
         return created
 
-    def claim_pending(self, study_id: str, optimizer: str, stage: int) -> Trial | None:
-        """Marks the lowest-index pending trial of a group as running and returns it (None when
-        the group has no pending trial left). The conditional update makes the claim exclusive."""
+    def claim_pending(self, study_id: str, optimizer: str, stage: int, claim: str | None = None) -> Trial | None:
+        """Claims the lowest-index unclaimed pending trial of a group for the runner and returns it
+        (None when the group has none left). The trial stays `pending` until its worker starts it
+        (`mark_started`): the store says `running` only of what runs. The conditional update makes
+        the claim exclusive; `claim` makes it idempotent: a retry of a claim whose commit landed
+        but whose answer was lost (a failover) returns the trial that claim took, not a second."""
+        claim = claim or uuid.uuid4().hex
         with self.session() as s:
+            mine = s.scalar(select(Trial).where(Trial.claim == claim))
+            if mine is not None:
+                return mine
             for _ in range(3):
                 t = s.scalar(select(Trial).where(
                     Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
-                    Trial.status == "pending").order_by(Trial.index).limit(1))
+                    Trial.status == "pending", Trial.claim.is_(None)).order_by(Trial.index).limit(1))
                 if t is None:
                     return None
-                n = s.execute(update(Trial).where(Trial.id == t.id, Trial.status == "pending")
-                              .values(status="running", started_at=now(), runs=Trial.runs + 1)).rowcount
+                n = s.execute(update(Trial).where(Trial.id == t.id, Trial.status == "pending",
+                                                  Trial.claim.is_(None))
+                              .values(claim=claim).execution_options(synchronize_session=False)).rowcount
                 s.commit()
                 if n:
                     s.refresh(t)
@@ -226,18 +234,21 @@ class StudyStore:
             return None
 
     def release_trial(self, trial_id: int) -> None:
-        """A claimed trial that did not finish goes back to pending (the runner is stopping)."""
+        """A claimed trial that did not finish goes back to pending, unclaimed (the runner stops)."""
         with self.session() as s:
-            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status == "running")
-                      .values(status="pending"))
+            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.in_(("running", "pending")))
+                      .values(status="pending", claim=None))
             s.commit()
 
     def reset_interrupted(self, study_id: str) -> int:
-        """Trials that were running when the controller died run again."""
+        """Trials that were running (or claimed) when the controller died run again; returns how
+        many were running."""
         with self.session() as s:
             n = s.execute(update(Trial).where(Trial.study_id == study_id,
                                               Trial.status == "running")
-                          .values(status="pending")).rowcount
+                          .values(status="pending", claim=None)).rowcount
+            s.execute(update(Trial).where(Trial.study_id == study_id, Trial.status == "pending",
+                                          Trial.claim.is_not(None)).values(claim=None))
             s.commit()
             return n
 
@@ -293,8 +304,8 @@ class StudyStore:
                 .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
 
     def mark_started(self, trial_id: int) -> None:
-        """The trial's worker has started it (claimed trials are already `running`: this sets
-        when it really began)."""
+        """The trial's worker has started it: a claimed (pending) trial is `running` from now on
+        (a restart after a worker failure only moves `started_at`)."""
         with self.session() as s:
             t = s.get(Trial, trial_id)
             if t.status == "pending":
