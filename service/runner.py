@@ -650,6 +650,10 @@ class StudyRunner:
             except NarrowingError as e:
                 self._finish(sid, "failed", str(e))
                 continue
+            except LeaseLost as e:  # not the study's failure: another controller leads now
+                a.slog.event("stage transition interrupted: this controller lost the runner lease (%s); "
+                             "the new leader resumes the study", e, level=logging.WARNING)
+                raise
             except Exception as e:  # noqa: BLE001 - the study fails, the runner lives on
                 a.slog.event("study failed: %s", traceback.format_exc(), level=logging.ERROR)
                 self._finish(sid, "failed", f"{type(e).__name__}: {e}", logged=True)
