@@ -38,7 +38,7 @@ from .lease import Lease, LeaseLost, holder_id
 from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
 from .settings import Settings
 from .stages import StageMachine, fmt
-from .storage import trial_dirname, trial_dirs
+from .storage import remove_study_files, trial_dirname, trial_dirs
 from .store import FINISHED, RunnerStore, StudyStore
 from .study_log import StudyLog, ray_logs_dir
 from .tpe import TpeGroups
@@ -226,6 +226,7 @@ class _Live:
     request: dict
     optimizer: str = ""
     stage: int = 0
+    index: int = 0
 
 
 class StudyRunner:
@@ -545,7 +546,7 @@ class StudyRunner:
                                                 trial.stage, trial.id)
                     self.store.set_config(trial.id, trial.config)
                 self.live[tune_trial_id] = _Live(choice.study_id, trial.id, a.request,
-                                                 trial.optimizer, trial.stage)
+                                                 trial.optimizer, trial.stage, trial.index)
                 self._busy_at = time.monotonic()
                 config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
                           "hyperparameters": trial.config, "budget": a.spec["budget"],
@@ -576,7 +577,10 @@ class StudyRunner:
                     self._prune_checkpoints(t)
                     self.tpe.tell(t.study_id, t.optimizer, t.stage, t.id, t.objective,
                                   t.status in ("completed", "stopped"))
-                if t is None or t.status in FINISHED:
+                if t is None:
+                    self._sweep_if_deleted(live)
+                    return
+                if t.status in FINISHED:
                     return
                 if self.is_cancelled(live.study_id):
                     self.store.mark_failed(live.trial_id, "stopped: the study was cancelled")
@@ -589,6 +593,19 @@ class StudyRunner:
                                            else "the trial ended without a final report")
             except LeaseLost:
                 pass  # the new leader resets it to pending
+
+    def _sweep_if_deleted(self, live: _Live) -> None:
+        """A study deleted while its trials still ran (DELETE right after cancel): a trial that
+        went on until the stopper ended it may have written its directory again after DELETE
+        removed the files, so they are removed once more when its last trial has ended."""
+        if self.store.get_study(live.study_id) is not None:
+            return
+        if not any(t.study_id == live.study_id for t in self.live.values()):
+            self._drop(live.study_id, None)
+            n = remove_study_files(self.settings.storage_path, live.study_id)
+            if n:
+                log.info("removed %d trial directories of deleted study %s written after its deletion",
+                         n, live.study_id)
 
     def _prune_checkpoints(self, t) -> None:
         """A finished trial keeps its final checkpoint only (ROOTFREE_KEEP_CHECKPOINTS=final), all

@@ -103,3 +103,19 @@ def test_a_finished_trial_keeps_its_final_checkpoint_and_it_loads(harness, tmp_p
         state = torch.load(final / CHECKPOINT_FILE, weights_only=True)
         assert state["epoch"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
         assert state["model"] and state["optimizer"]["state"]
+
+
+def test_delete_right_after_cancel_leaves_no_files_once_the_trial_stops(harness, tmp_path):
+    from service.storage import remove_study_files, study_dirs
+
+    store, runner = harness
+    storage = str(tmp_path / "runs")
+    sid = submit(store, "doomed", stages=(1,), cap=1, pace_ms=700, epochs=6)
+    wait(lambda: any(store.history(t.id) for t in store.trials(sid)))
+    # what the API's cancel and DELETE do, back to back, while the trial still trains
+    store.set_status(sid, "cancelled", only_from=("queued", "running"))
+    store.delete_study(sid)
+    remove_study_files(storage, sid)
+    wait(lambda: not any(t.study_id == sid for t in runner.live.values()), timeout=60)
+    time.sleep(1.0)
+    assert study_dirs(storage, sid) == []
