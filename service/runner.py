@@ -42,11 +42,19 @@ from .storage import remove_study_files, trial_dirname, trial_dirs
 from .store import FINISHED, RunnerStore, StudyStore
 from .study_log import StudyLog, ray_logs_dir
 from .tpe import TpeGroups
-from .tune_controller import installed
+from .tune_controller import LiveFIFO, installed
 
 log = logging.getLogger("rootfree.runner")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's experiment snapshot (every trial of the run as JSON) on a clock, not at every trial
+# checkpoint: with `num_to_keep` set Tune snapshots at each one, a cost that grew with every trial
+# the run had seen (issue 25). The runner never restores a Tune run from it: the store is the record.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")
+# Tune's default per-trial result files (JSON, CSV, TensorBoard), written by the driver at every
+# report: the store and the study log already hold every report (a py-spy sample put them at a
+# tenth of the Tune loop).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune asks a custom searcher for one pending trial at a time unless told otherwise; the searcher
 # itself bounds what is handed out by the free resources, so Tune may start a whole round at once.
@@ -123,6 +131,7 @@ class _StoreCallback(_LiveOnly, tune.Callback):
             self.runner.store.set_checkpoint(_meta(trial)["trial_id"], checkpoint.path)
         except LeaseLost as e:
             self.runner.lost(e)
+        self.runner.prune_older_checkpoints(checkpoint.path)
 
     def _on_result(self, trial, result) -> None:
         meta = _meta(trial)
@@ -486,14 +495,14 @@ class StudyRunner:
         tuner = Tuner(
             tune.with_resources(trainable, resources),
             tune_config=TuneConfig(
-                search_alg=_QueueSearcher(self), num_samples=-1, reuse_actors=True,
+                search_alg=_QueueSearcher(self), scheduler=LiveFIFO(), num_samples=-1, reuse_actors=True,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_dir),
             run_config=RunConfig(
                 name=f"rootfree-{int(time.time() * 1000)}", storage_path=storage,
                 callbacks=[_StoreCallback(self)], stop=_CancelStopper(self),
                 failure_config=FailureConfig(max_failures=2), verbose=0,
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=None if self.settings.keep_checkpoints == "all" else 1)),
+                    num_to_keep=None)),  # the runner prunes (prune_older_checkpoints, release)
         )
         try:
             with installed(warm_s=IDLE_END_S):
@@ -593,6 +602,19 @@ class StudyRunner:
                                            else "the trial ended without a final report")
             except LeaseLost:
                 pass  # the new leader resets it to pending
+
+    def prune_older_checkpoints(self, path: str) -> None:
+        """A trial's new checkpoint makes its older ones in this Tune run useless (unless
+        ROOTFREE_KEEP_CHECKPOINTS=all): removed here, one directory listing, instead of Tune's
+        `num_to_keep` (service/tune_controller.py says why)."""
+        import shutil
+
+        if self.settings.keep_checkpoints == "all" or "://" in path:
+            return
+        new = Path(path)
+        for old in new.parent.glob("checkpoint_*"):
+            if old.name != new.name:
+                shutil.rmtree(old, ignore_errors=True)
 
     def _sweep_if_deleted(self, live: _Live) -> None:
         """A study deleted while its trials still ran (DELETE right after cancel): a trial that

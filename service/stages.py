@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from search_spaces import SearchSpace, fresh_seeds, narrow, sample
@@ -56,6 +57,10 @@ class StageMachine:
     def __init__(self, store: StudyStore):
         self.store = store
         self._exported: set[tuple[str, str, int]] = set()
+        # The Optuna export of a finished stage takes seconds for a large stage: it runs beside
+        # the runner's dispatch, not in it (a gap before the next stage's trials, issue 25).
+        self._exporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rootfree-optuna-export")
+        self._exporting: dict[str, list[Future]] = {}  # study id -> its exports in flight
         self._empty: set[tuple[str, str, int]] = set()  # seed stages with no search result to re-run
 
     def advance(self, study: Study, slog: StudyLog | None = None) -> Progress:
@@ -87,7 +92,12 @@ class StageMachine:
                 if stage <= len(stages):
                     self._export(study, opt, stage)
         done = all(g.finished for g in groups) and len(groups) == len(sizes) * len(spec["optimizers"])
-        return Progress(tuple(groups), done)
+        # a study completes once its Optuna views are written (they are part of its results)
+        exporting = [f for f in self._exporting.get(study.id, []) if not f.done()]
+        self._exporting[study.id] = exporting
+        if not exporting:
+            self._exporting.pop(study.id, None)
+        return Progress(tuple(groups), done and not exporting)
 
     def _open_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> int:
         """Creates the stage's missing trials; returns how many it created."""
@@ -149,12 +159,16 @@ class StageMachine:
         if key in self._exported:
             return
         self._exported.add(key)
-        space = (self.store.get_study(study.id).stage_spaces or {}).get(optimizer, {}).get(str(stage))
-        if space is None:
-            return
+        self._exporting.setdefault(study.id, []).append(
+            self._exporter.submit(self._export_now, study.id, optimizer, stage, study.spec["mode"]))
+
+    def _export_now(self, study_id: str, optimizer: str, stage: int, mode: str) -> None:
         try:
-            self.store.export_to_optuna(study.id, optimizer, stage, space, study.spec["mode"])
-        except Exception:  # noqa: BLE001 - the Optuna view is a convenience
+            study = self.store.get_study(study_id)
+            space = ((study.stage_spaces or {}) if study else {}).get(optimizer, {}).get(str(stage))
+            if space is not None:
+                self.store.export_to_optuna(study_id, optimizer, stage, space, mode)
+        except Exception:  # noqa: BLE001 - the Optuna view is a convenience (or the lease went)
             log.warning("optuna export failed: %s", traceback.format_exc())
 
 

@@ -1,5 +1,9 @@
-"""Ray Tune's trial controller, adjusted for the runner's one long-lived Tune run that serves
-every study (installed for that run only, by `installed()`).
+"""Ray Tune's trial controller and scheduler, adjusted for the runner's one long-lived Tune run
+that serves every study (the controller installed for that run only, by `installed()`).
+
+Tune's `CheckpointConfig(num_to_keep=...)` makes the controller snapshot the whole experiment
+(every trial of the run, as JSON) at each trial checkpoint: the runner sets no `num_to_keep`,
+prunes checkpoints itself, and snapshots on a clock (TUNE_GLOBAL_CHECKPOINT_S).
 
 Two changes to how Tune reuses actors (`reuse_actors=True`), both about idle slots:
 
@@ -20,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ray.tune.execution.tune_controller import TuneController
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.utils.object_cache import _ObjectCache
 
 
@@ -98,6 +104,20 @@ class WarmController(TuneController):
                 return False
             time.sleep(0.05)
         return True
+
+
+class LiveFIFO(FIFOScheduler):
+    """Tune's FIFO scheduler looks for the next trial to start among every trial the run has
+    ever had, at every step: a cost that grew with each trial of the long-lived run. The pending
+    ones are among the live trials."""
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        live = tune_controller.get_live_trials()
+        for status in (Trial.PENDING, Trial.PAUSED):
+            for trial in live:
+                if trial.status == status:
+                    return trial
+        return None
 
 
 @contextmanager
