@@ -8,9 +8,11 @@ resources and claims it in the store; per-trial resources from the trial's study
 store and the study log as it arrives; a stopper that ends a cancelled study's trials at once.
 
 Nothing is bound ahead of free capacity (the searcher hands out a trial only when it fits what
-the live trials leave free), so a newly submitted or higher-priority study gets the next slot that
-frees up. After a controller crash, the trials it left running go back to pending and run again;
-completed trials are never re-run, so the final counts are exactly the protocol's.
+the live trials leave free; idle actors Tune keeps warm are capacity to reuse, not load), so a
+newly submitted or higher-priority study gets the next slot that frees up. A claimed trial stays
+`pending` in the store until its worker has started it; how Tune hands actors to trials is
+adjusted in `service/tune_controller.py` so that no slot idles while a runnable trial fits.
+After a controller crash, the trials it left running go back to pending and run again; completed trials are never re-run, so the final counts are exactly the protocol's.
 """
 
 from __future__ import annotations
@@ -315,6 +317,7 @@ class StudyRunner:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=60)
+        self.stages.close()
         self.shutdown_ray()
 
     def shutdown_ray(self) -> None:
@@ -845,6 +848,7 @@ def _runner_main(settings_dict: dict, conn, stop_event, parent_pid: int) -> None
     try:
         runner._loop()
     finally:
+        runner.stages.close()
         runner.shutdown_ray()
 
 

@@ -13,8 +13,10 @@ when to apply it, and reads and writes through the store.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from search_spaces import SearchSpace, fresh_seeds, narrow, sample
@@ -57,9 +59,11 @@ class StageMachine:
     def __init__(self, store: StudyStore):
         self.store = store
         self._exported: set[tuple[str, str, int]] = set()
-        # The Optuna export of a finished stage takes seconds for a large stage: it runs beside
-        # the runner's dispatch, not in it (a gap before the next stage's trials, issue 25).
-        self._exporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rootfree-optuna-export")
+        # The Optuna export of a finished stage takes seconds for a large stage (Optuna writes
+        # trial by trial): it runs in a process of its own, at a lower CPU priority, not in the
+        # runner's dispatch (a gap before the next stage's trials) nor under its interpreter lock
+        # (issue 25). Started on the first export.
+        self._exporter: ProcessPoolExecutor | None = None
         self._exporting: dict[str, list[Future]] = {}  # study id -> its exports in flight
         self._empty: set[tuple[str, str, int]] = set()  # seed stages with no search result to re-run
 
@@ -159,17 +163,45 @@ class StageMachine:
         if key in self._exported:
             return
         self._exported.add(key)
-        self._exporting.setdefault(study.id, []).append(
-            self._exporter.submit(self._export_now, study.id, optimizer, stage, study.spec["mode"]))
+        if self._exporter is None:
+            self._exporter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_lower_priority)
+        future = self._exporter.submit(export_stage, self.store.url, study.id, optimizer, stage, study.spec["mode"])
+        future.add_done_callback(_log_failure)
+        self._exporting.setdefault(study.id, []).append(future)
 
-    def _export_now(self, study_id: str, optimizer: str, stage: int, mode: str) -> None:
-        try:
-            study = self.store.get_study(study_id)
-            space = ((study.stage_spaces or {}) if study else {}).get(optimizer, {}).get(str(stage))
-            if space is not None:
-                self.store.export_to_optuna(study_id, optimizer, stage, space, mode)
-        except Exception:  # noqa: BLE001 - the Optuna view is a convenience (or the lease went)
-            log.warning("optuna export failed: %s", traceback.format_exc())
+    def close(self) -> None:
+        """Waits for the exports in flight and ends the export process."""
+        if self._exporter is not None:
+            self._exporter.shutdown(wait=True)
+            self._exporter = None
+
+
+_stores: dict[str, StudyStore] = {}
+
+
+def _log_failure(future: Future) -> None:
+    if not future.cancelled() and future.exception() is not None:  # e.g. the export process died
+        log.warning("optuna export failed: %r", future.exception())
+
+
+def _lower_priority() -> None:
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+
+def export_stage(url: str, study_id: str, optimizer: str, stage: int, mode: str) -> None:
+    """Writes one finished stage as an Optuna study (in the export process)."""
+    try:
+        store = _stores.get(url) or _stores.setdefault(url, StudyStore(url))
+        study = store.get_study(study_id)
+        space = ((study.stage_spaces or {}) if study else {}).get(optimizer, {}).get(str(stage))
+        if space is not None:
+            store.export_to_optuna(study_id, optimizer, stage, space, mode)
+    except Exception:  # noqa: BLE001 - the Optuna view is a convenience
+        log.warning("optuna export failed: %s", traceback.format_exc())
 
 
 def describe(space: dict) -> str:

@@ -35,3 +35,21 @@ def test_a_lease_lost_in_a_stage_transition_is_not_a_study_failure(tmp_path, mon
     text = log_path(str(tmp_path / "runs"), study.id).read_text()
     assert "study failed" not in text and "Traceback" not in text
     assert "lost the runner lease" in text
+
+
+def test_a_finished_stage_is_exported_to_optuna_beside_the_runner_and_the_study_waits_for_it(tmp_path):
+    import optuna
+
+    from service.stages import StageMachine
+
+    store = StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")
+    study, _ = store.create_study(SPEC, None)
+    stages = StageMachine(store)
+    stages.advance(study)
+    for t in store.trials(study.id):
+        store.record_result(t.id, {"epoch": 1, "loss": 0.5, "status": "completed"}, "loss")
+    first = stages.advance(store.get_study(study.id))  # returns at once; the export goes on aside
+    assert first.groups[0].finished
+    stages.close()  # waits for the export process
+    assert stages.advance(store.get_study(study.id)).done
+    assert optuna.get_all_study_names(store.url) == [f"{study.id}/sgd/stage1"]
