@@ -12,7 +12,8 @@ the live trials leave free; idle actors Tune keeps warm are capacity to reuse, n
 newly submitted or higher-priority study gets the next slot that frees up. A claimed trial stays
 `pending` in the store until its worker has started it; how Tune hands actors to trials is
 adjusted in `service/tune_controller.py` so that no slot idles while a runnable trial fits.
-After a controller crash, the trials it left running go back to pending and run again; completed trials are never re-run, so the final counts are exactly the protocol's.
+After a controller crash, the trials it left running go back to pending and run again; completed
+trials are never re-run, so the final counts are exactly the protocol's.
 """
 
 from __future__ import annotations
