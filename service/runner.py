@@ -58,6 +58,9 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")
 # report: the store and the study log already hold every report (a py-spy sample put them at a
 # tenth of the Tune loop).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# ...so the results Tune reads back from those files when a run ends are not there: the runner
+# never uses them (one warning line per trial of the run otherwise).
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune asks a custom searcher for one pending trial at a time unless told otherwise; the searcher
 # itself bounds what is handed out by the free resources, so Tune may start a whole round at once.

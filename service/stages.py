@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -60,9 +59,10 @@ class StageMachine:
         self.store = store
         self._exported: set[tuple[str, str, int]] = set()
         # The Optuna export of a finished stage takes seconds for a large stage (Optuna writes
-        # trial by trial): it runs in a process of its own, at a lower CPU priority, not in the
-        # runner's dispatch (a gap before the next stage's trials) nor under its interpreter lock
-        # (issue 25). Started on the first export.
+        # trial by trial): it runs in a process of its own, not in the runner's dispatch (a gap
+        # before the next stage's trials) nor under its interpreter lock (issue 25). Not at a
+        # lower CPU priority: it takes the database's write lock, which the runner then waits
+        # for. Started on the first export.
         self._exporter: ProcessPoolExecutor | None = None
         self._exporting: dict[str, list[Future]] = {}  # study id -> its exports in flight
         self._empty: set[tuple[str, str, int]] = set()  # seed stages with no search result to re-run
@@ -164,8 +164,7 @@ class StageMachine:
             return
         self._exported.add(key)
         if self._exporter is None:
-            self._exporter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_lower_priority)
+            self._exporter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         future = self._exporter.submit(export_stage, self.store.url, study.id, optimizer, stage, study.spec["mode"])
         future.add_done_callback(_log_failure)
         self._exporting.setdefault(study.id, []).append(future)
@@ -183,13 +182,6 @@ _stores: dict[str, StudyStore] = {}
 def _log_failure(future: Future) -> None:
     if not future.cancelled() and future.exception() is not None:  # e.g. the export process died
         log.warning("optuna export failed: %r", future.exception())
-
-
-def _lower_priority() -> None:
-    try:
-        os.nice(10)
-    except OSError:
-        pass
 
 
 def export_stage(url: str, study_id: str, optimizer: str, stage: int, mode: str) -> None:
