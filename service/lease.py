@@ -8,7 +8,8 @@ expiry has passed, so it takes over within ``ttl_s`` (plus one try) of the leade
 
 Fencing: every write of the runner runs `Lease.check` inside its own transaction (the store's
 ``fence``), which reads the row (``FOR SHARE`` on PostgreSQL, so a takeover's update waits for
-the write to commit) and raises `LeaseLost` unless this holder still holds this token and the
+the write to commit; on SQLite the runner's transactions begin with ``BEGIN IMMEDIATE``, which
+holds the write lock from the check on) and raises `LeaseLost` unless this holder still holds this token and the
 expiry has not passed. A paused-but-alive old leader therefore cannot write over the new one.
 And a leader that has not renewed for ``ttl_s - fence_margin_s`` stops its own trials (the
 runner asks `expiring`) before any standby may take over, so no trial is run by both.
@@ -84,14 +85,16 @@ class Lease:
                 except IntegrityError:  # another controller created it first
                     return False
                 return self._held(1, expires)
-            if row.holder == self.holder and row.token == self.token:
+            if row.holder == self.holder and row.token == self.token and _aware(row.expires_at) > now:
                 return self.renew()
             if _aware(row.expires_at) > now:
                 return False  # someone else holds it
             token, previous = row.token + 1, row.holder
-            n = s.execute(update(LeaseRow).where(LeaseRow.name == self.name, LeaseRow.token == row.token)
-                          .values(holder=self.holder, token=token, expires_at=expires,
-                                  acquired_at=now)).rowcount
+            # Only while it is still expired: a holder that renewed since our read keeps it.
+            n = s.execute(update(LeaseRow).where(LeaseRow.name == self.name, LeaseRow.token == row.token,
+                                                 LeaseRow.expires_at <= now)
+                          .values(holder=self.holder, token=token, expires_at=expires, acquired_at=now)
+                          .execution_options(synchronize_session=False)).rowcount
             s.commit()
             if n != 1:
                 return False
@@ -99,14 +102,17 @@ class Lease:
             return self._held(token, expires)
 
     def renew(self) -> bool:
-        """Pushes the expiry forward; False (and no longer held) when someone else holds it."""
+        """Pushes the expiry forward; False (and no longer held) once the row's holder or token
+        changed, or once it expired: an expired lease may be taken by a standby at any moment, so
+        it is never extended (the runner stops and acquires it anew, with a new token)."""
         if self.token is None:
             return False
-        expires = _now() + timedelta(seconds=self.ttl_s)
+        now = _now()
+        expires = now + timedelta(seconds=self.ttl_s)
         with Session(self.engine) as s:
             n = s.execute(update(LeaseRow).where(LeaseRow.name == self.name, LeaseRow.holder == self.holder,
-                                                 LeaseRow.token == self.token)
-                          .values(expires_at=expires)).rowcount
+                                                 LeaseRow.token == self.token, LeaseRow.expires_at > now)
+                          .values(expires_at=expires).execution_options(synchronize_session=False)).rowcount
             s.commit()
         if n != 1:
             self._drop()

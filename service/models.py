@@ -33,7 +33,7 @@ class Study(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # The user who submitted it (migration 0006); None: from before tokens (admins only see it).
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
-    # The suite it belongs to (migration 0012); None: a study submitted on its own.
+    # The suite it belongs to (migration 0010); None: a study submitted on its own.
     suite_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
@@ -45,7 +45,7 @@ class Study(Base):
 
 
 class Suite(Base):
-    """One submission over several workloads (migration 0012): its studies are ordinary studies
+    """One submission over several workloads (migration 0010): its studies are ordinary studies
     that carry its id; its status is derived from theirs."""
 
     __tablename__ = "rf_suites"
@@ -88,10 +88,13 @@ class Trial(Base):
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     epochs: Mapped[int] = mapped_column(Integer, default=0)  # the last epoch it reported (migration 0008)
     # An external study's trial (execution: external) is claimed by a client under a lease
-    # (migration 0014): the claim's token, which every report of the claimant carries, and when the
+    # (migration 0011): the claim's token, which every report of the claimant carries, and when the
     # claim lapses unless a report renews it. The token stays after the trial ends (idempotent retries).
     claim_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The runner's claim (migration 0012): set when it hands the trial to Tune, while the trial stays
+    # `pending` until its worker starts it; a retried claim with the same id finds the same trial.
+    claim: Mapped[str | None] = mapped_column(String(36), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     study: Mapped[Study] = relationship(back_populates="trials")

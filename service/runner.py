@@ -8,9 +8,12 @@ resources and claims it in the store; per-trial resources from the trial's study
 store and the study log as it arrives; a stopper that ends a cancelled study's trials at once.
 
 Nothing is bound ahead of free capacity (the searcher hands out a trial only when it fits what
-the live trials leave free), so a newly submitted or higher-priority study gets the next slot that
-frees up. After a controller crash, the trials it left running go back to pending and run again;
-completed trials are never re-run, so the final counts are exactly the protocol's.
+the live trials leave free; idle actors Tune keeps warm are capacity to reuse, not load), so a
+newly submitted or higher-priority study gets the next slot that frees up. A claimed trial stays
+`pending` in the store until its worker has started it; how Tune hands actors to trials is
+adjusted in `service/tune_controller.py` so that no slot idles while a runnable trial fits.
+After a controller crash, the trials it left running go back to pending and run again; completed
+trials are never re-run, so the final counts are exactly the protocol's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import os
 import threading
 import time
 import traceback
+import uuid
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,19 +43,33 @@ from .node_catalog import NodeCatalogs
 from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
 from .settings import Settings
 from .stages import StageMachine, fmt
-from .storage import trial_dirname, trial_dirs
+from .storage import remove_study_files, trial_dirname, trial_dirs
 from .store import FINISHED, RunnerStore, StudyStore
 from .study_log import StudyLog, ray_logs_dir
 from .tpe import TpeGroups
+from .tune_controller import LiveFIFO, installed
 
 log = logging.getLogger("rootfree.runner")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's experiment snapshot (every trial of the run as JSON) on a clock, not at every trial
+# checkpoint: with `num_to_keep` set Tune snapshots at each one, a cost that grew with every trial
+# the run had seen (issue 25). The runner never restores a Tune run from it: the store is the record.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")
+# Tune's default per-trial result files (JSON, CSV, TensorBoard), written by the driver at every
+# report: the store and the study log already hold every report (a py-spy sample put them at a
+# tenth of the Tune loop).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# ...so the results Tune reads back from those files when a run ends are not there: the runner
+# never uses them (one warning line per trial of the run otherwise).
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune asks a custom searcher for one pending trial at a time unless told otherwise; the searcher
 # itself bounds what is handed out by the free resources, so Tune may start a whole round at once.
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "10000")
-IDLE_END_S = 10.0  # a Tune run with nothing to do for this long ends; the runner polls again
+# A Tune run with nothing to do for this long ends (the runner polls again and starts a new one);
+# until then its idle actors stay warm for the next study (service/tune_controller.py).
+IDLE_END_S = 120.0
 
 
 class _LiveOnly:
@@ -98,6 +117,7 @@ class _StoreCallback(_LiveOnly, tune.Callback):
             slog.event("trial %s " + message, trial_label(meta), *args, level=level, echo=False)
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.runner.started(trial.trial_id)
         try:
             self.runner.store.mark_started(_meta(trial)["trial_id"])
         except LeaseLost as e:
@@ -119,6 +139,7 @@ class _StoreCallback(_LiveOnly, tune.Callback):
             self.runner.store.set_checkpoint(_meta(trial)["trial_id"], checkpoint.path)
         except LeaseLost as e:
             self.runner.lost(e)
+        self.runner.prune_older_checkpoints(checkpoint.path)
 
     def _on_result(self, trial, result) -> None:
         meta = _meta(trial)
@@ -220,6 +241,9 @@ class _Live:
     study_id: str
     trial_id: int  # the store's row id
     request: dict
+    optimizer: str = ""
+    stage: int = 0
+    index: int = 0
 
 
 class StudyRunner:
@@ -247,6 +271,7 @@ class StudyRunner:
         self.tpe = TpeGroups(self.store)  # rebuilt from the store's finished trials on demand
         self.active: dict[str, _Active] = {}
         self.live: dict[str, _Live] = {}  # Tune trial id -> claimed store trial
+        self._started: set[str] = set()  # Tune trial ids of `live` whose worker has started them
         self._interrupted: dict[str, int] = {}  # study id -> trials a dead controller left running
         self._cancelled: dict[str, tuple[float, bool]] = {}
         self._refreshed = 0.0
@@ -380,7 +405,8 @@ class StudyRunner:
                 return
             try:
                 if not self.lease.renew():
-                    log.error("runner lease lost to another controller; stopping this runner's trials")
+                    log.error("runner lease lost (another controller holds it, or it expired before a renewal); "
+                              "stopping this runner's trials")
                     return
             except Exception:  # noqa: BLE001 - keep trying until the lease would lapse
                 log.warning("runner lease renewal failed: %s", traceback.format_exc(limit=1))
@@ -508,17 +534,18 @@ class StudyRunner:
         tuner = Tuner(
             tune.with_resources(named_trainable() if named else trainable, resources),
             tune_config=TuneConfig(
-                search_alg=_QueueSearcher(self), num_samples=-1, reuse_actors=not named,
+                search_alg=_QueueSearcher(self), scheduler=LiveFIFO(), num_samples=-1, reuse_actors=not named,
                 trial_name_creator=trial_name, trial_dirname_creator=trial_dir),
             run_config=RunConfig(
                 name=f"rootfree-{int(time.time() * 1000)}", storage_path=storage,
                 callbacks=[_StoreCallback(self)], stop=_CancelStopper(self),
                 failure_config=FailureConfig(max_failures=2), verbose=0,
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=None if self.settings.keep_checkpoints == "all" else 1)),
+                    num_to_keep=None)),  # the runner prunes (prune_older_checkpoints, release)
         )
         try:
-            tuner.fit()
+            with installed(warm_s=IDLE_END_S):
+                tuner.fit()
         finally:
             with self._lock:  # anything Tune did not report back is not running any more
                 for tune_id in list(self.live):
@@ -550,7 +577,10 @@ class StudyRunner:
                 if choice is None:
                     return None
                 a = self.active[choice.study_id]
-                trial = self.store.claim_pending(choice.study_id, choice.optimizer, choice.stage)
+                # One claim id per attempt: a retry of this call (the store retries through a
+                # failover) finds the trial this claim took instead of claiming a second one.
+                trial = self.store.claim_pending(choice.study_id, choice.optimizer, choice.stage,
+                                                 uuid.uuid4().hex)
                 a.groups = tuple(
                     replace(g, runnable=g.runnable - 1 if trial else 0, running=g.running + (trial is not None))
                     if (g.optimizer, g.stage) == (choice.optimizer, choice.stage) else g
@@ -564,7 +594,8 @@ class StudyRunner:
                     trial.config = self.tpe.ask(self.store.get_study(choice.study_id), trial.optimizer,
                                                 trial.stage, trial.id)
                     self.store.set_config(trial.id, trial.config)
-                self.live[tune_trial_id] = _Live(choice.study_id, trial.id, a.request)
+                self.live[tune_trial_id] = _Live(choice.study_id, trial.id, a.request,
+                                                 trial.optimizer, trial.stage, trial.index)
                 self._busy_at = time.monotonic()
                 config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
                           "hyperparameters": trial.config, "budget": a.spec["budget"],
@@ -585,6 +616,7 @@ class StudyRunner:
         """Tune is done with a trial: it finished, failed, or was stopped."""
         with self._lock:
             live = self.live.pop(tune_trial_id, None)
+            self._started.discard(tune_trial_id)
             self._dirty = True
             if live is None:
                 return
@@ -594,7 +626,10 @@ class StudyRunner:
                     self._prune_checkpoints(t)
                     self.tpe.tell(t.study_id, t.optimizer, t.stage, t.id, t.objective,
                                   t.status in ("completed", "stopped"))
-                if t is None or t.status in FINISHED:
+                if t is None:
+                    self._sweep_if_deleted(live)
+                    return
+                if t.status in FINISHED:
                     return
                 if self.is_cancelled(live.study_id):
                     self.store.mark_failed(live.trial_id, "stopped: the study was cancelled")
@@ -607,6 +642,32 @@ class StudyRunner:
                                            else "the trial ended without a final report")
             except LeaseLost:
                 pass  # the new leader resets it to pending
+
+    def prune_older_checkpoints(self, path: str) -> None:
+        """A trial's new checkpoint makes its older ones in this Tune run useless (unless
+        ROOTFREE_KEEP_CHECKPOINTS=all): removed here, one directory listing, instead of Tune's
+        `num_to_keep` (service/tune_controller.py says why)."""
+        import shutil
+
+        if self.settings.keep_checkpoints == "all" or "://" in path:
+            return
+        new = Path(path)
+        for old in new.parent.glob("checkpoint_*"):
+            if old.name != new.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _sweep_if_deleted(self, live: _Live) -> None:
+        """A study deleted while its trials still ran (DELETE right after cancel): a trial that
+        went on until the stopper ended it may have written its directory again after DELETE
+        removed the files, so they are removed once more when its last trial has ended."""
+        if self.store.get_study(live.study_id) is not None:
+            return
+        if not any(t.study_id == live.study_id for t in self.live.values()):
+            self._drop(live.study_id, None)
+            n = remove_study_files(self.settings.storage_path, live.study_id)
+            if n:
+                log.info("removed %d trial directories of deleted study %s written after its deletion",
+                         n, live.study_id)
 
     def _prune_checkpoints(self, t) -> None:
         """A finished trial keeps its final checkpoint only (ROOTFREE_KEEP_CHECKPOINTS=final), all
@@ -668,16 +729,36 @@ class StudyRunner:
             except NarrowingError as e:
                 self._finish(sid, "failed", str(e))
                 continue
+            except LeaseLost as e:  # not the study's failure: another controller leads now
+                a.slog.event("stage transition interrupted: this controller lost the runner lease (%s); "
+                             "the new leader resumes the study", e, level=logging.WARNING)
+                raise
             except Exception as e:  # noqa: BLE001 - the study fails, the runner lives on
                 a.slog.event("study failed: %s", traceback.format_exc(), level=logging.ERROR)
                 self._finish(sid, "failed", f"{type(e).__name__}: {e}", logged=True)
                 continue
-            a.groups, a.done = progress.groups, progress.done
+            a.groups, a.done = self._claimed_as_running(sid, progress.groups), progress.done
             busy = any(t.study_id == sid for t in self.live.values())
             if a.done and not busy:
                 self._finish(sid, "completed")
             elif not busy and not is_external(a.spec) and self._disk_full():
                 self._finish(sid, "failed", self._disk_message)
+
+    def started(self, tune_trial_id: str) -> None:
+        """Tune started the trial on a worker (the store's `running` follows)."""
+        with self._lock:
+            if tune_trial_id in self.live:
+                self._started.add(tune_trial_id)
+
+    def _claimed_as_running(self, study_id: str, groups: tuple[Group, ...]) -> tuple[Group, ...]:
+        """The store counts a claimed trial as pending until its worker starts it; the policy
+        must count it as taken (not runnable again, running for the group's fair share)."""
+        waiting = Counter((t.optimizer, t.stage) for tid, t in self.live.items()
+                          if t.study_id == study_id and tid not in self._started)
+        if not waiting:
+            return groups
+        return tuple(replace(g, runnable=max(0, g.runnable - waiting[(g.optimizer, g.stage)]),
+                             running=g.running + waiting[(g.optimizer, g.stage)]) for g in groups)
 
     def _admit(self, study) -> _Active | None:
         """A study this runner has not run yet (new, or resumed after a restart)."""

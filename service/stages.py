@@ -13,7 +13,6 @@ when to apply it, and reads and writes through the store.
 from __future__ import annotations
 
 import logging
-import traceback
 from dataclasses import dataclass
 
 from search_spaces import SearchSpace, fresh_seeds, narrow, sample
@@ -62,12 +61,11 @@ def seed_run_seeds(spec: dict, optimizer: str) -> list[int]:
 
 
 class StageMachine:
-    """Advances studies through their stages; remembers which stages it has exported to Optuna
-    (the export is idempotent, the memory only saves the database a round trip per poll)."""
+    """Advances studies through their stages (the Optuna view follows the store on its own:
+    service/optuna_view.py)."""
 
     def __init__(self, store: StudyStore):
         self.store = store
-        self._exported: set[tuple[str, str, int]] = set()
         self._empty: set[tuple[str, str, int]] = set()  # seed stages with no search result to re-run
 
     def advance(self, study: Study, slog: StudyLog | None = None) -> Progress:
@@ -153,19 +151,6 @@ class StageMachine:
             slog.event("%s seed runs (stage %d): the best configuration (trial %d, %s %.4g) with seeds %s",
                        optimizer, stage, best[0].id, spec["metric"], best[0].objective, seeds)
         return created
-
-    def _export(self, study: Study, optimizer: str, stage: int) -> None:
-        key = (study.id, optimizer, stage)
-        if key in self._exported:
-            return
-        self._exported.add(key)
-        space = (self.store.get_study(study.id).stage_spaces or {}).get(optimizer, {}).get(str(stage))
-        if space is None:
-            return
-        try:
-            self.store.export_to_optuna(study.id, optimizer, stage, space, study.spec["mode"])
-        except Exception:  # noqa: BLE001 - the Optuna view is a convenience
-            log.warning("optuna export failed: %s", traceback.format_exc())
 
 
 def describe(space: dict) -> str:

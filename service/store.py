@@ -71,7 +71,12 @@ def lock_owner(s: Session, owner: str | None) -> None:
             conn.execute(update(Study).where(false()).values(status=Study.status))
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, immediate: bool = False) -> Engine:
+    """An engine for `url`. ``immediate`` (SQLite only): every transaction starts with BEGIN
+    IMMEDIATE, so its first statement already holds the database's write lock (the runner's
+    fenced transactions: the lease check and the write that follows are one transaction; Python's
+    sqlite3 would otherwise begin only at the first write, after the check). WAL readers are
+    not blocked by it."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -88,6 +93,13 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            if immediate:  # SQLAlchemy's pysqlite recipe: we emit BEGIN, not the driver
+                dbapi_conn.isolation_level = None
+
+        if immediate:
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(conn):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
     return engine
 
 
@@ -302,18 +314,26 @@ class StudyStore:
             s.commit()
         return created
 
-    def claim_pending(self, study_id: str, optimizer: str, stage: int) -> Trial | None:
-        """Marks the lowest-index pending trial of a group as running and returns it (None when
-        the group has no pending trial left). The conditional update makes the claim exclusive."""
+    def claim_pending(self, study_id: str, optimizer: str, stage: int, claim: str | None = None) -> Trial | None:
+        """Claims the lowest-index unclaimed pending trial of a group for the runner and returns it
+        (None when the group has none left). The trial stays `pending` until its worker starts it
+        (`mark_started`): the store says `running` only of what runs. The conditional update makes
+        the claim exclusive; `claim` makes it idempotent: a retry of a claim whose commit landed
+        but whose answer was lost (a failover) returns the trial that claim took, not a second."""
+        claim = claim or uuid.uuid4().hex
         with self.session() as s:
+            mine = s.scalar(select(Trial).where(Trial.claim == claim))
+            if mine is not None:
+                return mine
             for _ in range(3):
                 t = s.scalar(select(Trial).where(
                     Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
-                    Trial.status == "pending").order_by(Trial.index).limit(1))
+                    Trial.status == "pending", Trial.claim.is_(None)).order_by(Trial.index).limit(1))
                 if t is None:
                     return None
-                n = s.execute(update(Trial).where(Trial.id == t.id, Trial.status == "pending")
-                              .values(status="running", started_at=now(), runs=Trial.runs + 1)).rowcount
+                n = s.execute(update(Trial).where(Trial.id == t.id, Trial.status == "pending",
+                                                  Trial.claim.is_(None))
+                              .values(claim=claim).execution_options(synchronize_session=False)).rowcount
                 s.commit()
                 if n:
                     s.refresh(t)
@@ -321,18 +341,21 @@ class StudyStore:
             return None
 
     def release_trial(self, trial_id: int) -> None:
-        """A claimed trial that did not finish goes back to pending (the runner is stopping)."""
+        """A claimed trial that did not finish goes back to pending, unclaimed (the runner stops)."""
         with self.session() as s:
-            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status == "running")
-                      .values(status="pending"))
+            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.in_(("running", "pending")))
+                      .values(status="pending", claim=None))
             s.commit()
 
     def reset_interrupted(self, study_id: str) -> int:
-        """Trials that were running when the controller died run again."""
+        """Trials that were running (or claimed) when the controller died run again; returns how
+        many were running."""
         with self.session() as s:
             n = s.execute(update(Trial).where(Trial.study_id == study_id,
                                               Trial.status == "running")
-                          .values(status="pending")).rowcount
+                          .values(status="pending", claim=None)).rowcount
+            s.execute(update(Trial).where(Trial.study_id == study_id, Trial.status == "pending",
+                                          Trial.claim.is_not(None)).values(claim=None))
             s.commit()
             return n
 
@@ -439,8 +462,8 @@ class StudyStore:
                 .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
 
     def mark_started(self, trial_id: int) -> None:
-        """The trial's worker has started it (claimed trials are already `running`: this sets
-        when it really began)."""
+        """The trial's worker has started it: a claimed (pending) trial is `running` from now on
+        (a restart after a worker failure only moves `started_at`)."""
         with self.session() as s:
             t = s.get(Trial, trial_id)
             if t.status == "pending":
@@ -475,10 +498,11 @@ class StudyStore:
             s.commit()
 
     def set_checkpoint(self, trial_id: int, path: str | None) -> None:
-        """Where the trial's last per-epoch checkpoint is (a resumed trial starts from it)."""
+        """Where the trial's last per-epoch checkpoint is (a resumed trial starts from it; a
+        finished trial keeps it). Written for a finished trial too: Tune reports the final
+        result (which finishes the trial) before the checkpoint that came with it."""
         with self.session() as s:
-            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.not_in(FINISHED))
-                      .values(checkpoint=path))
+            s.execute(update(Trial).where(Trial.id == trial_id).values(checkpoint=path))
             s.commit()
 
     def histories(self, trial_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -788,12 +812,6 @@ class StudyStore:
         finally:
             view.close()
 
-    def export_to_optuna(self, study_id: str, optimizer: str, stage: int, space_dict: dict,
-                         mode: str) -> None:
-        """Kept for callers of before: the live view (service/optuna_view.py, on the runner's own
-        thread) now writes every trial as it runs, so a second writer here would duplicate them."""
-        return None
-
 
 class RunnerStore:
     """The runner's view of the store: every transaction is fenced by the runner lease (its
@@ -804,7 +822,10 @@ class RunnerStore:
 
     def __init__(self, store: StudyStore, lease=None, retry_s: float = 600.0, stop=None):
         self._store = copy.copy(store)
-        self._store.sessions = sessionmaker(store.engine, expire_on_commit=False)
+        engine = store.engine
+        if engine.dialect.name == "sqlite":  # PostgreSQL: the check's FOR SHARE does it
+            engine = make_engine(store.url, immediate=True)
+        self._store.sessions = sessionmaker(engine, expire_on_commit=False)
         if lease is not None:
             event.listen(self._store.sessions, "after_begin",
                          lambda session, transaction, connection: lease.check(connection))

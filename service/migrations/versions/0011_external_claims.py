@@ -1,13 +1,13 @@
 """claims of external trials (execution: external): the claim token and its lease
 
-Revision ID: 0014
+Revision ID: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0012"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -1,12 +1,12 @@
 """suites: one submission over several workloads, one ordinary study per workload entry
 
-Revision ID: 0012
+Revision ID: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
