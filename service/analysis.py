@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .verdicts import study_comparisons
+from .verdicts import safe_stat, study_comparisons, usable
 
 LOG_KINDS = ("log_uniform", "one_minus_log_uniform")
 FAILURE_RULE = ("diverged and failed trials count as the worst finite objective among the optimizer's "
@@ -138,7 +138,7 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
         mine = [t for t in trials if t["optimizer"] == opt]
         search = [t for t in mine if t["stage"] <= search_stages and t["status"] in ("completed", "diverged", "failed")]
         search.sort(key=lambda t: (t["stage"], t["index"]))
-        values = [t["objective"] if t["status"] == "completed" else None for t in search]
+        values = [t["objective"] if t["status"] == "completed" and usable(t["objective"]) else None for t in search]
         spaces = stage_spaces.get(opt, {})
         names = sorted({n for s in list(spaces.values())[:search_stages] for n in _searched(s)})
         slices = {}
@@ -149,23 +149,25 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
                 "ranges": {st: [d.get("low"), d.get("high")] for st, sp in spaces.items()
                            if int(st) <= search_stages for d in [sp.get(name, {})] if "low" in d},
                 "points": [{"stage": t["stage"], "value": t["config"].get(name), "objective": t["objective"],
-                            "status": t["status"]} for t in search if name in t["config"]],
+                            "status": t["status"]} for t in search if name in t["config"]
+                           and (t["status"] != "completed" or usable(t["objective"]))],
             }
         if costs is None:
             epoch_times = [h["epoch_time_s"] for t in mine for h in t.get("history") or [] if h.get("epoch_time_s")]
             memory = [h["peak_memory_mb"] for t in mine for h in t.get("history") or [] if h.get("peak_memory_mb")]
-            mine_costs = {"time_per_epoch_s": statistics.fmean(epoch_times) if epoch_times else None,
+            mine_costs = {"time_per_epoch_s": safe_stat(statistics.fmean, epoch_times),
                           "peak_memory_mb": max(memory) if memory else None}
             if target is not None:
                 mine_costs["time_to_target"] = time_to_target(mine, metric, mode, target)
         else:
             mine_costs = costs.get(opt) or {"time_per_epoch_s": None, "peak_memory_mb": None}
         seed_stage = [t for t in mine if t["stage"] == search_stages + 1]
-        seed_values = [t["objective"] for t in seed_stage if t["status"] == "completed" and t["objective"] is not None]
+        seed_values = [t["objective"] for t in seed_stage if t["status"] == "completed" and usable(t["objective"])]
         entry = {
             "search_trials": len(search),
             "expected_best": expected_best(values, mode),
-            "edf": {str(st): edf([t["objective"] for t in search if t["stage"] == st and t["status"] == "completed"])
+            "edf": {str(st): edf([t["objective"] for t in search
+                                  if t["stage"] == st and t["status"] == "completed" and usable(t["objective"])])
                     for st in range(1, search_stages + 1)},
             "diverged_share": (sum(t["status"] != "completed" for t in search) / len(search)) if search else None,
             "status_counts": {s: sum(t["status"] == s for t in mine)
@@ -174,9 +176,9 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
             "time_per_epoch_s": mine_costs.get("time_per_epoch_s"),
             "peak_memory_mb": mine_costs.get("peak_memory_mb"),
             "seed_runs": {"n": len(seed_stage), "values": seed_values, "seeds": [t.get("seed") for t in seed_stage],
-                          "mean": statistics.fmean(seed_values) if seed_values else None,
-                          "std": statistics.stdev(seed_values) if len(seed_values) > 1 else None,
-                          "median": statistics.median(seed_values) if seed_values else None},
+                          "mean": safe_stat(statistics.fmean, seed_values),
+                          "std": safe_stat(statistics.stdev, seed_values) if len(seed_values) > 1 else None,
+                          "median": safe_stat(statistics.median, seed_values)},
         }
         if target is not None:
             entry["time_to_target"] = mine_costs.get("time_to_target") or time_to_target([], metric, mode, target)

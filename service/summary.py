@@ -9,6 +9,7 @@ from .analysis import analyse
 from .catalog import optimizer_facts
 from .models import Study
 from .store import StudyStore
+from .verdicts import safe_stat
 
 
 def optimizer_summaries(store: StudyStore, study: Study) -> list[dict[str, Any]]:
@@ -44,8 +45,8 @@ def optimizer_summaries_many(store: StudyStore, studies: list[Study]) -> dict[st
                 "best_objective": best[0].objective if best else None,
                 "best_trial_id": best[0].id if best else None,
                 "best_config": export_hyperparameters(spec, opt, best[0].config) if best else None,
-                "top_k_mean": statistics.fmean(top) if top else None,
-                "top_k_std": statistics.pstdev(top) if len(top) > 1 else (0.0 if top else None),
+                "top_k_mean": safe_stat(statistics.fmean, top),
+                "top_k_std": safe_stat(statistics.pstdev, top) if len(top) > 1 else (0.0 if top else None),
                 "stage_spaces": (study.stage_spaces or {}).get(opt, {}),
             })
         result[study.id] = out
@@ -72,9 +73,9 @@ def seed_runs_many(store: StudyStore, studies: list[Study]) -> dict[str, dict[st
     for per in out.values():
         for entry in per.values():
             v = entry["values"]
-            entry["mean"] = statistics.fmean(v) if v else None
-            entry["std"] = statistics.stdev(v) if len(v) > 1 else (0.0 if v else None)
-            entry["median"] = statistics.median(v) if v else None
+            entry["mean"] = safe_stat(statistics.fmean, v)
+            entry["std"] = safe_stat(statistics.stdev, v) if len(v) > 1 else (0.0 if v else None)
+            entry["median"] = safe_stat(statistics.median, v)
     return out
 
 

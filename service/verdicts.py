@@ -239,13 +239,35 @@ def comparisons(runs: dict[str, Sequence[tuple[Any, float]]], optimizers: Sequen
     return [compare(a, runs[a], b, runs[b], mode, paired) for a, b in itertools.combinations(have, 2)]
 
 
+# Objectives past this size are not results one can average (a finite 1.5e308 overflowed every
+# sum over it: a 500 on each page that summarised the study). They are left out of statistics.
+OBJECTIVE_BOUND = 1e100
+
+
+def usable(x: float | None) -> bool:
+    """A value that statistics may use: finite and of a size whose sums stay finite."""
+    return x is not None and math.isfinite(x) and abs(x) <= OBJECTIVE_BOUND
+
+
+def safe_stat(fn, values: Sequence[float]) -> float | None:
+    """`fn(values)` (statistics.fmean, stdev, ...) over the usable values; None when there are none
+    or the result is not a finite number."""
+    v = [x for x in values if usable(x)]
+    if not v:
+        return None
+    try:
+        out = fn(v)
+    except (OverflowError, ValueError, statistics.StatisticsError):
+        return None
+    return out if math.isfinite(out) else None
+
+
 def runs_from_trials(spec: dict, trials: Sequence[dict]) -> dict[str, list[tuple[Any, float]]]:
     """(seed, objective) of each optimizer's completed seed runs, from the store's trial dicts."""
     stage = len(spec["protocol"]["stages"]) + 1
     out: dict[str, list[tuple[Any, float]]] = {}
     for t in sorted(trials, key=lambda t: (t["optimizer"], t["index"])):
-        if (t["stage"] == stage and t["status"] == "completed" and t["objective"] is not None
-                and math.isfinite(t["objective"])):
+        if t["stage"] == stage and t["status"] == "completed" and usable(t["objective"]):
             out.setdefault(t["optimizer"], []).append((t.get("seed"), t["objective"]))
     return out
 
@@ -256,7 +278,7 @@ def runs_from_seed_runs(seed_runs: dict[str, dict[str, Any] | None]) -> dict[str
     for opt, sr in seed_runs.items():
         if sr and sr.get("values"):
             seeds = sr.get("seeds") or [None] * len(sr["values"])
-            out[opt] = list(zip(seeds, sr["values"], strict=False))
+            out[opt] = [(seed, v) for seed, v in zip(seeds, sr["values"], strict=False) if usable(v)]
     return out
 
 

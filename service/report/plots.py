@@ -4,13 +4,14 @@ external reference: the page opens anywhere, offline)."""
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ..verdicts import usable  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "font.size": 9, "axes.grid": True,
                      "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
@@ -39,7 +40,9 @@ def svg(fig) -> str:
 
 
 def _finite(v) -> bool:
-    return v is not None and isinstance(v, int | float) and math.isfinite(v)
+    """A value a figure can place: finite and of a size matplotlib's tick locators can handle
+    (a finite 1.5e308 made them fail: a 500 for the whole report)."""
+    return v is not None and isinstance(v, int | float) and usable(float(v))
 
 
 def expected_best(analysis: dict, metric: str) -> str:
