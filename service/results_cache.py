@@ -24,7 +24,7 @@ class ResultCache:
     (the same result of the same study before it changed), so an outdated entry is dropped at
     once rather than when it ages out."""
 
-    def __init__(self, max_entries: int = 8):
+    def __init__(self, max_entries: int = 32):
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._done: OrderedDict[Hashable, tuple[Hashable, Any]] = OrderedDict()

@@ -19,7 +19,7 @@ from ..summary import study_analysis
 _create = threading.Lock()
 # pyplot keeps global state (the current figure): two pages drawn at once in the threadpool would
 # draw into each other's figures. One at a time, which also keeps reports to one core.
-_render = threading.Lock()
+render_lock = _render = threading.Lock()
 
 
 def results(request: Request) -> ResultCache:
@@ -38,7 +38,7 @@ def cached_analysis(request: Request, store: StudyStore, study: Study, target: f
     # The study as of the fingerprint or later (the row the dependency loaded may be older).
     return results(request).get(("analysis", target, fingerprint),
                                 lambda: study_analysis(store, store.get_study(study.id) or study, target),
-                                tag=("analysis", target, study.id))
+                                tag=("analysis", study.id))  # one target per study: many targets never flush the rest
 
 
 def _finite(x):
@@ -70,7 +70,7 @@ def cached_analysis_json(request: Request, store: StudyStore, study: Study, targ
     return results(request).get(
         ("analysis.json", target, fingerprint),
         lambda: _encode(cached_analysis(request, store, study, target, fingerprint)),
-        tag=("analysis.json", target, study.id))
+        tag=("analysis.json", study.id))
 
 
 def cached_report(request: Request, store: StudyStore, studies: list[Study]) -> str:
@@ -85,4 +85,4 @@ def cached_report(request: Request, store: StudyStore, studies: list[Study]) -> 
             return render_report(datas)
 
     return results(request).get(("report", tuple(fingerprints)), compute,
-                                tag=("report", tuple(s.id for s in studies)))
+                                tag=("report", tuple(sorted(s.id for s in studies))))  # any order: one entry

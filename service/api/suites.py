@@ -17,6 +17,7 @@ from ..suites import jsonable, suite_report, suite_status
 from .catalog import adopt_cluster_catalog, check_cluster_offers
 from .deps import get_app_settings, get_store
 from .errors import ApiError
+from .results import render_lock, results
 from .studies import check_admission
 
 router = APIRouter(prefix="/suites", tags=["suites"], dependencies=[Depends(current_user)])
@@ -79,17 +80,33 @@ def get_suite(suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depe
 
 
 @router.get("/{suite_id}/report", response_class=HTMLResponse)
-def report(format: Literal["html", "json"] = "html",  # noqa: A002
+def report(request: Request, format: Literal["html", "json"] = "html",  # noqa: A002
            suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depends(get_store)):
     """Per workload the verdict table; across workloads time to target, the performance profile,
     the AlgoPerf-style score, the speed-up over the baseline and the tuning cost (service/suites.py).
     `format=json`: the numbers (an infinite time, a miss, is null)."""
-    studies = [{"id": s.id, "name": s.name, "status": s.status, "spec": s.spec, "trials": store.trial_dicts(s.id)}
-               if s is not None else {"id": sid, "name": "(deleted)", "status": "deleted", "spec": None, "trials": []}
-               for sid, s in zip(suite.spec["study_ids"], store.suite_studies(suite.id), strict=True)]
-    data = suite_report(suite.spec, studies)
-    data["status"] = suite_status([s["status"] for s in studies if s["status"] != "deleted"])
-    data["id"] = suite.id
+    rows = store.suite_studies(suite.id)
+    fingerprints = tuple(store.fingerprint(s.id) if s is not None else None for s in rows)
+
+    def compute() -> dict:
+        studies = [{"id": s.id, "name": s.name, "status": s.status, "spec": s.spec, "trials": store.trial_dicts(s.id)}
+                   if s is not None else {"id": sid, "name": "(deleted)", "status": "deleted", "spec": None,
+                                          "trials": []}
+                   for sid, s in zip(suite.spec["study_ids"], rows, strict=True)]
+        data = suite_report(suite.spec, studies)
+        data["status"] = suite_status([s["status"] for s in studies if s["status"] != "deleted"])
+        data["id"] = suite.id
+        return data
+
+    # Computed once per state of its studies (the cache of the studies' own results), and drawn
+    # under the same lock as every other report: pyplot's global state is not thread-safe.
+    data = results(request).get(("suite", suite.id, fingerprints), compute, tag=("suite", suite.id))
     if format == "json":
         return JSONResponse(jsonable(data))
-    return HTMLResponse(render_suite_report(data))
+
+    def render() -> str:
+        with render_lock:
+            return render_suite_report(data)
+
+    return HTMLResponse(results(request).get(("suite.html", suite.id, fingerprints), render,
+                                             tag=("suite.html", suite.id)))

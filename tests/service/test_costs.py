@@ -399,3 +399,28 @@ def test_report_timeout_is_a_flag_with_a_generous_default(tmp_path, monkeypatch)
     assert cli.main(["report", "abc", "-o", str(out), "--token", "t"]) == 1
     assert cli.main(["report", "abc", "def", "-o", str(out), "--timeout", "7", "--token", "t"]) == 1
     assert seen[0] >= 1800 and seen[1] == 7 and not out.exists()
+
+
+def test_one_users_many_targets_never_flush_another_studys_cached_report(tmp_path):
+    """The result cache is shared: one study's analyses for many `target`s hold one entry, so they
+    cannot push another study's report out (found by an outside review: nine targets did)."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    from .conftest import bearer, make_token
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    spec = {"name": "c", "workload": "noisy_quadratic", "optimizers": ["sgd"], "metric": "loss", "mode": "min",
+            "protocol": {"stages": [2]}, "budget": {"epochs": 1}}
+    app = create_app(Settings(database_url=url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=True))) as c:
+        a, b = (c.post("/studies", json={**spec, "name": n}).json()["id"] for n in ("a", "b"))
+        assert c.get(f"/studies/{b}/report").status_code == 200
+        computed = app.state.results.computed
+        for target in range(1, 40):
+            assert c.get(f"/studies/{a}/analysis", params={"target": target}).status_code == 200
+        before = app.state.results.computed
+        assert c.get(f"/studies/{b}/report").status_code == 200
+        assert app.state.results.computed == before > computed  # b's report came from the cache

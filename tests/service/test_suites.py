@@ -276,3 +276,19 @@ def test_suite_submit_sends_each_yaml_document(tmp_path, monkeypatch, capsys):
     assert [(u, b["name"], k) for u, b, k in sent] == [("http://svc/suites", "a", "k-0"),
                                                        ("http://svc/suites", "b", "k-1")]
     assert capsys.readouterr().out.split() == ["suite-1", "suite-2"]
+
+
+def test_a_suite_report_is_computed_once_per_state_of_its_studies(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        sid = c.post("/suites", json=SUITE).json()["id"]
+        assert c.get(f"/suites/{sid}/report").status_code == 200
+        computed = app.state.results.computed
+        assert c.get(f"/suites/{sid}/report").status_code == 200
+        assert c.get(f"/suites/{sid}/report", params={"format": "json"}).status_code == 200
+        assert app.state.results.computed == computed  # from the cache, not recomputed
+        first = c.get(f"/suites/{sid}").json()["studies"][0]["id"]
+        c.post(f"/studies/{first}/cancel")  # a study changed: the report follows
+        assert "cancelled" in c.get(f"/suites/{sid}/report", params={"format": "json"}).text
+        assert app.state.results.computed > computed
