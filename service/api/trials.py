@@ -41,6 +41,9 @@ from .errors import ApiError
 router = APIRouter(prefix="/studies", tags=["trials (external)"], dependencies=[Depends(current_user)])
 MAX_ID = 2**31 - 1
 _REASON_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_METRIC = 1e100  # |the study's metric| above this is treated as non-finite (the trial diverges)
+RESERVED_METRICS = ("wall_time_s", "epoch_time_s", "peak_memory_mb")  # what the service's own trials report
+MAX_RESERVED = 1e9
 _tpe_lock = threading.Lock()  # Optuna's samplers are not thread-safe; the API serves a thread pool
 
 
@@ -132,7 +135,16 @@ def _checked_metrics(metrics: dict[str, Any], metric: str, required: bool) -> di
             raise ApiError(422, "metrics", f"metric names are 1..64 characters, got {name[:70]!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ApiError(422, f"metrics.{name}", f"must be a number, got {value!r:.80}")
-        out[name] = float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float's range (JSON allows any number of digits)
+            number = math.inf
+        if name in RESERVED_METRICS and not 0 <= number <= MAX_RESERVED:
+            # they feed time-to-target, the analysis' time per epoch and memory, and suite scores
+            raise ApiError(422, f"metrics.{name}", f"must be a number in 0..{MAX_RESERVED:g}, got {value!r:.80}")
+        # a study metric this large is a divergence too: it would overflow the summaries' sums
+        finite = math.isfinite(number) and (name != metric or abs(number) <= MAX_METRIC)
+        out[name] = number if finite else None
     if required and metric not in metrics:
         raise ApiError(422, f"metrics.{metric}", f"the study's metric {metric!r} is missing from the report")
     return out

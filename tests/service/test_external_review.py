@@ -1,0 +1,53 @@
+"""Fixes from the review of the external-trials API (service/api/trials.py, the store's claims)."""
+
+import pytest
+
+from .test_external_api import SPEC, claim, client, field, submit  # noqa: F401 - `client` is a fixture
+
+
+def _claimed(client, db_url, **changes):
+    sid = submit(client, db_url, **changes)
+    c = claim(client, sid).json()
+    return sid, f"/studies/{sid}/trials/{c['trial_id']}", c["claim_token"]
+
+
+def _report(client, url, tok, epoch, raw_metrics: str):
+    return client.post(f"{url}/reports", content=f'{{"claim_token": "{tok}", "epoch": {epoch}, '
+                                                 f'"metrics": {raw_metrics}}}',
+                       headers={"Content-Type": "application/json"})
+
+
+def test_huge_integer_metric_is_no_500(client, db_url):
+    sid, url, tok = _claimed(client, db_url)
+    r = _report(client, url, tok, 1, '{"loss": 1.0, "acc": ' + "9" * 400 + "}")
+    assert r.status_code == 200 and r.json()["should_stop"] is False
+    r = _report(client, url, tok, 2, '{"loss": ' + "9" * 400 + "}")
+    assert r.status_code == 200 and r.json()["should_stop"] is True and "diverged" in r.json()["reason"]
+    assert client.get(url).json()["status"] == "diverged"
+    _, url2, tok2 = _claimed(client, db_url)
+    r = client.post(f"{url2}/complete", content=f'{{"claim_token": "{tok2}", "status": "stopped", '
+                                                '"metrics": {"loss": ' + "9" * 400 + "}}",
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("value", [1.5e308, -1e101])
+def test_enormous_finite_metric_diverges(client, db_url, value):
+    sid, url, tok = _claimed(client, db_url)
+    r = client.post(f"{url}/reports", json={"claim_token": tok, "epoch": 1, "metrics": {"loss": value}})
+    assert r.status_code == 200 and r.json()["should_stop"] is True
+    t = client.get(url).json()
+    assert t["status"] == "diverged" and t["objective"] is None
+    assert client.get(f"/studies/{sid}").status_code == 200  # the summary still adds up
+
+
+@pytest.mark.parametrize("key,value", [("wall_time_s", -100), ("epoch_time_s", 1e308),
+                                       ("peak_memory_mb", 1e308), ("wall_time_s", -0.001)])
+def test_reserved_report_keys_are_validated(client, db_url, key, value):
+    sid, url, tok = _claimed(client, db_url)
+    r = client.post(f"{url}/reports", json={"claim_token": tok, "epoch": 1, "metrics": {"loss": 1.0, key: value}})
+    assert r.status_code == 422 and field(r) == f"metrics.{key}"
+    assert client.get(url).json()["history"] == []
+    ok = {"loss": 1.0, "wall_time_s": 12.5, "epoch_time_s": 0.0, "peak_memory_mb": 2048}
+    r = client.post(f"{url}/reports", json={"claim_token": tok, "epoch": 1, "metrics": ok})
+    assert r.status_code == 200
