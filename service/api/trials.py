@@ -218,6 +218,9 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
                  settings: Settings = Depends(get_app_settings)):
     _external(study)
     spec, metric = study.spec, study.spec["metric"]
+    epochs = int(spec["budget"]["epochs"])
+    if not 1 <= body.epoch <= epochs:  # 1-based, as the service's own trials report them
+        raise ApiError(422, "epoch", f"must be 1..{epochs} (the study's budget.epochs), got {body.epoch}")
     row: dict[str, Any] = {**_checked_metrics(body.metrics, metric, required=True), "epoch": body.epoch}
     outcome, t = store.report_external(study.id, trial_id, body.claim_token, body.epoch, row, metric,
                                        settings.external_lease_s)

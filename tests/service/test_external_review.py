@@ -51,3 +51,14 @@ def test_reserved_report_keys_are_validated(client, db_url, key, value):
     ok = {"loss": 1.0, "wall_time_s": 12.5, "epoch_time_s": 0.0, "peak_memory_mb": 2048}
     r = client.post(f"{url}/reports", json={"claim_token": tok, "epoch": 1, "metrics": ok})
     assert r.status_code == 200
+
+
+def test_report_epoch_within_the_budget(client, db_url):
+    _, url, tok = _claimed(client, db_url)  # budget.epochs 3
+    for epoch in (0, 4, 500):
+        r = client.post(f"{url}/reports", json={"claim_token": tok, "epoch": epoch, "metrics": {"loss": 1.0}})
+        assert r.status_code == 422 and field(r) == "epoch", epoch
+    assert client.get(url).json()["history"] == []
+    for epoch in (1, 3):
+        r = client.post(f"{url}/reports", json={"claim_token": tok, "epoch": epoch, "metrics": {"loss": 1.0}})
+        assert r.status_code == 200
