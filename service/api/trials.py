@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from ..auth import current_user
-from ..external import TERMINAL, asha_decision, claim_body, is_external, next_group
+from ..external import TERMINAL, asha_decision, at_asha_rung, claim_body, is_external, next_group
 from ..models import Study
 from ..schemas import reject_control_characters
 from ..settings import Settings
@@ -236,7 +236,7 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
         reason, status = f"stopped: the study was {study.status}", "failed"
     elif row.get(metric) is None:
         reason, status = f"diverged: {metric} is not finite at epoch {body.epoch}", "diverged"
-    else:
+    elif at_asha_rung(spec, t.stage, body.epoch):  # the peers' reports are read only at a rung
         reason = asha_decision(spec, t.stage, body.epoch, row[metric], store.rung_values_of_others(
             study.id, t.optimizer, t.stage, body.epoch, metric, trial_id))
         status = "stopped" if reason else None

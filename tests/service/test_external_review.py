@@ -62,3 +62,41 @@ def test_report_epoch_within_the_budget(client, db_url):
     for epoch in (1, 3):
         r = client.post(f"{url}/reports", json={"claim_token": tok, "epoch": epoch, "metrics": {"loss": 1.0}})
         assert r.status_code == 200
+
+
+def _count_report_reads(engine):
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "rf_reports" in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    return seen
+
+
+def test_reports_without_early_stopping_read_no_peers(client, db_url):
+    sid = submit(client, db_url)  # no early_stopping
+    claims = [claim(client, sid).json() for _ in range(3)]
+    seen = _count_report_reads(client.app.state.store.engine)
+    for epoch in (1, 2, 3):
+        for c in claims:
+            r = client.post(f"/studies/{sid}/trials/{c['trial_id']}/reports",
+                            json={"claim_token": c["claim_token"], "epoch": epoch, "metrics": {"loss": 1.0}})
+            assert r.status_code == 200 and r.json()["should_stop"] is False
+    assert seen == []
+
+
+def test_asha_reads_peers_only_at_its_rung(client, db_url):
+    sid = submit(client, db_url, protocol={**SPEC["protocol"], "early_stopping": {
+        "kind": "asha", "grace_epochs": 1, "reduction_factor": 3}})  # budget 3: one rung, at epoch 1
+    c = claim(client, sid).json()
+    seen = _count_report_reads(client.app.state.store.engine)
+    url = f"/studies/{sid}/trials/{c['trial_id']}/reports"
+    assert client.post(url, json={"claim_token": c["claim_token"], "epoch": 1, "metrics": {"loss": 1.0}}).status_code == 200
+    at_rung = len(seen)
+    assert at_rung >= 1
+    assert client.post(url, json={"claim_token": c["claim_token"], "epoch": 2, "metrics": {"loss": 1.0}}).status_code == 200
+    assert len(seen) == at_rung
