@@ -178,15 +178,13 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
     if study.status != "running":
         return Response(status_code=204)  # queued: the runner has not opened its first stage yet
     store.expire_claims(study.id)
-    for _ in range(3):  # a group emptied by concurrent claims: the policy looks again
-        group = next_group(study.spec, study.id, study.created_at.timestamp(), store.count_trials(study.id),
-                           settings.scheduler)
-        if group is None:
-            return Response(status_code=204)
-        t = store.claim_external(study.id, *group, secrets.token_urlsafe(24), settings.external_lease_s)
-        if t is not None:
-            break
-    else:
+    # the count and the claim are one transaction under the study's lock: claims that arrive
+    # together never exceed max_concurrent_trials
+    t = store.claim_next_external(
+        study.id, lambda counts: next_group(study.spec, study.id, study.created_at.timestamp(), counts,
+                                            settings.scheduler),
+        secrets.token_urlsafe(24), settings.external_lease_s)
+    if t is None:
         return Response(status_code=204)
     if study.spec["protocol"].get("method") == "tpe" and not t.config:
         from ..tpe import TpeGroups

@@ -2,7 +2,13 @@
 
 import pytest
 
-from .test_external_api import SPEC, claim, client, field, submit  # noqa: F401 - `client` is a fixture
+from .test_external_api import SPEC, claim, field, make_client, submit
+
+
+@pytest.fixture
+def client(db_url):
+    with make_client(db_url) as c:
+        yield c
 
 
 def _claimed(client, db_url, **changes):
@@ -95,8 +101,30 @@ def test_asha_reads_peers_only_at_its_rung(client, db_url):
     c = claim(client, sid).json()
     seen = _count_report_reads(client.app.state.store.engine)
     url = f"/studies/{sid}/trials/{c['trial_id']}/reports"
-    assert client.post(url, json={"claim_token": c["claim_token"], "epoch": 1, "metrics": {"loss": 1.0}}).status_code == 200
+    tok = c["claim_token"]
+    assert client.post(url, json={"claim_token": tok, "epoch": 1, "metrics": {"loss": 1.0}}).status_code == 200
     at_rung = len(seen)
     assert at_rung >= 1
-    assert client.post(url, json={"claim_token": c["claim_token"], "epoch": 2, "metrics": {"loss": 1.0}}).status_code == 200
+    assert client.post(url, json={"claim_token": tok, "epoch": 2, "metrics": {"loss": 1.0}}).status_code == 200
     assert len(seen) == at_rung
+
+
+def test_parallel_claims_respect_max_concurrent_trials(client, db_url):
+    import threading
+
+    sid = submit(client, db_url, max_concurrent_trials=1)
+    barrier, codes = threading.Barrier(10), []
+
+    def worker():
+        barrier.wait()
+        codes.append(claim(client, sid).status_code)
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(codes) == [200] + [204] * 9
+    trials = client.get(f"/studies/{sid}/trials").json()
+    trials = trials.get("trials", trials) if isinstance(trials, dict) else trials
+    assert sum(t["status"] == "running" for t in trials) == 1
