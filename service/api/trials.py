@@ -210,6 +210,21 @@ def _refused(store: StudyStore, study: Study, trial_id: int, outcome: str) -> HT
     return _conflict(outcome, trial_id)
 
 
+def _end_with_study(request: Request, store: StudyStore, study: Study, trial_id: int, token: str) -> None:
+    """A heartbeat or completion after the study ended: the trial ends as the study's end ends
+    a trial that still runs (failed, "stopped: the study was ..."), and the answer is 410. A
+    trial already ended under this claim returns, for the caller's usual answer to a retry."""
+    outcome, _ = store.finish_external(study.id, trial_id, token, "failed",
+                                       error=f"stopped: the study was {study.status}")
+    if outcome == "finished":
+        return
+    if outcome != "ok":
+        raise _refused(store, study, trial_id, outcome)
+    _tell_tpe(request, store, study, trial_id)
+    raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): trial {trial_id} was recorded "
+                             f"as failed (stopped: the study was {study.status})")
+
+
 @router.post("/{study_id}/trials/{trial_id}/reports", response_model=ReportOut)
 def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
                  study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
@@ -246,11 +261,14 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
 
 
 @router.post("/{study_id}/trials/{trial_id}/heartbeat", response_model=HeartbeatOut)
-def heartbeat(body: HeartbeatIn, trial_id: int = Path(ge=1, le=MAX_ID), study: Study = Depends(get_study_or_404),
-              store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings)):
+def heartbeat(body: HeartbeatIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
+              study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
+              settings: Settings = Depends(get_app_settings)):
     """Renews a claim's lease without a report: `rootfree agent` and the Python client send it
     while the claimant is alive (an epoch may outlast the lease; a dead claimant sends nothing)."""
     _external(study)
+    if study.status in TERMINAL:
+        _end_with_study(request, store, study, trial_id, body.claim_token)
     outcome, _ = store.renew_claim(study.id, trial_id, body.claim_token, settings.external_lease_s)
     if outcome not in ("ok", "finished"):
         raise _refused(store, study, trial_id, outcome)
@@ -265,6 +283,8 @@ def heartbeat(body: HeartbeatIn, trial_id: int = Path(ge=1, le=MAX_ID), study: S
 def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
                    study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
     _external(study)
+    if study.status in TERMINAL:
+        _end_with_study(request, store, study, trial_id, body.claim_token)
     metric = study.spec["metric"]
     metrics = _checked_metrics(body.metrics, metric, required=False) if body.metrics else None
     outcome, status = store.finish_external(study.id, trial_id, body.claim_token, body.status, metrics=metrics,

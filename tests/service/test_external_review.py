@@ -128,3 +128,28 @@ def test_parallel_claims_respect_max_concurrent_trials(client, db_url):
     trials = client.get(f"/studies/{sid}/trials").json()
     trials = trials.get("trials", trials) if isinstance(trials, dict) else trials
     assert sum(t["status"] == "running" for t in trials) == 1
+
+
+def _cancel(client, sid):
+    r = client.post(f"/studies/{sid}/cancel")
+    assert r.status_code in (200, 202), r.text
+
+
+def test_heartbeat_and_complete_after_the_study_was_cancelled(client, db_url):
+    sid = submit(client, db_url)
+    a, b = claim(client, sid).json(), claim(client, sid).json()
+    for c in (a, b):
+        r = client.post(f"/studies/{sid}/trials/{c['trial_id']}/reports",
+                        json={"claim_token": c["claim_token"], "epoch": 1, "metrics": {"loss": 1.0}})
+        assert r.status_code == 200
+    _cancel(client, sid)
+    url = f"/studies/{sid}/trials/{a['trial_id']}"
+    r = client.post(f"{url}/heartbeat", json={"claim_token": a["claim_token"]})
+    assert r.status_code == 410
+    t = client.get(url).json()
+    assert t["status"] == "failed" and "cancelled" in t["error"]
+    url = f"/studies/{sid}/trials/{b['trial_id']}"
+    r = client.post(f"{url}/complete", json={"claim_token": b["claim_token"], "status": "completed"})
+    assert r.status_code == 410
+    t = client.get(url).json()
+    assert t["status"] == "failed" and "cancelled" in t["error"]
