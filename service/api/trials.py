@@ -294,6 +294,9 @@ def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1
                                                  "report it for an epoch or send it in `metrics`")
     if outcome not in ("ok", "finished"):
         raise _refused(store, study, trial_id, outcome)
+    if outcome == "finished" and status != body.status:  # a retry answers as before; another status is no retry
+        raise ApiError(409, "status", f"trial {trial_id} has already ended as {status!r} under this claim; "
+                                      f"it cannot be completed as {body.status!r}")
     if outcome == "ok":
         _tell_tpe(request, store, study, trial_id)
     return FinishOut(trial_id=trial_id, status=status)

@@ -153,3 +153,16 @@ def test_heartbeat_and_complete_after_the_study_was_cancelled(client, db_url):
     assert r.status_code == 410
     t = client.get(url).json()
     assert t["status"] == "failed" and "cancelled" in t["error"]
+
+
+def test_completing_again_with_another_status_is_409(client, db_url):
+    _, url, tok = _claimed(client, db_url)
+    assert client.post(f"{url}/reports", json={"claim_token": tok, "epoch": 1,
+                                               "metrics": {"loss": 1.0}}).status_code == 200
+    first = client.post(f"{url}/complete", json={"claim_token": tok, "status": "completed"})
+    assert first.status_code == 200 and first.json()["status"] == "completed"
+    again = client.post(f"{url}/complete", json={"claim_token": tok, "status": "completed"})
+    assert again.status_code == 200 and again.json() == first.json()
+    r = client.post(f"{url}/complete", json={"claim_token": tok, "status": "diverged"})
+    assert r.status_code == 409 and field(r) == "status"
+    assert client.get(url).json()["status"] == "completed"
