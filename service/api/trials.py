@@ -167,6 +167,15 @@ def _tell_tpe(request: Request, store: StudyStore, study: Study, trial_id: int) 
             tpe.tell(study.id, t.optimizer, t.stage, t.id, t.objective, t.status in ("completed", "stopped"))
 
 
+def forget_tpe(app, study_id: str) -> None:
+    """Drops an ended or deleted study's TPE samplers (cancel, delete, or a claim that finds the
+    study ended: the runner ends studies in its own process), so the API's state does not grow."""
+    tpe = getattr(app.state, "external_tpe", None)
+    if tpe is not None:
+        with _tpe_lock:
+            tpe.forget(study_id)
+
+
 @router.post("/{study_id}/trials/claim", response_model=ClaimOut,
              responses={204: {"description": "nothing may start now: ask again later"},
                         410: {"description": "the study has ended"}})
@@ -174,6 +183,7 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
                 store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings)):
     _external(study)
     if study.status in TERMINAL:
+        forget_tpe(request.app, study.id)
         raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): nothing left to claim")
     if study.status != "running":
         return Response(status_code=204)  # queued: the runner has not opened its first stage yet
