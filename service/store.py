@@ -815,17 +815,13 @@ class StudyStore:
 
     def rung_values_of_others(self, study_id: str, optimizer: str, stage: int, epoch: int, metric: str,
                               trial_id: int) -> list[float]:
-        """`rung_values` without one trial's own report (ASHA compares a trial with its peers)."""
+        """`rung_values` without one trial's own report (ASHA compares a trial with its peers).
+        Only the metric leaves the database, not the peers' whole report rows."""
         with self.session() as s:
-            rows = s.execute(select(Report.row).join(Trial, Trial.id == Report.trial_id).where(
+            values = s.scalars(select(Report.row[metric].as_float()).join(Trial, Trial.id == Report.trial_id).where(
                 Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
                 Report.epoch == epoch, Trial.id != trial_id))
-            out = []
-            for (row,) in rows:
-                v = row.get(metric) if isinstance(row, dict) else None
-                if isinstance(v, int | float) and math.isfinite(v):
-                    out.append(float(v))
-            return out
+            return [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
 
     # ------------------------------------------------------------------ the cluster
     def record_cluster(self, **values: Any) -> None:

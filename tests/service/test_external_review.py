@@ -175,3 +175,21 @@ def test_an_ended_study_forgets_its_tpe_samplers(client, db_url):
     assert any(key[0] == sid for key in tpe._groups)
     _cancel(client, sid)
     assert not any(key[0] == sid for key in tpe._groups)
+
+
+def test_rung_values_of_others_selects_the_metric(db_url):
+    from service.store import StudyStore
+
+    store = StudyStore(db_url)
+    study, _ = store.create_study({**SPEC, "name": "r"}, None, owner="alice")
+    store.ensure_trials(study.id, "sgd", 1, [{"lr": 0.1}] * 4)
+    trials = store.trials(study.id)
+    rows = [{"loss": 0.5, "epoch": 1}, {"loss": None, "epoch": 1}, {"loss": 2, "acc": 0.1, "epoch": 1},
+            {"loss": 9.0, "epoch": 1}]
+    for t, row in zip(trials, rows, strict=True):
+        t2 = store.claim_external(study.id, "sgd", 1, f"tok-{t.id}", 60)
+        assert store.report_external(study.id, t2.id, f"tok-{t2.id}", 1, row, "loss", 60)[0] == "ok"
+    values = store.rung_values_of_others(study.id, "sgd", 1, 1, "loss", trials[3].id)
+    assert sorted(values) == [0.5, 2.0]
+    assert store.rung_values_of_others(study.id, "sgd", 1, 2, "loss", trials[3].id) == []
+    store.engine.dispose()
