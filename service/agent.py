@@ -141,7 +141,7 @@ def _end(trial: Trial, label: str, fail: str | None = None) -> None:
     except ClientError as e:
         if e.status == 422 and fail is None:  # exited 0 without ever reporting the study's metric
             status = trial.fail(f"the command exited 0 without reporting {trial.metric!r}")
-        elif e.status == 409:
+        elif e.status in (409, 410):  # ended before (another status) or the study has ended
             _say(f"{label}: {e.detail}")
             return
         else:

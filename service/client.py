@@ -253,6 +253,13 @@ class Trial:
     def complete(self, status: str | None = None, **metrics: float) -> str:
         """Ends the trial (default: completed; stopped after a stop, diverged after a non-finite
         report); returns the status the service records."""
+        if status is None and self.should_stop and not self.diverged:
+            # the service ended the trial when it answered should_stop (ASHA, a divergence, the
+            # study's end): its status stands (completing it as another status is a 409)
+            recorded = self.client.get(self._url)["status"]
+            if recorded in TRIAL_FINISHED:
+                self.status = recorded
+                return recorded
         status = status or ("diverged" if self.diverged else "stopped" if self.should_stop else "completed")
         body: dict[str, Any] = {"claim_token": self.claim_token, "status": status}
         if metrics:

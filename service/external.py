@@ -56,13 +56,20 @@ def claim_body(spec: dict, trial, lease_expires_at) -> dict[str, Any]:
             "lease_expires_at": lease_expires_at}
 
 
+def at_asha_rung(spec: dict, stage: int, epoch: int) -> bool:
+    """Whether ASHA decides at this report: it is on, this is a search stage (seed runs train
+    their whole budget) and the epoch is one of its rungs. Only then are the peers' reports read."""
+    asha = Asha.from_spec(spec)
+    return asha is not None and stage <= len(spec["protocol"]["stages"]) and epoch in asha.rungs
+
+
 def asha_decision(spec: dict, stage: int, epoch: int, value: float | None,
                   peers: list[float]) -> str | None:
     """Why ASHA stops the trial at this report (None: it goes on), as the runner decides for Ray
     trials: only at a rung, only in search stages (seed runs train their whole budget)."""
-    asha = Asha.from_spec(spec)
-    if asha is None or stage > len(spec["protocol"]["stages"]) or epoch not in asha.rungs:
+    if not at_asha_rung(spec, stage, epoch):
         return None
+    asha = Asha.from_spec(spec)
     if asha.keep_going(value, peers, spec["mode"]):
         return None
     shown = f"{value:.4g}" if isinstance(value, int | float) and math.isfinite(value) else str(value)

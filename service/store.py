@@ -15,6 +15,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,22 @@ def lock_owner(s: Session, owner: str | None) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:  # a transaction is already open (deferred): its first write takes the write lock
             conn.execute(update(Study).where(false()).values(status=Study.status))
+
+
+CLAIM_LOCK = 0x7263  # the namespace of the per-study claim locks on PostgreSQL
+
+
+def lock_study_claims(s: Session, study_id: str) -> None:
+    """Serialises the claims of one external study until the transaction ends (its running count
+    and the claim that follows are one decision): PostgreSQL takes a transaction-scoped advisory
+    lock on a hash of the study id; SQLite takes the database's write lock, as `lock_owner`."""
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.sha256(study_id.encode()).digest()
+        conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+                     {"ns": CLAIM_LOCK, "key": int.from_bytes(digest[:4], "big", signed=True)})
+    else:
+        lock_owner(s, None)
 
 
 def make_engine(url: str, immediate: bool = False) -> Engine:
@@ -690,6 +707,34 @@ class StudyStore:
                     return None
             return None
 
+    def claim_next_external(self, study_id: str, choose: Callable[[list[tuple[str, int, str, int]]],
+                                                                  tuple[str, int] | None],
+                            token: str, lease_s: float) -> Trial | None:
+        """Claims the trial the scheduler picks for a client: `choose` gets the study's
+        (optimizer, stage, status, count) rows and answers a group or None (nothing may start).
+        Counting and claiming are one transaction under the study's claim lock, so claims that
+        arrive together never exceed `max_concurrent_trials`."""
+        with self.session() as s:
+            lock_study_claims(s, study_id)
+            counts = list(s.execute(
+                select(Trial.optimizer, Trial.stage, Trial.status, func.count())
+                .where(Trial.study_id == study_id)
+                .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
+            group = choose(counts)
+            if group is None:
+                s.rollback()
+                return None
+            pick = (select(Trial.id).where(Trial.study_id == study_id, Trial.optimizer == group[0],
+                                           Trial.stage == group[1], Trial.status == "pending")
+                    .order_by(Trial.index).limit(1).scalar_subquery())
+            at = now()
+            tid = s.scalar(update(Trial).where(Trial.id == pick, Trial.status == "pending")
+                           .values(status="running", started_at=at, finished_at=None, runs=Trial.runs + 1,
+                                   claim_token=token, lease_expires_at=at + timedelta(seconds=lease_s),
+                                   error=None).returning(Trial.id))
+            s.commit()
+            return s.get(Trial, tid) if tid is not None else None
+
     def _fenced(self, s: Session, study_id: str, trial_id: int, token: str, values: dict[str, Any],
                 *condition) -> tuple[str, Any]:
         """One UPDATE of a claimed trial, made only if `token` holds its claim and the lease has
@@ -770,17 +815,13 @@ class StudyStore:
 
     def rung_values_of_others(self, study_id: str, optimizer: str, stage: int, epoch: int, metric: str,
                               trial_id: int) -> list[float]:
-        """`rung_values` without one trial's own report (ASHA compares a trial with its peers)."""
+        """`rung_values` without one trial's own report (ASHA compares a trial with its peers).
+        Only the metric leaves the database, not the peers' whole report rows."""
         with self.session() as s:
-            rows = s.execute(select(Report.row).join(Trial, Trial.id == Report.trial_id).where(
+            values = s.scalars(select(Report.row[metric].as_float()).join(Trial, Trial.id == Report.trial_id).where(
                 Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
                 Report.epoch == epoch, Trial.id != trial_id))
-            out = []
-            for (row,) in rows:
-                v = row.get(metric) if isinstance(row, dict) else None
-                if isinstance(v, int | float) and math.isfinite(v):
-                    out.append(float(v))
-            return out
+            return [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
 
     # ------------------------------------------------------------------ the cluster
     def record_cluster(self, **values: Any) -> None:

@@ -28,6 +28,7 @@ from .catalog import adopt_cluster_catalog, check_cluster_offers
 from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from .errors import ApiError
 from .results import cached_analysis_json, cached_report
+from .trials import forget_tpe
 
 router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[Depends(current_user)])
 log = logging.getLogger("rootfree.api")
@@ -184,6 +185,7 @@ def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
     if store.set_status(study.id, "cancelled", only_from=("queued", "running")):
         audit(store.engine, user.user, "study.cancel", study.id, client_address(request))
         request.app.state.queue_snapshot = None
+        forget_tpe(request.app, study.id)
     return study_out(store, store.get_study(study.id), request)
 
 
@@ -194,6 +196,7 @@ def delete_study(request: Request, study: Study = Depends(get_study_or_404),
     if study.status in ("running", "queued"):
         raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
+    forget_tpe(request.app, study.id)
     audit(store.engine, user.user, "study.delete", study.id, client_address(request), {"name": study.name})
     # Then what lives beside the rows: checkpoints and results under the storage path, the study
     # log, the Optuna views. The rows are gone first, so a failure here never resurrects a study.

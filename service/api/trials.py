@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from ..auth import current_user
-from ..external import TERMINAL, asha_decision, claim_body, is_external, next_group
+from ..external import TERMINAL, asha_decision, at_asha_rung, claim_body, is_external, next_group
 from ..models import Study
 from ..schemas import reject_control_characters
 from ..settings import Settings
@@ -41,6 +41,9 @@ from .errors import ApiError
 router = APIRouter(prefix="/studies", tags=["trials (external)"], dependencies=[Depends(current_user)])
 MAX_ID = 2**31 - 1
 _REASON_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_METRIC = 1e100  # |the study's metric| above this is treated as non-finite (the trial diverges)
+RESERVED_METRICS = ("wall_time_s", "epoch_time_s", "peak_memory_mb")  # what the service's own trials report
+MAX_RESERVED = 1e9
 _tpe_lock = threading.Lock()  # Optuna's samplers are not thread-safe; the API serves a thread pool
 
 
@@ -132,7 +135,16 @@ def _checked_metrics(metrics: dict[str, Any], metric: str, required: bool) -> di
             raise ApiError(422, "metrics", f"metric names are 1..64 characters, got {name[:70]!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ApiError(422, f"metrics.{name}", f"must be a number, got {value!r:.80}")
-        out[name] = float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float's range (JSON allows any number of digits)
+            number = math.inf
+        if name in RESERVED_METRICS and not 0 <= number <= MAX_RESERVED:
+            # they feed time-to-target, the analysis' time per epoch and memory, and suite scores
+            raise ApiError(422, f"metrics.{name}", f"must be a number in 0..{MAX_RESERVED:g}, got {value!r:.80}")
+        # a study metric this large is a divergence too: it would overflow the summaries' sums
+        finite = math.isfinite(number) and (name != metric or abs(number) <= MAX_METRIC)
+        out[name] = number if finite else None
     if required and metric not in metrics:
         raise ApiError(422, f"metrics.{metric}", f"the study's metric {metric!r} is missing from the report")
     return out
@@ -155,6 +167,15 @@ def _tell_tpe(request: Request, store: StudyStore, study: Study, trial_id: int) 
             tpe.tell(study.id, t.optimizer, t.stage, t.id, t.objective, t.status in ("completed", "stopped"))
 
 
+def forget_tpe(app, study_id: str) -> None:
+    """Drops an ended or deleted study's TPE samplers (cancel, delete, or a claim that finds the
+    study ended: the runner ends studies in its own process), so the API's state does not grow."""
+    tpe = getattr(app.state, "external_tpe", None)
+    if tpe is not None:
+        with _tpe_lock:
+            tpe.forget(study_id)
+
+
 @router.post("/{study_id}/trials/claim", response_model=ClaimOut,
              responses={204: {"description": "nothing may start now: ask again later"},
                         410: {"description": "the study has ended"}})
@@ -162,19 +183,18 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
                 store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings)):
     _external(study)
     if study.status in TERMINAL:
+        forget_tpe(request.app, study.id)
         raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): nothing left to claim")
     if study.status != "running":
         return Response(status_code=204)  # queued: the runner has not opened its first stage yet
     store.expire_claims(study.id)
-    for _ in range(3):  # a group emptied by concurrent claims: the policy looks again
-        group = next_group(study.spec, study.id, study.created_at.timestamp(), store.count_trials(study.id),
-                           settings.scheduler)
-        if group is None:
-            return Response(status_code=204)
-        t = store.claim_external(study.id, *group, secrets.token_urlsafe(24), settings.external_lease_s)
-        if t is not None:
-            break
-    else:
+    # the count and the claim are one transaction under the study's lock: claims that arrive
+    # together never exceed max_concurrent_trials
+    t = store.claim_next_external(
+        study.id, lambda counts: next_group(study.spec, study.id, study.created_at.timestamp(), counts,
+                                            settings.scheduler),
+        secrets.token_urlsafe(24), settings.external_lease_s)
+    if t is None:
         return Response(status_code=204)
     if study.spec["protocol"].get("method") == "tpe" and not t.config:
         from ..tpe import TpeGroups
@@ -200,12 +220,30 @@ def _refused(store: StudyStore, study: Study, trial_id: int, outcome: str) -> HT
     return _conflict(outcome, trial_id)
 
 
+def _end_with_study(request: Request, store: StudyStore, study: Study, trial_id: int, token: str) -> None:
+    """A heartbeat or completion after the study ended: the trial ends as the study's end ends
+    a trial that still runs (failed, "stopped: the study was ..."), and the answer is 410. A
+    trial already ended under this claim returns, for the caller's usual answer to a retry."""
+    outcome, _ = store.finish_external(study.id, trial_id, token, "failed",
+                                       error=f"stopped: the study was {study.status}")
+    if outcome == "finished":
+        return
+    if outcome != "ok":
+        raise _refused(store, study, trial_id, outcome)
+    _tell_tpe(request, store, study, trial_id)
+    raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): trial {trial_id} was recorded "
+                             f"as failed (stopped: the study was {study.status})")
+
+
 @router.post("/{study_id}/trials/{trial_id}/reports", response_model=ReportOut)
 def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
                  study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings)):
     _external(study)
     spec, metric = study.spec, study.spec["metric"]
+    epochs = int(spec["budget"]["epochs"])
+    if not 1 <= body.epoch <= epochs:  # 1-based, as the service's own trials report them
+        raise ApiError(422, "epoch", f"must be 1..{epochs} (the study's budget.epochs), got {body.epoch}")
     row: dict[str, Any] = {**_checked_metrics(body.metrics, metric, required=True), "epoch": body.epoch}
     outcome, t = store.report_external(study.id, trial_id, body.claim_token, body.epoch, row, metric,
                                        settings.external_lease_s)
@@ -221,7 +259,7 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
         reason, status = f"stopped: the study was {study.status}", "failed"
     elif row.get(metric) is None:
         reason, status = f"diverged: {metric} is not finite at epoch {body.epoch}", "diverged"
-    else:
+    elif at_asha_rung(spec, t.stage, body.epoch):  # the peers' reports are read only at a rung
         reason = asha_decision(spec, t.stage, body.epoch, row[metric], store.rung_values_of_others(
             study.id, t.optimizer, t.stage, body.epoch, metric, trial_id))
         status = "stopped" if reason else None
@@ -233,11 +271,14 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
 
 
 @router.post("/{study_id}/trials/{trial_id}/heartbeat", response_model=HeartbeatOut)
-def heartbeat(body: HeartbeatIn, trial_id: int = Path(ge=1, le=MAX_ID), study: Study = Depends(get_study_or_404),
-              store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings)):
+def heartbeat(body: HeartbeatIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
+              study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
+              settings: Settings = Depends(get_app_settings)):
     """Renews a claim's lease without a report: `rootfree agent` and the Python client send it
     while the claimant is alive (an epoch may outlast the lease; a dead claimant sends nothing)."""
     _external(study)
+    if study.status in TERMINAL:
+        _end_with_study(request, store, study, trial_id, body.claim_token)
     outcome, _ = store.renew_claim(study.id, trial_id, body.claim_token, settings.external_lease_s)
     if outcome not in ("ok", "finished"):
         raise _refused(store, study, trial_id, outcome)
@@ -252,6 +293,8 @@ def heartbeat(body: HeartbeatIn, trial_id: int = Path(ge=1, le=MAX_ID), study: S
 def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
                    study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
     _external(study)
+    if study.status in TERMINAL:
+        _end_with_study(request, store, study, trial_id, body.claim_token)
     metric = study.spec["metric"]
     metrics = _checked_metrics(body.metrics, metric, required=False) if body.metrics else None
     outcome, status = store.finish_external(study.id, trial_id, body.claim_token, body.status, metrics=metrics,
@@ -261,6 +304,9 @@ def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1
                                                  "report it for an epoch or send it in `metrics`")
     if outcome not in ("ok", "finished"):
         raise _refused(store, study, trial_id, outcome)
+    if outcome == "finished" and status != body.status:  # a retry answers as before; another status is no retry
+        raise ApiError(409, "status", f"trial {trial_id} has already ended as {status!r} under this claim; "
+                                      f"it cannot be completed as {body.status!r}")
     if outcome == "ok":
         _tell_tpe(request, store, study, trial_id)
     return FinishOut(trial_id=trial_id, status=status)
