@@ -18,6 +18,7 @@ trials are never re-run, so the final counts are exactly the protocol's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -58,10 +59,10 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "60")
 # Tune's default per-trial result files (JSON, CSV, TensorBoard), written by the driver at every
 # report: the store and the study log already hold every report (a py-spy sample put them at a
-# tenth of the Tune loop).
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-# ...so the results Tune reads back from those files when a run ends are not there: the runner
-# never uses them (one warning line per trial of the run otherwise).
+# tenth of the Tune loop). Switched off for the runner's own run only (`_no_result_files`): other
+# Tune runs of the process (workers.tune.run_configs) read their results back from those files.
+# The results Tune reads back when the runner's run ends are so not there: the runner never uses
+# them (one warning line per trial of the run otherwise).
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune asks a custom searcher for one pending trial at a time unless told otherwise; the searcher
@@ -70,6 +71,21 @@ os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "10000")
 # A Tune run with nothing to do for this long ends (the runner polls again and starts a new one);
 # until then its idle actors stay warm for the next study (service/tune_controller.py).
 IDLE_END_S = 120.0
+
+
+@contextlib.contextmanager
+def _no_result_files():
+    """Tune reads TUNE_DISABLE_AUTO_CALLBACK_LOGGERS when a run starts: set for the runner's run,
+    restored after it (it must not leak into other Tune runs of the same process)."""
+    before = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+        else:
+            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
 
 
 class _LiveOnly:
@@ -544,7 +560,7 @@ class StudyRunner:
                     num_to_keep=None)),  # the runner prunes (prune_older_checkpoints, release)
         )
         try:
-            with installed(warm_s=IDLE_END_S):
+            with installed(warm_s=IDLE_END_S), _no_result_files():
                 tuner.fit()
         finally:
             with self._lock:  # anything Tune did not report back is not running any more
@@ -741,7 +757,9 @@ class StudyRunner:
             busy = any(t.study_id == sid for t in self.live.values())
             if a.done and not busy:
                 self._finish(sid, "completed")
-            elif not busy and not is_external(a.spec) and self._disk_full():
+            # a study ends for a full disk only on a fresh look (the cached one may be a second
+            # old: space freed since, a study just submitted would fail at once)
+            elif not busy and not is_external(a.spec) and self._disk_full() and self._disk_full(fresh=True):
                 self._finish(sid, "failed", self._disk_message)
 
     def started(self, tune_trial_id: str) -> None:

@@ -215,6 +215,8 @@ def test_a_full_disk_fails_what_it_hits_and_the_api_keeps_answering(tmp_path, tm
         filler.unlink()  # space returns: a new study runs
         again = api.post(f"{url}/studies", json=nqm("after", stages=(2,), epochs=2, optimizers=("sgd",)),
                            timeout=30).json()["id"]
-        assert wait_for(url, again, lambda s: s["status"] in ENDED, timeout=180)["status"] == "completed"
+        after = wait_for(url, again, lambda s: s["status"] in ENDED, timeout=180)
+        trials = api.get(f"{url}/studies/{again}/trials", params={"limit": 1000}).json()
+        assert after["status"] == "completed", (after["error"], [(t["status"], t["error"]) for t in trials])
     finally:
         kill(proc)
