@@ -88,6 +88,13 @@ def lock_study_claims(s: Session, study_id: str) -> None:
         lock_owner(s, None)
 
 
+def _active_studies(s: Session, owner: str | None) -> int:
+    """The owner's queued or running studies (counted under `lock_owner`, in the insert's transaction)."""
+    return s.scalar(select(func.count()).select_from(Study).where(
+        Study.status.in_(("queued", "running")),
+        Study.owner.is_(None) if owner is None else Study.owner == owner)) or 0
+
+
 def make_engine(url: str, immediate: bool = False) -> Engine:
     """An engine for `url`. ``immediate`` (SQLite only): every transaction starts with BEGIN
     IMMEDIATE, so its first statement already holds the database's write lock (the runner's
@@ -178,9 +185,7 @@ class StudyStore:
                 if existing:
                     return existing, False
             if max_active is not None:
-                active = s.scalar(select(func.count()).select_from(Study).where(
-                    Study.status.in_(("queued", "running")),
-                    Study.owner.is_(None) if owner is None else Study.owner == owner)) or 0
+                active = _active_studies(s, owner)
                 if active >= max_active:
                     raise QuotaExceeded(active, max_active)
             study = Study(id=str(uuid.uuid4()), name=spec["name"], status="queued", spec=spec,
@@ -215,9 +220,7 @@ class StudyStore:
                 if existing:
                     return existing, False
             if max_active is not None:
-                active = s.scalar(select(func.count()).select_from(Study).where(
-                    Study.status.in_(("queued", "running")),
-                    Study.owner.is_(None) if owner is None else Study.owner == owner)) or 0
+                active = _active_studies(s, owner)
                 if active + len(study_specs) > max_active:
                     raise QuotaExceeded(active, max_active)
             suite = Suite(id=str(uuid.uuid4()), name=spec["name"], spec=spec, owner=owner,
