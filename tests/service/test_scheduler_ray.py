@@ -77,8 +77,11 @@ def max_concurrency(spans) -> int:
 
 def test_groups_and_studies_overlap_and_stages_follow_each_other(harness):
     store, _ = harness
-    x = submit(store, "x", optimizers=("sgd", "adamw"), stages=(3, 2))
-    y = submit(store, "y", stages=(4,))
+    # Half a CPU each: four slots, so both studies hold two at once from the first pass and the
+    # overlaps below never hang on how fast this machine runs the other study's trials.
+    half = {"cpu": 0.5, "gpu": 0}
+    x = submit(store, "x", optimizers=("sgd", "adamw"), stages=(3, 2), resources=half)
+    y = submit(store, "y", stages=(4,), resources=half)
     wait(store, lambda: ended(store, x, y))
     assert store.get_study(x).status == "completed" and store.get_study(y).status == "completed"
     for sid, opts, stages in ((x, ("sgd", "adamw"), (3, 2)), (y, ("sgd",), (4,))):
