@@ -136,7 +136,7 @@ def main() -> None:
         headers = {}
         if args.auth == "tokens":
             from service.auth import create_token
-            from service.store import StudyStore
+            from service.store.study_store import StudyStore
 
             headers = {"Authorization": f"Bearer {create_token(StudyStore(db).engine, 'bench')[0]}"}
         port = free_port()
@@ -196,7 +196,7 @@ def auth_cost(blocks: int = 10, per_block: int = 200) -> None:
     from service.app import create_app
     from service.auth import create_token
     from service.settings import Settings
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/auth.db"

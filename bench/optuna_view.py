@@ -31,10 +31,10 @@ def run_once(tmp: Path, view: str, args, tag: str) -> tuple[float, int, float]:
     """(trials per minute, trials in the Optuna view) of one study run with the view on or off."""
     import optuna
 
-    from service.runner import StudyRunner
+    from service.control.runner import StudyRunner
     from service.schemas import StudySpec
     from service.settings import Settings
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     store = StudyStore(f"sqlite:///{tmp / f'{tag}.db'}")
     view_url = f"sqlite:///{tmp / f'{tag}-optuna.db'}" if view == "file" else None

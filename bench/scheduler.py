@@ -54,9 +54,9 @@ def spec(name: str, optimizers: list[str], stages: list[int], cap: int, pace_ms:
 
 
 def run_mode(mode: str, args) -> dict:
-    from service.runner import StudyRunner
+    from service.control.runner import StudyRunner
     from service.settings import Settings
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     with tempfile.TemporaryDirectory() as tmp:
         store = StudyStore(f"sqlite:///{tmp}/bench.db")

@@ -32,10 +32,10 @@ METHODS = {
 
 
 def run(method: str, seed: int, args, tmp: str) -> dict:
-    from service.runner import StudyRunner
+    from service.control.runner import StudyRunner
     from service.schemas import StudySpec
     from service.settings import Settings
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     store = StudyStore(f"sqlite:///{tmp}/{method}-{seed}.db")
     spec = StudySpec(name=f"{method}-{seed}", workload=args.workload, optimizers=["adamw"],

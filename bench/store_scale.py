@@ -36,9 +36,9 @@ import sqlalchemy as sa
 
 from service.auth import create_token
 from service.cli import free_port
-from service.models import Report, Trial
 from service.schemas import StudySpec
-from service.store import StudyStore
+from service.store.models import Report, Trial
+from service.store.study_store import StudyStore
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ["sgd", "adamw", "rfrmsprop"]

@@ -40,10 +40,10 @@ def per_block(ends: list[float], start: float, block: int = 100) -> list[float]:
 
 
 def run_rootfree(n: int, cpus: int) -> dict:
-    from service.runner import StudyRunner
+    from service.control.runner import StudyRunner
     from service.schemas import StudySpec
     from service.settings import Settings
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     stage1 = int(n * 0.8)
     spec = StudySpec(name="throughput", workload="noisy_quadratic", optimizers=["sgd"],

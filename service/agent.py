@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from .client import Client, ClientError, StudyEnded, Trial
+from service.client import Client, ClientError, StudyEnded, Trial
 
 STDERR_TAIL = 2000  # characters of the command's stderr a failed trial keeps as its reason
 

@@ -12,14 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from . import catalog as plugin_catalog
-from .api import audit, catalog, cluster, health, reports, studies, suites, trials
-from .api.errors import ApiError
-from .auth import TokenCache
-from .limits import InputLimits
-from .settings import Settings, get_settings
-from .store import StoreUnavailable, StudyStore
-from .supervisor import RunnerSupervisor
+from service import catalog as plugin_catalog
+from service.api import audit, catalog, cluster, health, reports, studies, suites, trials
+from service.api.errors import ApiError
+from service.api.limits import InputLimits
+from service.auth import TokenCache
+from service.control.supervisor import RunnerSupervisor
+from service.settings import Settings, get_settings
+from service.store.study_store import StoreUnavailable, StudyStore
 
 log = logging.getLogger("rootfree.api")
 

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from .models import ApiToken, AuditEntry
+from service.store.models import ApiToken, AuditEntry
 
 TOKEN_PREFIX = "rf_"
 # User names: plain ASCII, no ":" or spaces (a name is shown, logged and compared; issue 19). Stores

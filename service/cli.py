@@ -100,7 +100,7 @@ def use_token(token: str | None) -> None:
 
 
 def _settings(args):
-    from .settings import Settings
+    from service.settings import Settings
 
     overrides = {}
     if getattr(args, "db", None):
@@ -116,8 +116,8 @@ def _settings(args):
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from .app import create_app
-    from .preflight import ConfigError, preflight
+    from service.app import create_app
+    from service.preflight import ConfigError, preflight
 
     settings = _settings(args)
     try:
@@ -131,7 +131,7 @@ def cmd_serve(args) -> int:
 
 def cmd_migrate(args) -> int:
     """Brings the study database to the newest schema (`serve` does this too, at start)."""
-    from .preflight import ConfigError, check_database
+    from service.preflight import ConfigError, check_database
 
     settings = _settings(args)
     try:
@@ -154,7 +154,7 @@ def _check(r: httpx.Response) -> dict:
 
 
 def cmd_submit(args) -> int:
-    from .client import Client, ClientError
+    from service.client import Client, ClientError
 
     spec = yaml.safe_load(Path(args.file).read_text())  # YAML is a superset of JSON
     with Client(args.url, resolve_token(args.token)) as client:
@@ -218,7 +218,7 @@ def comparison_table(study: dict):
     """The final comparison, best first (by the seed runs' mean where there are seed runs)."""
     from rich.table import Table
 
-    from .summary import ranking
+    from service.results.summary import ranking
 
     metric = study["spec"]["metric"]
     table = Table(title=plain(f"{study['name']}: {metric} ({'lower' if study['spec']['mode'] == 'min' else 'higher'} "
@@ -238,12 +238,12 @@ def comparison_table(study: dict):
 
 
 def verdict_table(study: dict):
-    """The pairwise verdicts of the seed runs (service/verdicts.py), or why there are none; user
+    """The pairwise verdicts of the seed runs (service/results/verdicts.py), or why there are none; user
     strings (optimizer names) go in as plain Text, never as rich markup."""
     from rich.table import Table
     from rich.text import Text
 
-    from .verdicts import export_comparisons, no_verdict_reason, runs_from_seed_runs
+    from service.results.verdicts import export_comparisons, no_verdict_reason, runs_from_seed_runs
 
     comps = export_comparisons(study["spec"], study["optimizers"])
     if not comps:
@@ -382,10 +382,10 @@ def cmd_demo(args) -> int:
     """Starts the service on SQLite + local Ray, runs a real comparison study, exports it."""
     import uvicorn
 
-    from .app import create_app
-    from .auth import create_token
-    from .settings import Settings
-    from .store import StudyStore
+    from service.app import create_app
+    from service.auth import create_token
+    from service.settings import Settings
+    from service.store.study_store import StudyStore
 
     port = args.port or free_port()
     settings = Settings(database_url=f"sqlite:///{Path(args.db).resolve()}", port=port,
@@ -509,8 +509,8 @@ def cmd_suite(args) -> int:
 
 def cmd_token(args) -> int:
     """rootfree token create|list|revoke: straight on the study database (the operator's tool)."""
-    from .auth import create_token, list_tokens, revoke_tokens
-    from .store import StoreUnavailable, StudyStore
+    from service.auth import create_token, list_tokens, revoke_tokens
+    from service.store.study_store import StoreUnavailable, StudyStore
 
     try:
         store = StudyStore(_settings(args).database_url)
@@ -574,8 +574,8 @@ def cmd_audit(args) -> int:
 
 def cmd_agent(args) -> int:
     """Runs COMMAND once per claimed trial of an external study (service/agent.py)."""
-    from .agent import run_agent
-    from .client import Client
+    from service.agent import run_agent
+    from service.client import Client
 
     if not args.command:
         print("rootfree agent: give the command after --, e.g. rootfree agent ID -- python train.py",
@@ -586,7 +586,7 @@ def cmd_agent(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .optuna_view import add_commands as add_optuna_commands
+    from service.followers.optuna_view import add_commands as add_optuna_commands
 
     ap = argparse.ArgumentParser(prog="rootfree", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)

@@ -7,7 +7,7 @@ import ipaddress
 import os
 import socket
 
-from .settings import Settings
+from service.settings import Settings
 
 PLACEHOLDER = "change-me"  # what .env.example puts where a secret goes
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
@@ -59,7 +59,7 @@ class ConfigError(RuntimeError):
 def check_database(url: str) -> None:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    from .store import StoreUnavailable, StudyStore
+    from service.store.study_store import StoreUnavailable, StudyStore
 
     try:
         StudyStore(url).engine.dispose()

@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError, TwoStageProtocol
+from service import catalog
+from service.api.limits import CONTROL
+from service.control.pruners import asha as early_stopping
 from workers import workloads
-
-from . import catalog, early_stopping
-from .limits import CONTROL
 
 
 class ProtocolSpec(BaseModel):
@@ -266,7 +266,7 @@ class Export(BaseModel):
     # best first: by the seed runs' mean where there are seed runs, else by the best search trial
     ranking: list[str] = []
     seed_runs: dict[str, dict[str, Any]] = {}
-    # pairwise verdicts from the seed runs (service/verdicts.py): a, b, diff, lo, hi, p, verdict, seeds_needed
+    # pairwise verdicts from the seed runs (service/results/verdicts.py): a, b, diff, lo, hi, p, verdict, seeds_needed
     comparisons: list[dict[str, Any]] = []
 
 

@@ -27,13 +27,13 @@ class Settings(BaseSettings):
     # ROOTFREE_WORKER_NICE): the Tune driver is batch work, the API answers people. 0: leave it.
     runner_nice: int = 5
     num_gpus: int | None = None  # for a local Ray (a logical GPU count: fractional-GPU tests)
-    # Who runs next (service/scheduler.py): "fair" (priority, then fair share) or "sequential"
+    # Who runs next (service/control/scheduler.py): "fair" (priority, then fair share) or "sequential"
     # (one study and one (optimizer, stage) group at a time: the old order, for bench/scheduler.py).
     scheduler: str = "fair"
     cluster_refresh_s: float = 5.0  # how often the runner records the cluster's nodes
     max_trials_per_study: int = 5000  # every stage of every optimizer
     max_active_studies: int = 50  # queued + running
-    # The runner lease (service/lease.py): a standby takes over within lease_ttl_s of the
+    # The runner lease (service/store/lease.py): a standby takes over within lease_ttl_s of the
     # leader's death; the leader renews every lease_renew_s and stops its own trials when it has
     # not renewed for lease_ttl_s - 5 s (so no trial runs under two leaders).
     lease_ttl_s: float = 30.0
@@ -49,14 +49,14 @@ class Settings(BaseSettings):
     # How long a client's claim on an external study's trial lasts without a report or a
     # heartbeat (each renews it); a claim that lapses goes back to pending for another client.
     external_lease_s: float = 600.0
-    # The live Optuna view (service/optuna_view.py): the runner follows the store into Optuna
+    # The live Optuna view (service/followers/optuna_view.py): the runner follows the store into Optuna
     # studies in the same database from its own thread, polling this often. False: no view.
     optuna_view: bool = True
     optuna_view_interval_s: float = 1.0
     optuna_view_url: str | None = None  # where the view is written; None: the study database
     # The view's writes in a child process (no share of the runner's GIL) or a thread of the runner.
     optuna_view_process: bool = True
-    # MLflow tracking (service/mlflow_tracker.py, `pip install 'rootfree[mlflow]'`), e.g.
+    # MLflow tracking (service/followers/mlflow_tracker.py, `pip install 'rootfree[mlflow]'`), e.g.
     # sqlite:///mlflow.db: a parent run per study, a nested run per trial. None: off.
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "rootfree"

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..auth import Principal, require_admin
-from ..models import AuditEntry
-from ..store import StudyStore
-from .deps import get_store
+from service.api.deps import get_store
+from service.auth import Principal, require_admin
+from service.store.models import AuditEntry
+from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["audit"])
 

@@ -13,11 +13,11 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from .. import catalog
-from ..auth import current_user
-from ..store import StudyStore
-from .deps import get_store
-from .errors import ApiError
+from service import catalog
+from service.api.deps import get_store
+from service.api.errors import ApiError
+from service.auth import current_user
+from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["catalog"], dependencies=[Depends(current_user)])
 ERRORS_HEADER = "X-Plugin-Errors"

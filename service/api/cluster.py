@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from ..auth import Principal, current_user
-from ..queue import queue
-from ..schemas import ClusterOut
-from ..store import StudyStore
-from .deps import get_store
+from service.api.deps import get_store
+from service.auth import Principal, current_user
+from service.control.queue_view import queue
+from service.schemas import ClusterOut
+from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["cluster"])
 

@@ -6,10 +6,10 @@ import time
 
 from fastapi import Depends, HTTPException, Path, Request
 
-from ..auth import Principal, current_user
-from ..models import Study
-from ..settings import Settings
-from ..store import StudyStore
+from service.auth import Principal, current_user
+from service.settings import Settings
+from service.store.models import Study
+from service.store.study_store import StudyStore
 
 
 def get_store(request: Request) -> StudyStore:
@@ -51,6 +51,6 @@ def queue_snapshot(request: Request) -> list[dict]:
     """The queue of active studies (service.queue), cached for 1 s: every `GET /studies/{id}` of
     an active study shows its place, and recomputing the whole queue per poll costs the API two
     grouped queries."""
-    from ..queue import queue
+    from service.control.queue_view import queue
 
     return _cached(request, "queue_snapshot", 1.0, lambda: queue(get_store(request)))

@@ -10,11 +10,11 @@ from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from ..models import Study
-from ..report import render_report, report_data
-from ..results_cache import ResultCache
-from ..store import StudyStore
-from ..summary import study_analysis
+from service.results.cache import ResultCache
+from service.results.report import render_report, report_data
+from service.results.summary import study_analysis
+from service.store.models import Study
+from service.store.study_store import StudyStore
 
 _create = threading.Lock()
 # pyplot keeps global state (the current figure): two pages drawn at once in the threadpool would

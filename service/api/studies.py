@@ -11,24 +11,24 @@ import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from ..auth import Principal, audit, client_address, current_user
-from ..external import is_external
-from ..models import Study
-from ..queue import place
-from ..scheduler import infeasible, trial_request
-from ..schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
-from ..settings import Settings
-from ..stages import planned_trials
-from ..storage import remove_study_files
-from ..store import QuotaExceeded, StudyStore
-from ..study_log import log_path, ray_log_name, read_from, tail_with_offset
-from ..summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
-from ..verdicts import export_comparisons
-from .catalog import adopt_cluster_catalog, check_cluster_offers
-from .deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
-from .errors import ApiError
-from .results import cached_analysis_json, cached_report
-from .trials import forget_tpe
+from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
+from service.api.deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
+from service.api.errors import ApiError
+from service.api.results import cached_analysis_json, cached_report
+from service.api.trials import forget_tpe
+from service.auth import Principal, audit, client_address, current_user
+from service.control.external import is_external
+from service.control.queue_view import place
+from service.control.scheduler import infeasible, trial_request
+from service.control.stages import planned_trials
+from service.results.summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
+from service.results.verdicts import export_comparisons
+from service.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
+from service.settings import Settings
+from service.store.files import remove_study_files
+from service.store.models import Study
+from service.store.study_log import log_path, ray_log_name, read_from, tail_with_offset
+from service.store.study_store import QuotaExceeded, StudyStore
 
 router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[Depends(current_user)])
 log = logging.getLogger("rootfree.api")

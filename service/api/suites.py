@@ -7,18 +7,18 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from ..auth import Principal, client_address, current_user
-from ..models import Suite
-from ..report.suite import render_suite_report
-from ..schemas import SuiteOut, SuiteSpec, SuiteStudy
-from ..settings import Settings
-from ..store import QuotaExceeded, StudyStore
-from ..suites import jsonable, suite_report, suite_status
-from .catalog import adopt_cluster_catalog, check_cluster_offers
-from .deps import get_app_settings, get_store
-from .errors import ApiError
-from .results import render_lock, results
-from .studies import check_admission
+from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
+from service.api.deps import get_app_settings, get_store
+from service.api.errors import ApiError
+from service.api.results import render_lock, results
+from service.api.studies import check_admission
+from service.auth import Principal, client_address, current_user
+from service.results.report.suite import render_suite_report
+from service.results.suites import jsonable, suite_report, suite_status
+from service.schemas import SuiteOut, SuiteSpec, SuiteStudy
+from service.settings import Settings
+from service.store.models import Suite
+from service.store.study_store import QuotaExceeded, StudyStore
 
 router = APIRouter(prefix="/suites", tags=["suites"], dependencies=[Depends(current_user)])
 
@@ -83,7 +83,7 @@ def get_suite(suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depe
 def report(request: Request, format: Literal["html", "json"] = "html",  # noqa: A002
            suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depends(get_store)):
     """Per workload the verdict table; across workloads time to target, the performance profile,
-    the AlgoPerf-style score, the speed-up over the baseline and the tuning cost (service/suites.py).
+    the AlgoPerf-style score, the speed-up over the baseline and the tuning cost (service/results/suites.py).
     `format=json`: the numbers (an infinite time, a miss, is null)."""
     rows = store.suite_studies(suite.id)
     fingerprints = tuple(store.fingerprint(s.id) if s is not None else None for s in rows)

@@ -29,14 +29,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from ..auth import current_user
-from ..external import TERMINAL, asha_decision, at_asha_rung, claim_body, is_external, next_group
-from ..models import Study
-from ..schemas import reject_control_characters
-from ..settings import Settings
-from ..store import StudyStore
-from .deps import get_app_settings, get_store, get_study_or_404
-from .errors import ApiError
+from service.api.deps import get_app_settings, get_store, get_study_or_404
+from service.api.errors import ApiError
+from service.auth import current_user
+from service.control.external import TERMINAL, asha_decision, at_asha_rung, claim_body, is_external, next_group
+from service.schemas import reject_control_characters
+from service.settings import Settings
+from service.store.models import Study
+from service.store.study_store import StudyStore
 
 router = APIRouter(prefix="/studies", tags=["trials (external)"], dependencies=[Depends(current_user)])
 MAX_ID = 2**31 - 1
@@ -197,7 +197,7 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
     if t is None:
         return Response(status_code=204)
     if study.spec["protocol"].get("method") == "tpe" and not t.config:
-        from ..tpe import TpeGroups
+        from service.control.samplers.tpe import TpeGroups
 
         with _tpe_lock:
             tpe = getattr(request.app.state, "external_tpe", None)

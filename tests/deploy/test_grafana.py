@@ -1,6 +1,6 @@
 """The provisioned Grafana dashboard of rootfree's per-study Ray metrics (docker/grafana): it is
 wired into the compose file's Grafana beside Ray's own dashboards, and it plots exactly the series
-service/ray_metrics.py exports (Ray's Prometheus export prefixes them with `ray_`)."""
+service/followers/ray_metrics.py exports (Ray's Prometheus export prefixes them with `ray_`)."""
 
 import json
 import re
@@ -13,7 +13,7 @@ GRAFANA = ROOT / "docker" / "grafana"
 
 
 def test_dashboard_plots_the_exported_series():
-    source = (ROOT / "service" / "ray_metrics.py").read_text()
+    source = (ROOT / "service" / "followers" / "ray_metrics.py").read_text()
     exported = set(re.findall(r'Gauge\("(rootfree_\w+)"', source))
     assert exported == {"rootfree_study_trials", "rootfree_study_epochs_reported", "rootfree_study_best_objective"}
     board = json.loads((GRAFANA / "dashboards" / "rootfree-studies.json").read_text())

@@ -107,7 +107,7 @@ def test_a_plugin_only_the_nodes_have_validates_from_their_record(app):
         r = c.post("/studies", json={**spec, "protocol": {"stages": [2], "scheme": "original"}})
         assert r.status_code == 422 and "does not state root_free and zero_init" in r.text
         # the export names the plugin's import path from the record (the controller cannot import it)
-        from service.summary import snippet
+        from service.results.summary import snippet
 
         assert snippet("remote_opt", {"lr": 0.1}) == "from remote_pkg import Opt\nOpt(model.parameters(), lr=0.1)"
         # the controller's own catalog is unchanged: what it lists comes from the nodes

@@ -31,7 +31,7 @@ api = _Api()
 def admin_token(db_url: str) -> str:
     """Creates an admin token in the database (as `rootfree token create --admin` would)."""
     from service.auth import create_token
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     store = StudyStore(db_url)
     token, _ = create_token(store.engine, "tester", admin=True, actor="test")
@@ -94,9 +94,9 @@ def run_to_end(tmp_path, specs: list[dict], owner: str = "alice", timeout: float
     `create(store) -> study ids`: creates the studies instead (a suite's)."""
     import ray
 
-    from service.runner import StudyRunner
+    from service.control.runner import StudyRunner
     from service.settings import Settings
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
     try:

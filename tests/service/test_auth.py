@@ -15,7 +15,7 @@ from service import auth
 from service.app import create_app
 from service.cli import free_port
 from service.settings import Settings
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 
 from .conftest import bearer, make_token
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 
 from .conftest import bearer, make_token
 
@@ -104,7 +104,7 @@ def test_migration_moves_json_history_into_rows(tmp_path):
     from alembic import command
     from alembic.config import Config
 
-    from service.store import MIGRATIONS, make_engine
+    from service.store.study_store import MIGRATIONS, make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     cfg = Config()

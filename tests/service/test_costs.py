@@ -10,7 +10,7 @@ import statistics
 
 import numpy as np
 
-from service import analysis
+from service.results import analysis
 
 
 def test_expected_max_closed_form_matches_brute_force_and_monte_carlo():
@@ -63,11 +63,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from service import cli  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.results_cache import ResultCache  # noqa: E402
+from service.results.cache import ResultCache  # noqa: E402
 from service.schemas import StudySpec  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.store import StudyStore  # noqa: E402
-from service.study_log import StudyLog, log_path, read_from, tail  # noqa: E402
+from service.store.study_log import StudyLog, log_path, read_from, tail  # noqa: E402
+from service.store.study_store import StudyStore  # noqa: E402
 
 from .conftest import bearer, make_token  # noqa: E402
 

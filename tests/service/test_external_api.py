@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.control.stages import StageMachine
 from service.settings import Settings
-from service.stages import StageMachine
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 
 from .conftest import bearer, make_token
 

@@ -178,7 +178,7 @@ def test_an_ended_study_forgets_its_tpe_samplers(client, db_url):
 
 
 def test_rung_values_of_others_selects_the_metric(db_url):
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     store = StudyStore(db_url)
     study, _ = store.create_study({**SPEC, "name": "r"}, None, owner="alice")

@@ -162,7 +162,7 @@ def test_a_killed_runner_process_is_restarted(tmp_path):
         import optuna
 
         views = [n for n in optuna.get_all_study_names(db_url) if n.startswith("restart/")]
-        assert views  # the live Optuna view (service/optuna_view.py), one per optimizer
+        assert views  # the live Optuna view (service/followers/optuna_view.py), one per optimizer
         # every trial once: the killed runner's view process died with it (no second writer)
         n_trials = len(api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}).json())
         assert sum(len(optuna.load_study(study_name=n, storage=db_url).trials) for n in views) == n_trials

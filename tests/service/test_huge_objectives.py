@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 
 from .conftest import bearer, make_token
 

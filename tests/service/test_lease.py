@@ -7,8 +7,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from service.lease import Lease, LeaseLost, current
-from service.store import RunnerStore, StudyStore
+from service.store.lease import Lease, LeaseLost, current
+from service.store.study_store import RunnerStore, StudyStore
 
 from .tcp_proxy import TcpProxy
 

@@ -1,4 +1,4 @@
-"""MLflow tracking from the store (service/mlflow_tracker.py): a parent run per study, a nested run
+"""MLflow tracking from the store (service/followers/mlflow_tracker.py): a parent run per study, a nested run
 per trial with the store's per-epoch history as metric histories; idempotent across restarts; an
 unreachable MLflow never reaches the caller."""
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.mlflow_tracker import MlflowFollower
+from service.followers.mlflow_tracker import MlflowFollower
 
 from .test_optuna_view import epoch, make_study
 
@@ -15,7 +15,7 @@ mlflow = pytest.importorskip("mlflow")
 
 
 def test_parent_and_nested_runs_match_the_store(tmp_path):
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     store = StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -58,7 +58,7 @@ def test_parent_and_nested_runs_match_the_store(tmp_path):
 
 
 def test_mlflow_outage_never_reaches_the_study(tmp_path):
-    from service.store import StudyStore
+    from service.store.study_store import StudyStore
 
     store = StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")
     make_study(store)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from service.cli import main as cli_main
 from service.schemas import StudySpec
 from service.settings import Settings
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def ran(tmp_path_factory):
     import ray
 
     from service.cli import free_port, ray_auth_token_file
-    from service.runner import StudyRunner
+    from service.control.runner import StudyRunner
 
     tmp = tmp_path_factory.mktemp("optuna-live")
     metrics_port = free_port()

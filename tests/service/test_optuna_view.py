@@ -1,4 +1,4 @@
-"""The live Optuna view (service/optuna_view.py): the store's trials as Optuna sees them, driven
+"""The live Optuna view (service/followers/optuna_view.py): the store's trials as Optuna sees them, driven
 through the store's own write methods (the runner's), then read back with plain Optuna."""
 
 import math
@@ -10,10 +10,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from service.cli import main as cli_main
-from service.optuna_view import OptunaFollower, OptunaView
+from service.control.stages import StageMachine
+from service.followers.optuna_view import OptunaFollower, OptunaView
 from service.schemas import StudySpec
-from service.stages import StageMachine
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_view_process_ends_with_its_runner(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     StudyStore(url).engine.dispose()
     code = ("import sys, time\n"
-            "from service.optuna_view import OptunaViewProcess\n"
+            "from service.followers.optuna_view import OptunaViewProcess\n"
             f"p = OptunaViewProcess({url!r}, 0.2).start()\n"
             "print(p._proc.pid, flush=True)\n"
             "time.sleep(600)\n")

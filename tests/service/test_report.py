@@ -10,11 +10,11 @@ import subprocess
 import pytest
 from fastapi.testclient import TestClient
 
-from service import analysis
 from service.app import create_app
+from service.results import analysis
+from service.results.summary import optimizer_summaries, ranking
 from service.schemas import StudySpec
 from service.settings import Settings
-from service.summary import optimizer_summaries, ranking
 
 from .conftest import bearer, make_token
 from .serving import run_to_end
@@ -194,7 +194,7 @@ def test_study_names_are_plain_text_in_the_figures():
     in it and made the cross-study report a 500)."""
     import matplotlib
 
-    from service.report import plots
+    from service.results.report import plots
 
     panels = [{"name": name, "workload": "noisy_quadratic", "metric": "loss",
                "rows": [{"optimizer": "sgd", "value": 0.5, "std": 0.1}]}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from service.runner import StudyRunner
+from service.control.runner import StudyRunner
 from service.schemas import StudySpec
 from service.settings import Settings
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 from workers.tune import CHECKPOINT_FILE
 
 ray = pytest.importorskip("ray")
@@ -106,7 +106,7 @@ def test_a_finished_trial_keeps_its_final_checkpoint_and_it_loads(harness, tmp_p
 
 
 def test_delete_right_after_cancel_leaves_no_files_once_the_trial_stops(harness, tmp_path):
-    from service.storage import remove_study_files, study_dirs
+    from service.store.files import remove_study_files, study_dirs
 
     store, runner = harness
     storage = str(tmp_path / "runs")

@@ -5,12 +5,12 @@ import time
 import pytest
 from sqlalchemy import update
 
-from service.lease import LeaseLost
-from service.models import Lease as LeaseRow
-from service.runner import StudyRunner
+from service.control.runner import StudyRunner
 from service.settings import Settings
-from service.store import StudyStore
-from service.study_log import log_path
+from service.store.lease import LeaseLost
+from service.store.models import Lease as LeaseRow
+from service.store.study_log import log_path
+from service.store.study_store import StudyStore
 
 from .test_lease import SPEC
 

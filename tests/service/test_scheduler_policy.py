@@ -2,7 +2,7 @@
 
 import pytest
 
-from service.scheduler import (
+from service.control.scheduler import (
     FairShare,
     Group,
     Sequential,

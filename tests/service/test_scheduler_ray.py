@@ -7,10 +7,10 @@ from datetime import datetime
 
 import pytest
 
-from service.runner import StudyRunner
+from service.control.runner import StudyRunner
 from service.schemas import StudySpec
 from service.settings import Settings
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.cli import free_port
-from service.early_stopping import Asha
+from service.control.pruners.asha import Asha
 from service.schemas import StudySpec
 from service.settings import Settings
 

@@ -5,7 +5,7 @@ trials with an objective, top-k per optimizer."""
 import pytest
 
 from service.schemas import StudySpec
-from service.store import StudyStore
+from service.store.study_store import StudyStore
 
 
 def _study(store, mode):

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from service import cli
 from service.app import create_app
 from service.settings import Settings
-from service.study_log import LOG_SUBDIR, StudyLog, log_path, tail
+from service.store.study_log import LOG_SUBDIR, StudyLog, log_path, tail
 
 from .conftest import bearer, make_token
 

@@ -6,8 +6,8 @@ import math
 import pytest
 from fastapi.testclient import TestClient
 
-from service import suites
 from service.app import create_app
+from service.results import suites
 from service.schemas import SuiteSpec
 from service.settings import Settings
 
@@ -141,7 +141,7 @@ def test_a_suite_creates_one_ordinary_study_per_workload_entry(db_url):
 def test_suite_keys_are_per_user_and_suites_count_against_the_quota(db_url, monkeypatch):
     """The idempotency key of a suite is per user, as for studies (never a joined "<owner>:<key>"
     string), and a suite counts all its studies against ROOTFREE_MAX_ACTIVE_STUDIES."""
-    from service import store as store_mod
+    from service.store import study_store as store_mod
 
     url = db_url
     app = create_app(Settings(database_url=url, start_runner=False, max_active_studies=3))

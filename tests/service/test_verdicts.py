@@ -1,4 +1,4 @@
-"""Pairwise verdicts from seed runs (service/verdicts.py) against hand-computed cases, their place in
+"""Pairwise verdicts from seed runs (service/results/verdicts.py) against hand-computed cases, their place in
 the report, the CLI and the export, and paired seed runs that really share data and initialisation."""
 
 import copy
@@ -10,11 +10,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from service import cli, verdicts
-from service.analysis import analyse
-from service.report import ranking_text, verdict_table
+from service import cli
+from service.control.stages import seed_run_seeds
+from service.results import verdicts
+from service.results.analysis import analyse
+from service.results.report import ranking_text, verdict_table
 from service.schemas import StudySpec
-from service.stages import seed_run_seeds
 from workers import run_trial, workloads
 
 

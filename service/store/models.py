@@ -136,7 +136,7 @@ class ClusterRecord(Base):
 
 
 class Lease(Base):
-    """The runner lease (service/lease.py): which controller runs trials, until when, and the
+    """The runner lease (service/store/lease.py): which controller runs trials, until when, and the
     fencing token every runner write checks."""
 
     __tablename__ = "rf_lease"

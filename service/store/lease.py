@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .models import Lease as LeaseRow
+from service.store.models import Lease as LeaseRow
 
 NAME = "runner"
 

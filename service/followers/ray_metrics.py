@@ -1,5 +1,5 @@
 """Per-study Ray metrics (``ray.util.metrics``), exported by the runner's store follower
-(service/optuna_view.py) so the Ray dashboard's Metrics view and Prometheus/Grafana
+(service/followers/optuna_view.py) so the Ray dashboard's Metrics view and Prometheus/Grafana
 (docker/grafana/rootfree-studies.json) show a study's progress:
 
 - ``rootfree_study_trials{study, study_id, optimizer, status}``: trials by status;
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from .models import Study, Trial
-from .store import RESULTS, StudyStore
+from service.store.models import Study, Trial
+from service.store.study_store import RESULTS, StudyStore
 
 STATUSES = ("pending", "running", "completed", "stopped", "diverged", "failed")
 

@@ -16,8 +16,7 @@ import logging
 import optuna
 
 from search_spaces import SearchSpace
-
-from .store import FINISHED
+from service.store.study_store import FINISHED
 
 log = logging.getLogger("rootfree.tpe")
 

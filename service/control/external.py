@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .early_stopping import Asha
-from .scheduler import Group, StudyState, policy
-from .store import FINISHED
+from service.control.pruners.asha import Asha
+from service.control.scheduler import Group, StudyState, policy
+from service.store.study_store import FINISHED
 
 TERMINAL = ("completed", "failed", "cancelled")
 

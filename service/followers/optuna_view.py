@@ -27,8 +27,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from .models import Report, Study, Trial
-from .store import StudyStore
+from service.store.models import Report, Study, Trial
+from service.store.study_store import StudyStore
 
 log = logging.getLogger("rootfree.optuna_view")
 
@@ -313,7 +313,7 @@ class OptunaFollower:
         self.errors = 0
         self.polls = 0
         self.busy_s = 0.0  # time spent in passes (bench/optuna_view.py)
-        self.metrics = None  # per-study Ray metrics (service/ray_metrics.py), once Ray is connected
+        self.metrics = None  # per-study Ray metrics (service/followers/ray_metrics.py), once Ray is connected
 
     def start(self) -> OptunaFollower:
         self._thread = threading.Thread(target=self._run, name="rootfree-optuna-view", daemon=True)
@@ -385,7 +385,7 @@ class OptunaFollower:
     def _export_metrics(self, study: Study) -> None:
         try:
             if self.metrics is None:
-                from .ray_metrics import ray_study_metrics
+                from service.followers.ray_metrics import ray_study_metrics
 
                 self.metrics = ray_study_metrics(self.store)
             if self.metrics is not None:
@@ -464,7 +464,7 @@ def cmd_optuna_sync(args) -> int:
     """rootfree optuna-sync STUDY_ID: builds or completes a study's Optuna view (idempotent)."""
     import sys
 
-    from .settings import Settings
+    from service.settings import Settings
 
     store = StudyStore(args.db or Settings().database_url)
     view = OptunaView(store)
@@ -483,7 +483,7 @@ def cmd_dashboard(args) -> int:
     """rootfree dashboard: optuna-dashboard on the study store (`pip install rootfree[dashboard]`)."""
     import sys
 
-    from .settings import Settings
+    from service.settings import Settings
 
     url = args.db or Settings().database_url
     try:

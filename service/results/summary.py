@@ -5,11 +5,11 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .analysis import analyse
-from .catalog import optimizer_facts
-from .models import Study
-from .store import StudyStore
-from .verdicts import safe_stat
+from service.catalog import optimizer_facts
+from service.results.analysis import analyse
+from service.results.verdicts import safe_stat
+from service.store.models import Study
+from service.store.study_store import StudyStore
 
 
 def optimizer_summaries(store: StudyStore, study: Study) -> list[dict[str, Any]]:

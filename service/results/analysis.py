@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .verdicts import safe_stat, study_comparisons, usable
+from service.results.verdicts import safe_stat, study_comparisons, usable
 
 LOG_KINDS = ("log_uniform", "one_minus_log_uniform")
 FAILURE_RULE = ("diverged and failed trials count as the worst finite objective among the optimizer's "

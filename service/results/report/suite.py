@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from datetime import UTC, datetime
 
-from . import STYLE, _fmt, plots
+from service.results.report import STYLE, _fmt, plots
 
 
 def _time(v: dict) -> str:

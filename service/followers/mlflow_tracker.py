@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .models import Study, Trial
-from .store import FINISHED, StudyStore
+from service.store.models import Study, Trial
+from service.store.study_store import FINISHED, StudyStore
 
 log = logging.getLogger("rootfree.mlflow")
 

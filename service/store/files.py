@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .study_log import remove_logs
+from service.store.study_log import remove_logs
 
 
 def trial_dirname(study_id: str, optimizer: str, stage: int, index: int) -> str:

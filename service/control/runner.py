@@ -1,7 +1,7 @@
 """The study runner: one long-lived Ray Tune run multiplexes every runnable trial of every study.
 
-Mechanism only. Which trial goes next is the scheduler's policy (`service/scheduler.py`); which
-(optimizer, stage) groups are runnable is the study's state machine (`service/stages.py`). Here:
+Mechanism only. Which trial goes next is the scheduler's policy (`service/control/scheduler.py`); which
+(optimizer, stage) groups are runnable is the study's state machine (`service/control/stages.py`). Here:
 a Tune `Searcher` whose `suggest` asks the policy for the next trial that fits the free
 resources and claims it in the store; per-trial resources from the trial's study
 (`tune.with_resources` with a function of the config); a callback that writes every report to the
@@ -11,7 +11,7 @@ Nothing is bound ahead of free capacity (the searcher hands out a trial only whe
 the live trials leave free; idle actors Tune keeps warm are capacity to reuse, not load), so a
 newly submitted or higher-priority study gets the next slot that frees up. A claimed trial stays
 `pending` in the store until its worker has started it; how Tune hands actors to trials is
-adjusted in `service/tune_controller.py` so that no slot idles while a runnable trial fits.
+adjusted in `service/control/tune_actors.py` so that no slot idles while a runnable trial fits.
 After a controller crash, the trials it left running go back to pending and run again; completed
 trials are never re-run, so the final counts are exactly the protocol's.
 """
@@ -35,20 +35,19 @@ from ray.job_config import JobConfig
 from ray.tune.search import Searcher
 
 from search_spaces import NarrowingError
-
-from .auth import audit
-from .early_stopping import Asha
-from .external import is_external
-from .lease import Lease, LeaseLost, holder_id
-from .node_catalog import NodeCatalogs
-from .scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
-from .settings import Settings
-from .stages import StageMachine, fmt
-from .storage import remove_study_files, trial_dirname, trial_dirs
-from .store import FINISHED, RunnerStore, StudyStore
-from .study_log import StudyLog, ray_logs_dir
-from .tpe import TpeGroups
-from .tune_controller import LiveFIFO, installed
+from service.auth import audit
+from service.control.external import is_external
+from service.control.node_catalog import NodeCatalogs
+from service.control.pruners.asha import Asha
+from service.control.samplers.tpe import TpeGroups
+from service.control.scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
+from service.control.stages import StageMachine, fmt
+from service.control.tune_actors import LiveFIFO, installed
+from service.settings import Settings
+from service.store.files import remove_study_files, trial_dirname, trial_dirs
+from service.store.lease import Lease, LeaseLost, holder_id
+from service.store.study_log import StudyLog, ray_logs_dir
+from service.store.study_store import FINISHED, RunnerStore, StudyStore
 
 log = logging.getLogger("rootfree.runner")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
@@ -69,7 +68,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # itself bounds what is handed out by the free resources, so Tune may start a whole round at once.
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "10000")
 # A Tune run with nothing to do for this long ends (the runner polls again and starts a new one);
-# until then its idle actors stay warm for the next study (service/tune_controller.py).
+# until then its idle actors stay warm for the next study (service/control/tune_actors.py).
 IDLE_END_S = 120.0
 
 
@@ -397,7 +396,7 @@ class StudyRunner:
         started = []
         s = self.settings
         try:
-            from .optuna_view import OptunaFollower, OptunaViewProcess
+            from service.followers.optuna_view import OptunaFollower, OptunaViewProcess
 
             # Ray metrics need this process's Ray connection: a thread (two grouped queries a pass)
             in_thread = s.optuna_view and not s.optuna_view_process
@@ -407,7 +406,7 @@ class StudyRunner:
                 started.append(OptunaViewProcess(s.database_url, s.optuna_view_interval_s, s.optuna_view_url).start())
             self.optuna_follower = started[-1]
             if s.mlflow_tracking_uri:
-                from .mlflow_tracker import MlflowFollower
+                from service.followers.mlflow_tracker import MlflowFollower
 
                 started.append(MlflowFollower(self.base_store, s.mlflow_tracking_uri,
                                               experiment=s.mlflow_experiment).start())
@@ -475,7 +474,7 @@ class StudyRunner:
                 self._drop(sid, message)
 
     def early_stop(self, meta: dict, result: dict) -> bool:
-        """ASHA's decision at this report (service/early_stopping.py): True stops the trial. Only
+        """ASHA's decision at this report (service/control/pruners/asha.py): True stops the trial. Only
         search stages are ever stopped (seed re-runs train their whole budget)."""
         a = self.active.get(meta["study_id"])
         if a is None or a.asha is None or result.get("status") in ("completed", "diverged"):
@@ -662,7 +661,7 @@ class StudyRunner:
     def prune_older_checkpoints(self, path: str) -> None:
         """A trial's new checkpoint makes its older ones in this Tune run useless (unless
         ROOTFREE_KEEP_CHECKPOINTS=all): removed here, one directory listing, instead of Tune's
-        `num_to_keep` (service/tune_controller.py says why)."""
+        `num_to_keep` (service/control/tune_actors.py says why)."""
         import shutil
 
         if self.settings.keep_checkpoints == "all" or "://" in path:

@@ -28,7 +28,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from .verdicts import study_comparisons
+from service.results.verdicts import study_comparisons
 
 TAU_MAX = 4.0
 METHOD = {

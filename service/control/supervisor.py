@@ -9,7 +9,7 @@ import os
 import threading
 import time
 
-from .runner import RunnerProcess, RunnerStartError, StudyRunner
+from service.control.runner import RunnerProcess, RunnerStartError, StudyRunner
 
 log = logging.getLogger("rootfree.supervisor")
 EXIT_RUNNER_FAILED = 3

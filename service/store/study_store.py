@@ -2,7 +2,7 @@
 runner use. SQLite (WAL mode) by default, any SQLAlchemy URL (PostgreSQL) through one setting.
 
 Every reported trial result is committed as it arrives, so nothing a worker reported is lost when
-a process dies. The runner's Optuna view (service/optuna_view.py) mirrors the studies into Optuna
+a process dies. The runner's Optuna view (service/followers/optuna_view.py) mirrors the studies into Optuna
 studies in the same database (Optuna's RDBStorage), named ``<study name>/<optimizer>``, so
 ``optuna-dashboard <url>`` shows them live with Optuna's plots and parameter importances.
 """
@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
-from .models import AuditEntry, ClusterRecord, Report, Study, Suite, Trial
+from service.store.models import AuditEntry, ClusterRecord, Report, Study, Suite, Trial
 
 log = logging.getLogger("rootfree.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -845,8 +845,8 @@ class StudyStore:
 
     # ------------------------------------------------------------------ Optuna view
     def delete_optuna_studies(self, study_id: str) -> int:
-        """Removes the study's Optuna views (service/optuna_view.py, and the per-stage ones of before)."""
-        from .optuna_view import OptunaView
+        """Removes the study's Optuna views (service/followers/optuna_view.py, and the per-stage ones of before)."""
+        from service.followers.optuna_view import OptunaView
 
         view = OptunaView(self)
         try:
@@ -859,7 +859,7 @@ class StudyStore:
 
 class RunnerStore:
     """The runner's view of the store: every transaction is fenced by the runner lease (its
-    first statement checks the lease, see service/lease.py) and every call is retried with
+    first statement checks the lease, see service/store/lease.py) and every call is retried with
     backoff through a database outage of up to `retry_s` (a report that arrives while the
     database is down waits and is written when it is back; it is never dropped). A lost lease
     is not retried: `LeaseLost` reaches the runner, which stops."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .scheduler import StudyState, queue_order
-from .stages import planned_trials
-from .store import FINISHED, StudyStore
+from service.control.scheduler import StudyState, queue_order
+from service.control.stages import planned_trials
+from service.store.study_store import FINISHED, StudyStore
 
 
 def queue(store: StudyStore) -> list[dict[str, Any]]:

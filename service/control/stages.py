@@ -4,7 +4,7 @@ Per optimizer, stage 1 samples the study's space and stage k>1 samples ``narrow(
 as soon as every trial of stage k-1 has ended, independent of the other optimizers. A stage's
 trials are created in the store when the stage opens (deterministic per index, so a restarted
 study re-creates exactly the missing ones); its space and narrowing notes are saved with the
-study. (The Optuna view follows the store on its own thread: service/optuna_view.py.)
+study. (The Optuna view follows the store on its own thread: service/followers/optuna_view.py.)
 
 The protocol's math (sampling, narrowing) lives in `search_spaces`; this module only decides
 when to apply it, and reads and writes through the store.
@@ -16,11 +16,10 @@ import logging
 from dataclasses import dataclass
 
 from search_spaces import SearchSpace, fresh_seeds, narrow, sample
-
-from .models import Study
-from .scheduler import Group
-from .store import FINISHED, StudyStore
-from .study_log import StudyLog
+from service.control.scheduler import Group
+from service.store.models import Study
+from service.store.study_log import StudyLog
+from service.store.study_store import FINISHED, StudyStore
 
 log = logging.getLogger("rootfree.stages")
 
@@ -62,7 +61,7 @@ def seed_run_seeds(spec: dict, optimizer: str) -> list[int]:
 
 class StageMachine:
     """Advances studies through their stages (the Optuna view follows the store on its own:
-    service/optuna_view.py)."""
+    service/followers/optuna_view.py)."""
 
     def __init__(self, store: StudyStore):
         self.store = store
@@ -123,7 +122,7 @@ class StageMachine:
                 if slog:
                     slog.event("%s stage %d: %s", optimizer, stage, note)
         n = p["stages"][stage - 1]
-        # tpe: the configurations are asked from the sampler when each trial is claimed (service/tpe.py)
+        # tpe: the configurations are asked from the sampler when each trial is claimed (service/control/samplers/tpe.py)
         configs = ([{}] * n if p["method"] == "tpe"
                    else sample(space, n, p["seed"], stage=stage, method=p["method"]))
         created = self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=[p["seed"]] * n)

@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from ..analysis import performance_profile
-from ..summary import optimizer_summaries, ranking, study_analysis
-from ..verdicts import unresolved_with
-from . import plots
+from service.results.analysis import performance_profile
+from service.results.report import plots
+from service.results.summary import optimizer_summaries, ranking, study_analysis
+from service.results.verdicts import unresolved_with
 
 LIBRARIES = ("rootfree", "torch", "ray", "optuna", "fastapi", "sqlalchemy", "matplotlib", "numpy")
 
@@ -121,7 +121,7 @@ def ranking_text(data: dict) -> str:
 
 
 def verdict_table(data: dict) -> str:
-    """The pairwise verdicts (service/verdicts.py), or why there are none."""
+    """The pairwise verdicts (service/results/verdicts.py), or why there are none."""
     a = data["analysis"]
     comps = a.get("comparisons") or []
     if not comps:
