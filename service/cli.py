@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
+from service.statuses import FINISHED as TRIAL_FINISHED
+from service.statuses import TERMINAL
+
 if TYPE_CHECKING:
     from rich.text import Text
 
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
-TERMINAL = ("completed", "failed", "cancelled")
+
 REPORT_TIMEOUT_S = 1800.0  # `rootfree report --timeout`: a 5000-trial study's first report is not instant
-TRIAL_FINISHED = ("completed", "diverged", "failed", "stopped")
 
 
 def finished(by_status: dict[str, int]) -> int:

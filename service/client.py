@@ -37,8 +37,9 @@ from typing import Any
 
 import httpx
 
-TERMINAL = ("completed", "failed", "cancelled")
-TRIAL_FINISHED = ("completed", "diverged", "failed", "stopped")
+from service.statuses import FINISHED as TRIAL_FINISHED
+from service.statuses import TERMINAL
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 

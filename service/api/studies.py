@@ -25,6 +25,7 @@ from service.results.summary import best_configs, optimizer_summaries, optimizer
 from service.results.verdicts import export_comparisons
 from service.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from service.settings import Settings
+from service.statuses import ACTIVE, TERMINAL
 from service.store.files import remove_study_files
 from service.store.models import Study
 from service.store.study_log import log_path, ray_log_name, read_from, tail_with_offset
@@ -32,7 +33,7 @@ from service.store.study_store import QuotaExceeded, StudyStore
 
 router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[Depends(current_user)])
 log = logging.getLogger("rootfree.api")
-TERMINAL = ("completed", "failed", "cancelled")
+
 MAX_LIMIT = 1000  # list endpoints: more in one page -> 422
 MAX_OFFSET = 10**9
 MAX_ID = 2**31 - 1  # trial ids are 32-bit integers in PostgreSQL
@@ -53,7 +54,7 @@ def study_out(store: StudyStore, study: Study, request: Request,
         finished_at=study.finished_at, error=study.error, notes=study.notes or [],
         optimizers=summaries if summaries is not None else optimizer_summaries(store, study),
         dashboard_url=dashboard, dashboard_log_url=dashboard_log_url,
-        queue=place(queue_snapshot(request), study.id) if study.status in ("queued", "running") else None,
+        queue=place(queue_snapshot(request), study.id) if study.status in ACTIVE else None,
         links={"self": base, "trials": f"{base}/trials", "best": f"{base}/best",
                "export": f"{base}/export", "logs": f"{base}/logs"},
     )
@@ -182,7 +183,7 @@ def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
                  store: StudyStore = Depends(get_store), user: Principal = Depends(current_user)):
     if study.status in TERMINAL:
         raise HTTPException(409, f"study {study.id!r} is already {study.status}")
-    if store.set_status(study.id, "cancelled", only_from=("queued", "running")):
+    if store.set_status(study.id, "cancelled", only_from=ACTIVE):
         audit(store.engine, user.user, "study.cancel", study.id, client_address(request))
         request.app.state.queue_snapshot = None
         forget_tpe(request.app, study.id)

@@ -17,8 +17,6 @@ from service.control.pruners.asha import Asha
 from service.control.scheduler import Group, StudyState, policy
 from service.store.study_store import FINISHED
 
-TERMINAL = ("completed", "failed", "cancelled")
-
 
 def is_external(spec: dict) -> bool:
     return spec.get("execution", "ray") == "external"

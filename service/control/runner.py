@@ -44,6 +44,7 @@ from service.control.scheduler import Group, StudyState, free_resources, infeasi
 from service.control.stages import StageMachine, fmt
 from service.control.tune_actors import LiveFIFO, installed
 from service.settings import Settings
+from service.statuses import ACTIVE
 from service.store.files import remove_study_files, trial_dirname, trial_dirs
 from service.store.lease import Lease, LeaseLost, holder_id
 from service.store.study_log import StudyLog, ray_logs_dir
@@ -783,12 +784,12 @@ class StudyRunner:
         request = trial_request(spec["resources"])
         short = None if is_external(spec) else infeasible(request, self._nodes)
         if short is not None:
-            self.store.set_status(study.id, "failed", only_from=("queued", "running"),
+            self.store.set_status(study.id, "failed", only_from=ACTIVE,
                                   error=f"resources: no node of the cluster has enough {short} "
                                         f"for one trial ({spec['resources']})")
             return None
         before = study.status
-        if not self.store.set_status(study.id, "running", only_from=("queued", "running")):
+        if not self.store.set_status(study.id, "running", only_from=ACTIVE):
             return None
         slog = StudyLog(self.settings.storage_path, study.id, ray_logs_dir())
         how = "started"

@@ -122,7 +122,7 @@ class StageMachine:
                 if slog:
                     slog.event("%s stage %d: %s", optimizer, stage, note)
         n = p["stages"][stage - 1]
-        # tpe: the configurations are asked from the sampler when each trial is claimed (service/control/samplers/tpe.py)
+        # tpe: each configuration is asked from the sampler when its trial is claimed (control/samplers/tpe.py)
         configs = ([{}] * n if p["method"] == "tpe"
                    else sample(space, n, p["seed"], stage=stage, method=p["method"]))
         created = self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=[p["seed"]] * n)

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from service.statuses import ACTIVE
 from service.store.models import Study, Trial
 from service.store.study_store import FINISHED, StudyStore
 
@@ -193,15 +194,15 @@ class MlflowFollower:
             recent = datetime.now(UTC) - timedelta(hours=1)
             with self.store.session() as s:
                 self._watch = set(s.scalars(select(Study.id).where(
-                    Study.status.in_(("queued", "running")) | (Study.finished_at >= recent))).all())
-        active = {st.id: st for st in self.store.studies_with_status("queued", "running")}
+                    Study.status.in_(ACTIVE) | (Study.finished_at >= recent))).all())
+        active = {st.id: st for st in self.store.studies_with_statusACTIVE}
         for sid in self._watch | set(active):
             study = active.get(sid) or self.store.get_study(sid)
             if study is None:
                 self._watch.discard(sid)
                 continue
             self.tracker.sync_study(study)
-            if study.status in ("queued", "running"):
+            if study.status in ACTIVE:
                 self._watch.add(sid)
             else:
                 self._watch.discard(sid)

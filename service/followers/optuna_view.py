@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from service.statuses import ACTIVE as WATCHED
 from service.store.models import Report, Study, Trial
 from service.store.study_store import StudyStore
 
@@ -34,7 +35,6 @@ log = logging.getLogger("rootfree.optuna_view")
 
 STUDY_ATTR = "rootfree_study_id"
 TRIAL_ATTR = "rootfree_trial_id"
-WATCHED = ("queued", "running")
 
 
 def view_name(study_name: str, optimizer: str) -> str:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from service.statuses import TRIAL_STATUSES as STATUSES
 from service.store.models import Study, Trial
 from service.store.study_store import RESULTS, StudyStore
-
-STATUSES = ("pending", "running", "completed", "stopped", "diverged", "failed")
 
 
 class RayStudyMetrics:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.results.verdicts import study_comparisons
+from service.statuses import ACTIVE
 
 TAU_MAX = 4.0
 METHOD = {
@@ -51,7 +52,7 @@ def suite_status(statuses: Sequence[str]) -> str:
         return "cancelled"  # every study of it was deleted
     if s == {"queued"}:
         return "queued"
-    if s & {"queued", "running"}:
+    if s & set(ACTIVE):
         return "running"
     if "failed" in s:
         return "failed"

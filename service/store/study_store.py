@@ -28,12 +28,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
+from service.statuses import ACTIVE, FINISHED, RESULTS, TERMINAL
 from service.store.models import AuditEntry, ClusterRecord, Report, Study, Suite, Trial
 
 log = logging.getLogger("rootfree.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
-FINISHED = ("completed", "diverged", "failed", "stopped")
-RESULTS = ("completed", "stopped")  # trials whose objective counts (stopped: by early stopping, ASHA)
 
 
 def _or_inf(x: float | None) -> float:
@@ -91,7 +90,7 @@ def lock_study_claims(s: Session, study_id: str) -> None:
 def _active_studies(s: Session, owner: str | None) -> int:
     """The owner's queued or running studies (counted under `lock_owner`, in the insert's transaction)."""
     return s.scalar(select(func.count()).select_from(Study).where(
-        Study.status.in_(("queued", "running")),
+        Study.status.in_(ACTIVE),
         Study.owner.is_(None) if owner is None else Study.owner == owner)) or 0
 
 
@@ -284,7 +283,7 @@ class StudyStore:
         values: dict[str, Any] = {"status": status, "updated_at": now()}
         if status == "running":
             values["started_at"] = now()
-        if status in ("completed", "failed", "cancelled"):
+        if status in TERMINAL:
             values["finished_at"] = now()
         if error is not None:
             values["error"] = error
@@ -650,7 +649,7 @@ class StudyStore:
             rows = s.execute(
                 select(Trial.study_id, Trial.status, func.count())
                 .join(Study, Study.id == Trial.study_id)
-                .where(Study.status.in_(("queued", "running")))
+                .where(Study.status.in_(ACTIVE))
                 .group_by(Trial.study_id, Trial.status))
             for sid, status, n in rows:
                 out.setdefault(sid, {})[status] = n
