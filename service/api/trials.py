@@ -32,9 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from service.api.deps import get_app_settings, get_store, get_study_or_404
 from service.api.errors import ApiError
 from service.auth import current_user
-from service.control.external import TERMINAL, asha_decision, at_asha_rung, claim_body, is_external, next_group
+from service.control.external import claim_body, is_external, next_group
+from service.control.pruners import Report, pruner_for
 from service.schemas import reject_control_characters
 from service.settings import Settings
+from service.statuses import TERMINAL
 from service.store.models import Study
 from service.store.study_store import StudyStore
 
@@ -259,10 +261,12 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
         reason, status = f"stopped: the study was {study.status}", "failed"
     elif row.get(metric) is None:
         reason, status = f"diverged: {metric} is not finite at epoch {body.epoch}", "diverged"
-    elif at_asha_rung(spec, t.stage, body.epoch):  # the peers' reports are read only at a rung
-        reason = asha_decision(spec, t.stage, body.epoch, row[metric], store.rung_values_of_others(
-            study.id, t.optimizer, t.stage, body.epoch, metric, trial_id))
-        status = "stopped" if reason else None
+    elif (pruner := pruner_for(spec)) is not None and pruner.decides_at(t.stage, body.epoch):
+        # the peers' reports are read only at a rung; a fresh pruner: they may have changed since
+        decision = pruner.decide(
+            Report(study.id, t.optimizer, t.stage, trial_id, body.epoch, row[metric]),
+            lambda: store.rung_values_of_others(study.id, t.optimizer, t.stage, body.epoch, metric, trial_id))
+        reason, status = decision.reason, "stopped" if decision.stop else None
     if status is None:
         return ReportOut(should_stop=False)
     store.finish_external(study.id, trial_id, body.claim_token, status, error=reason)

@@ -3,17 +3,15 @@ endpoints, apart from their HTTP (service/api/trials.py) and their SQL (the stor
 
 The runner still drives an external study's stages (it opens stage 2 around stage 1's best
 trials, then the seed runs, and ends the study); it only never sends its trials to Ray. A client
-claims a pending trial under a lease, reports epochs (each renews the lease; ASHA answers at its
-rungs as it does for Ray trials) and completes or fails it. A claim whose lease passes goes back
+claims a pending trial under a lease, reports epochs (each renews the lease; the study's pruner
+answers as it does for Ray trials) and completes or fails it. A claim whose lease passes goes back
 to pending, and the old claimant's writes answer 409: no trial is counted twice.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from service.control.pruners.asha import Asha
 from service.control.scheduler import Group, StudyState, policy
 from service.store.study_store import FINISHED
 
@@ -52,24 +50,3 @@ def claim_body(spec: dict, trial, lease_expires_at) -> dict[str, Any]:
             "schedule": "constant" if p.get("scheme") == "original" else "workload",
             "metric": spec["metric"], "mode": spec["mode"], "claim_token": trial.claim_token,
             "lease_expires_at": lease_expires_at}
-
-
-def at_asha_rung(spec: dict, stage: int, epoch: int) -> bool:
-    """Whether ASHA decides at this report: it is on, this is a search stage (seed runs train
-    their whole budget) and the epoch is one of its rungs. Only then are the peers' reports read."""
-    asha = Asha.from_spec(spec)
-    return asha is not None and stage <= len(spec["protocol"]["stages"]) and epoch in asha.rungs
-
-
-def asha_decision(spec: dict, stage: int, epoch: int, value: float | None,
-                  peers: list[float]) -> str | None:
-    """Why ASHA stops the trial at this report (None: it goes on), as the runner decides for Ray
-    trials: only at a rung, only in search stages (seed runs train their whole budget)."""
-    if not at_asha_rung(spec, stage, epoch):
-        return None
-    asha = Asha.from_spec(spec)
-    if asha.keep_going(value, peers, spec["mode"]):
-        return None
-    shown = f"{value:.4g}" if isinstance(value, int | float) and math.isfinite(value) else str(value)
-    return (f"ASHA: {spec['metric']} {shown} at epoch {epoch} is not in the best "
-            f"1/{asha.reduction_factor} of its group's rung")

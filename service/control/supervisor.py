@@ -9,7 +9,7 @@ import os
 import threading
 import time
 
-from service.control.runner import RunnerProcess, RunnerStartError, StudyRunner
+from service.control.process import RunnerProcess, RunnerStartError
 
 log = logging.getLogger("rootfree.supervisor")
 EXIT_RUNNER_FAILED = 3
@@ -18,7 +18,7 @@ EXIT_RUNNER_FAILED = 3
 class RunnerSupervisor:
     def __init__(self, settings, store, check_s: float = 1.0, exit=os._exit):
         self.settings, self.store, self.check_s, self._exit = settings, store, check_s, exit
-        self.runner: RunnerProcess | StudyRunner | None = None
+        self.runner = None  # a RunnerProcess, or a StudyRunner thread (runner_process off)
         self.restarts = 0
         self.failures = 0  # consecutive failed starts
         self.last_error: str | None = None
@@ -36,6 +36,8 @@ class RunnerSupervisor:
     def _new(self):
         if self.settings.runner_process:
             return RunnerProcess(self.settings)
+        from service.control.runner import StudyRunner  # Ray and Tune: imported only to run here
+
         return StudyRunner(self.store, self.settings)
 
     def _watch(self) -> None:
@@ -65,7 +67,7 @@ class RunnerSupervisor:
     def alive(self) -> bool:
         if self.runner is None:
             return False
-        if isinstance(self.runner, StudyRunner):
+        if not isinstance(self.runner, RunnerProcess):
             return self.runner._thread is not None and self.runner._thread.is_alive()
         return self.runner.is_alive()
 

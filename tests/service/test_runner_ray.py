@@ -116,6 +116,6 @@ def test_delete_right_after_cancel_leaves_no_files_once_the_trial_stops(harness,
     store.set_status(sid, "cancelled", only_from=("queued", "running"))
     store.delete_study(sid)
     remove_study_files(storage, sid)
-    wait(lambda: not any(t.study_id == sid for t in runner.live.values()), timeout=60)
+    wait(lambda: not any(t.study_id == sid for t in runner.dispatcher.live.values()), timeout=60)
     time.sleep(1.0)
     assert study_dirs(storage, sid) == []

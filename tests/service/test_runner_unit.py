@@ -20,17 +20,17 @@ def test_a_lease_lost_in_a_stage_transition_is_not_a_study_failure(tmp_path, mon
     study, _ = store.create_study(SPEC, None)
     runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp_path / "runs")))
     assert runner.lease.acquire()
-    runner._cluster_at = time.monotonic()  # no Ray here: keep the (empty) cluster record
-    advance = runner.stages.advance
+    runner.dispatcher.cluster.refreshed_at = time.monotonic()  # no Ray here: keep the (empty) cluster record
+    advance = runner.dispatcher.stages.advance
 
     def taken_over_meanwhile(study, slog=None):  # a standby takes the lease mid-transition
         with store.engine.begin() as conn:
             conn.execute(update(LeaseRow).values(holder="standby", token=LeaseRow.token + 1))
         return advance(study, slog)
 
-    monkeypatch.setattr(runner.stages, "advance", taken_over_meanwhile)
+    monkeypatch.setattr(runner.dispatcher.stages, "advance", taken_over_meanwhile)
     with pytest.raises(LeaseLost):
-        runner._refresh()
+        runner.dispatcher.refresh()
     assert store.get_study(study.id).status == "running"  # not failed: the new leader resumes it
     text = log_path(str(tmp_path / "runs"), study.id).read_text()
     assert "study failed" not in text and "Traceback" not in text

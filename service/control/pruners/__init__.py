@@ -1,0 +1,14 @@
+"""Pruners: stop unpromising trials early (ASHA). One interface (`base.Pruner`), one factory."""
+
+from __future__ import annotations
+
+from service.control.pruners.asha import AshaPruner
+from service.control.pruners.base import GO_ON, Decision, Pruner, Report
+
+
+def pruner_for(spec: dict) -> Pruner | None:
+    """The study's pruner (None: every trial trains its whole budget)."""
+    return AshaPruner.from_spec(spec)
+
+
+__all__ = ["GO_ON", "AshaPruner", "Decision", "Pruner", "Report", "pruner_for"]

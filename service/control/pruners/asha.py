@@ -1,6 +1,7 @@
 """Early stopping inside the two-stage protocol: asynchronous successive halving (ASHA, Li et al.
-2020), as a pure policy. The runner asks it at every report; the store keeps what it needs (the
-per-epoch reports), so a restarted controller makes the same decisions.
+2020). `Asha` is the pure rule; `AshaPruner` applies it to a study's reports and owns the values
+recorded at each rung (loaded from the store's per-epoch reports the first time a rung is asked
+about, so a restarted controller makes the same decisions).
 
 Rungs are epochs: grace, grace·r, grace·r², ... below the budget's last epoch. At a rung, a trial
 goes on only if its objective is in the best 1/r of the values recorded at that rung so far by the
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from service.control.pruners.base import GO_ON, Decision, PeersLoader, Pruner, Report
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,42 @@ class Asha:
             return value <= cutoff
         cutoff = np.nanpercentile(values, 100.0 * (1 - 1.0 / self.reduction_factor))
         return value >= cutoff
+
+
+class AshaPruner(Pruner):
+    """ASHA over one study: only search stages are decided on (seed runs train their whole
+    budget), each (optimizer, stage) group against its own rungs."""
+
+    def __init__(self, asha: Asha, search_stages: int, metric: str, mode: str):
+        self.asha, self.search_stages, self.metric, self.mode = asha, search_stages, metric, mode
+        self._rungs = frozenset(asha.rungs)
+        self._values: dict[tuple[str, int, int], list[float]] = {}  # (optimizer, stage, epoch) -> values
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> AshaPruner | None:
+        asha = Asha.from_spec(spec)
+        if asha is None:
+            return None
+        return cls(asha, len(spec["protocol"]["stages"]), spec["metric"], spec["mode"])
+
+    def decides_at(self, stage: int, epoch: int) -> bool:
+        return stage <= self.search_stages and epoch in self._rungs
+
+    def decide(self, report: Report, peers: PeersLoader) -> Decision:
+        if not self.decides_at(report.stage, report.epoch):
+            return GO_ON
+        key = (report.optimizer, report.stage, report.epoch)
+        if key not in self._values:
+            self._values[key] = [float(v) for v in peers()]
+        value = report.value
+        go_on = self.asha.keep_going(value, self._values[key], self.mode)
+        if isinstance(value, int | float):
+            self._values[key].append(float(value))
+        if go_on:
+            return GO_ON
+        shown = f"{value:.4g}" if isinstance(value, int | float) and math.isfinite(value) else str(value)
+        return Decision(True, f"ASHA: {self.metric} {shown} at epoch {report.epoch} is not in the best "
+                              f"1/{self.asha.reduction_factor} of its group's rung")
 
 
 def validate(early_stopping: dict | None, epochs: int) -> None:
