@@ -3,64 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import search_spaces
-from search_spaces import SearchSpace, SearchSpaceError, TwoStageProtocol
+from search_spaces import SearchSpace, SearchSpaceError
 from service import catalog
 from service.api.limits import CONTROL
-from service.control.pruners import asha as early_stopping
+from service.spec import ProtocolSpec, ResolvedSpec, Resources, SpecFields  # noqa: F401 - re-exported
 from workers import workloads
-
-
-class ProtocolSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    stages: list[int] = Field(default=[100, 100], min_length=1, max_length=10)
-    top_k: int = Field(default=10, ge=2, le=10000)
-    margin: float = Field(default=0.25, ge=0, le=10)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    # random/halton: every configuration of a stage fixed up front; tpe: Optuna's TPESampler asked
-    # as slots free up (later trials learn from earlier ones), inside the stage's space.
-    method: Literal["random", "halton", "tpe"] = "random"
-    # After the last search stage, each optimizer's best configuration trains again with this
-    # many fresh seeds (stage len(stages) + 1): the report ranks by their mean.
-    seeds: int = Field(default=0, ge=0, le=20)
-    # true: every optimizer's seed runs train with the same seeds (same data order and
-    # initialisation) and the verdicts use the paired test; false: each optimizer its own seeds.
-    paired: bool = False
-    # modern: the workload's lr schedule, every hyperparameter searched; original: the paper's
-    # Figure 2 setup (constant lr, only lr searched, zero-initialised preconditioners, no B scaling).
-    scheme: Literal["modern", "original"] = "modern"
-    # {"kind": "asha", "grace_epochs": 1, "reduction_factor": 3}; None: every trial trains its budget.
-    early_stopping: dict[str, Any] | None = None
-
-    @field_validator("early_stopping")
-    @classmethod
-    def _early_stopping(cls, v: dict | None) -> dict | None:
-        if v is None:
-            return v
-        unknown = sorted(set(v) - {"kind", "grace_epochs", "reduction_factor"})
-        if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(unknown)}")
-        return {"kind": v.get("kind"), "grace_epochs": v.get("grace_epochs", 1),
-                "reduction_factor": v.get("reduction_factor", 3)}
-
-    @field_validator("stages")
-    @classmethod
-    def _stages(cls, v: list[int]) -> list[int]:
-        for i, n in enumerate(v):
-            if not 1 <= n <= 10000:
-                raise ValueError(f"stages[{i}] = {n} is out of range 1..10000")
-        return v
-
-
-class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cpu: float = Field(default=1, gt=0, le=1024)
-    gpu: float = Field(default=0, ge=0, le=64)  # a fraction shares a GPU: 0.5 runs two trials on one
-    memory_mb: float = Field(default=0, ge=0, le=16 * 2**20)  # reserved per trial (Ray's `memory`)
 
 
 def reject_control_characters(value: Any, path: str = "") -> None:
@@ -79,7 +31,9 @@ def reject_control_characters(value: Any, path: str = "") -> None:
             reject_control_characters(v, f"{path}[{i}]")
 
 
-class StudySpec(BaseModel):
+class StudySpec(SpecFields):
+    """A study's spec as a client sends it (fields and defaults: service/spec.py)."""
+
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
@@ -87,22 +41,6 @@ class StudySpec(BaseModel):
     def _no_control_characters(cls, data: Any) -> Any:
         reject_control_characters(data)
         return data
-
-    name: str = Field(min_length=1, max_length=200)
-    workload: str
-    optimizers: list[str] = Field(min_length=1, max_length=10)
-    search_spaces: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
-    metric: str | None = None
-    mode: Literal["min", "max"] | None = None
-    budget: dict[str, int] = Field(default_factory=dict)
-    resources: Resources = Field(default_factory=Resources)
-    max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
-    # Higher goes first; among equal priority the study with the fewest running trials.
-    priority: int = Field(default=0, ge=0, le=100)
-    # ray: the runner trains the trials on its Ray cluster; external: the trials wait, pending,
-    # for clients that claim them over REST (`POST /studies/{id}/trials/claim`, `rootfree agent`).
-    execution: Literal["ray", "external"] = "ray"
 
     @field_validator("workload")
     @classmethod
@@ -149,28 +87,19 @@ class StudySpec(BaseModel):
             raise ValueError(f"metric: workload {self.workload!r} reports {w.metric!r}, "
                              f"not {self.metric!r}")
         budget = w.budget(self.budget)  # raises ValueError("budget.<key>: ...") naming the key and its limit
-        early_stopping.validate(self.protocol.early_stopping, budget["epochs"])
+        if self.protocol.early_stopping is not None:
+            self.protocol.early_stopping.check_budget(budget["epochs"])
         return self
 
-    def resolved(self) -> dict[str, Any]:
+    def resolved(self) -> ResolvedSpec:
         """The spec with every default filled in: what is stored and what the runner reads."""
         w = workloads.get(self.workload)
-        d = self.model_dump()
-        d["metric"] = self.metric or w.metric
-        d["mode"] = self.mode or w.mode
-        d["budget"] = w.budget(self.budget)
         default = (search_spaces.original_scheme_space if self.protocol.scheme == "original"
                    else search_spaces.default_space)
-        d["search_spaces"] = {
-            o: (self.search_spaces.get(o) or default(o).to_dict())
-            for o in self.optimizers
-        }
-        return d
-
-    def protocol_object(self) -> TwoStageProtocol:
-        p = self.protocol
-        return TwoStageProtocol(stages=tuple(p.stages), top_k=p.top_k, margin=p.margin,
-                                seed=p.seed, method="random" if p.method == "tpe" else p.method)
+        return ResolvedSpec.model_validate({
+            **self.model_dump(), "metric": self.metric or w.metric, "mode": self.mode or w.mode,
+            "budget": w.budget(self.budget),
+            "search_spaces": {o: (self.search_spaces.get(o) or default(o).to_dict()) for o in self.optimizers}})
 
 
 class StageCounts(BaseModel):
@@ -366,13 +295,13 @@ class SuiteSpec(BaseModel):
                 raise ValueError(f"{field}: {message}") from None
         return self
 
-    def resolved(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def resolved(self) -> tuple[dict[str, Any], list[ResolvedSpec]]:
         """(the suite's stored spec, its studies' resolved specs in workload order)."""
         studies = [self.study_spec(i).resolved() for i in range(len(self.workloads))]
         d = self.model_dump()
-        d["protocol"] = studies[0]["protocol"]
-        d["search_spaces"] = studies[0]["search_spaces"]
-        d["workloads"] = [{**w, "budget": s["budget"], "metric": s["metric"], "mode": s["mode"]}
+        d["protocol"] = studies[0].protocol.model_dump()
+        d["search_spaces"] = studies[0].search_spaces
+        d["workloads"] = [{**w, "budget": s.budget, "metric": s.metric, "mode": s.mode}
                           for w, s in zip(d["workloads"], studies, strict=True)]
         return d, studies
 

@@ -17,6 +17,7 @@ from service import catalog
 from service.api.deps import get_store
 from service.api.errors import ApiError
 from service.auth import current_user
+from service.spec import ResolvedSpec
 from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["catalog"], dependencies=[Depends(current_user)])
@@ -66,10 +67,10 @@ def adopt_cluster_catalog(store: StudyStore = Depends(get_store)) -> None:
     catalog.adopt(cluster_catalogs(store))
 
 
-def check_cluster_offers(store: StudyStore, spec: dict) -> None:
+def check_cluster_offers(store: StudyStore, spec: ResolvedSpec) -> None:
     """422 naming `workload` or `optimizers` when no live node could run some trial of the study
     (the record of each node's catalog); nothing recorded yet: the controller's own catalog,
     which the spec's validation already applied."""
-    problem = catalog.check_offered(cluster_catalogs(store), spec["workload"], spec["optimizers"])
+    problem = catalog.check_offered(cluster_catalogs(store), spec.workload, spec.optimizers)
     if problem is not None:
         raise ApiError(422, *problem)

@@ -17,14 +17,14 @@ from service.api.errors import ApiError
 from service.api.results import cached_analysis_json, cached_report
 from service.api.trials import forget_tpe
 from service.auth import Principal, audit, client_address, current_user
-from service.control.external import is_external
 from service.control.queue_view import place
-from service.control.scheduler import infeasible, trial_request
+from service.control.scheduler import infeasible
 from service.control.stages import planned_trials
 from service.results.summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
 from service.results.verdicts import export_comparisons
 from service.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from service.settings import Settings
+from service.spec import ResolvedSpec
 from service.statuses import ACTIVE, TERMINAL
 from service.store.files import remove_study_files
 from service.store.models import Study
@@ -83,7 +83,7 @@ def create_study(spec: StudySpec, request: Request, response: Response,
     return study_out(store, study, request)
 
 
-def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
+def check_admission(store: StudyStore, settings: Settings, spec: ResolvedSpec) -> None:
     """The trial quota and feasibility, before anything is stored: 422 naming the field (the
     per-user active-study quota, 429, is counted by the insert itself)."""
     n = planned_trials(spec)
@@ -92,14 +92,14 @@ def check_admission(store: StudyStore, settings: Settings, spec: dict) -> None:
                                        f"{settings.max_trials_per_study} (ROOTFREE_MAX_TRIALS_PER_STUDY)")
     nodes = [node["resources"] for node in store.cluster().get("nodes", []) if node.get("alive")]
     # An external study's trials run on the clients' machines, not on this cluster.
-    short = None if is_external(spec) else infeasible(trial_request(spec["resources"]), nodes)
+    short = None if spec.external else infeasible(spec.resources.ray_request(), nodes)
     if short is not None:
         field = {"CPU": "cpu", "GPU": "gpu", "memory": "memory_mb"}.get(short, short)
         biggest = max(node.get(short, 0.0) for node in nodes)
         if short == "memory":
             biggest /= 2**20
         raise ApiError(422, f"resources.{field}", f"no live node of the cluster could ever run one trial: "
-                                                   f"it asks for {spec['resources'][field]} {field}, the largest "
+                                                   f"it asks for {getattr(spec.resources, field)} {field}, the largest "
                                                    f"node has {biggest:g}")
 
 

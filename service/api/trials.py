@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from service.api.deps import get_app_settings, get_store, get_study_or_404
 from service.api.errors import ApiError
 from service.auth import current_user
-from service.control.external import claim_body, is_external, next_group
+from service.control.external import claim_body, next_group
 from service.control.pruners import Report, pruner_for
 from service.schemas import reject_control_characters
 from service.settings import Settings
@@ -123,7 +123,7 @@ class FinishOut(BaseModel):
 
 
 def _external(study: Study) -> None:
-    if not is_external(study.spec):
+    if not study.resolved.external:
         raise ApiError(409, "execution", f"study {study.id!r} runs its trials on the cluster (execution: ray); "
                                          "only a study submitted with execution: external is claimed by clients")
 
@@ -160,7 +160,7 @@ def _conflict(fence: str, trial_id: int) -> ApiError:
 
 
 def _tell_tpe(request: Request, store: StudyStore, study: Study, trial_id: int) -> None:
-    if study.spec["protocol"].get("method") != "tpe":
+    if study.resolved.protocol.method != "tpe":
         return
     t = store.trial(study.id, trial_id)
     tpe = getattr(request.app.state, "external_tpe", None)
@@ -193,12 +193,12 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
     # the count and the claim are one transaction under the study's lock: claims that arrive
     # together never exceed max_concurrent_trials
     t = store.claim_next_external(
-        study.id, lambda counts: next_group(study.spec, study.id, study.created_at.timestamp(), counts,
+        study.id, lambda counts: next_group(study.resolved, study.id, study.created_at.timestamp(), counts,
                                             settings.scheduler),
         secrets.token_urlsafe(24), settings.external_lease_s)
     if t is None:
         return Response(status_code=204)
-    if study.spec["protocol"].get("method") == "tpe" and not t.config:
+    if study.resolved.protocol.method == "tpe" and not t.config:
         from service.control.samplers.tpe import TpeGroups
 
         with _tpe_lock:
@@ -210,7 +210,7 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
     expires = t.lease_expires_at
     if expires is not None and expires.tzinfo is None:  # SQLite returns naive UTC datetimes
         expires = expires.replace(tzinfo=UTC)
-    return claim_body(study.spec, t, expires or datetime.now(UTC) + timedelta(seconds=settings.external_lease_s))
+    return claim_body(study.resolved, t, expires or datetime.now(UTC) + timedelta(seconds=settings.external_lease_s))
 
 
 def _refused(store: StudyStore, study: Study, trial_id: int, outcome: str) -> HTTPException | ApiError:
@@ -242,8 +242,8 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
                  study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings)):
     _external(study)
-    spec, metric = study.spec, study.spec["metric"]
-    epochs = int(spec["budget"]["epochs"])
+    spec = study.resolved
+    metric, epochs = spec.metric, spec.budget["epochs"]
     if not 1 <= body.epoch <= epochs:  # 1-based, as the service's own trials report them
         raise ApiError(422, "epoch", f"must be 1..{epochs} (the study's budget.epochs), got {body.epoch}")
     row: dict[str, Any] = {**_checked_metrics(body.metrics, metric, required=True), "epoch": body.epoch}
@@ -299,7 +299,7 @@ def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1
     _external(study)
     if study.status in TERMINAL:
         _end_with_study(request, store, study, trial_id, body.claim_token)
-    metric = study.spec["metric"]
+    metric = study.resolved.metric
     metrics = _checked_metrics(body.metrics, metric, required=False) if body.metrics else None
     outcome, status = store.finish_external(study.id, trial_id, body.claim_token, body.status, metrics=metrics,
                                             metric=metric)

@@ -23,11 +23,11 @@ from service.control import checkpoints
 from service.control.cluster import ClusterRecorder
 from service.control.disk import DiskGuard
 from service.control.driver import trial_label
-from service.control.external import is_external
 from service.control.pruners import GO_ON, Decision, Pruner, Report, pruner_for
 from service.control.samplers.tpe import TpeGroups
-from service.control.scheduler import Group, StudyState, free_resources, infeasible, policy, trial_request
+from service.control.scheduler import Group, StudyState, free_resources, infeasible, policy
 from service.control.stages import StageMachine
+from service.spec import ResolvedSpec
 from service.statuses import ACTIVE, FINISHED
 from service.store.files import remove_study_files
 from service.store.lease import LeaseLost
@@ -40,7 +40,7 @@ log = logging.getLogger("rootfree.runner")
 class Active:
     """What the runner keeps in memory about a study it is running."""
 
-    spec: dict
+    spec: ResolvedSpec
     request: dict[str, float]
     priority: int
     created: float
@@ -88,9 +88,9 @@ class Dispatcher:
             running = Counter(t.study_id for t in self.live.values())
             free = free_resources(self.cluster.total, [t.request for t in self.live.values()])
             states = [StudyState(sid, a.priority, a.created, running.get(sid, 0),
-                                 a.spec["max_concurrent_trials"], a.request, a.groups)
+                                 a.spec.max_concurrent_trials, a.request, a.groups)
                       for sid, a in self.active.items()
-                      if not a.done and not is_external(a.spec)]  # external: clients claim them
+                      if not a.done and not a.spec.external]  # external: clients claim them
             for _ in range(len(states) + 1):
                 choice = self.policy.choose(states, free)
                 if choice is None:
@@ -107,7 +107,7 @@ class Dispatcher:
                 if trial is None:  # our counts were stale: look again soon
                     self._dirty = True
                     continue
-                if a.spec["protocol"]["method"] == "tpe" and not trial.config:
+                if a.spec.protocol.method == "tpe" and not trial.config:
                     trial.config = self.tpe.ask(self.store.get_study(choice.study_id), trial.optimizer,
                                                 trial.stage, trial.id)
                     self.store.set_config(trial.id, trial.config)
@@ -118,13 +118,13 @@ class Dispatcher:
             return None
 
     def _trial_config(self, a: Active, study_id: str, trial) -> dict:
-        config = {"workload": a.spec["workload"], "optimizer": trial.optimizer,
-                  "hyperparameters": trial.config, "budget": a.spec["budget"],
-                  "seed": trial.seed if trial.seed is not None else a.spec["protocol"]["seed"],
-                  "meta": {"trial_id": trial.id, "study_id": study_id, "study_name": a.spec["name"],
+        config = {"workload": a.spec.workload, "optimizer": trial.optimizer,
+                  "hyperparameters": trial.config, "budget": dict(a.spec.budget),
+                  "seed": trial.seed if trial.seed is not None else a.spec.protocol.seed,
+                  "meta": {"trial_id": trial.id, "study_id": study_id, "study_name": a.spec.name,
                            "optimizer": trial.optimizer, "stage": trial.stage,
                            "index": trial.index, "request": a.request}}
-        if a.spec["protocol"].get("scheme") == "original":
+        if a.spec.protocol.scheme == "original":
             config["schedule"] = "constant"  # the setup the root was introduced in
         if trial.checkpoint:  # interrupted by a controller death: go on from its last epoch
             config["resume_from"] = trial.checkpoint
@@ -143,7 +143,7 @@ class Dispatcher:
         a = self.active.get(meta["study_id"])
         if a is None or a.pruner is None or result.get("status") in ("completed", "diverged"):
             return GO_ON
-        epoch, metric = result.get("epoch"), a.spec["metric"]
+        epoch, metric = result.get("epoch"), a.spec.metric
         report = Report(meta["study_id"], meta["optimizer"], meta["stage"], meta["trial_id"], epoch,
                         result.get(metric))
         return a.pruner.decide(report, lambda: self.store.rung_values(
@@ -252,7 +252,7 @@ class Dispatcher:
             self.finish(sid, "completed")
         # a study ends for a full disk only on a fresh look (the cached one may be a second
         # old: space freed since, a study just submitted would fail at once)
-        elif not busy and not is_external(a.spec) and self.disk.full() and self.disk.full(fresh=True):
+        elif not busy and not a.spec.external and self.disk.full() and self.disk.full(fresh=True):
             self.finish(sid, "failed", self.disk.message)
 
     def _claimed_as_running(self, study_id: str, groups: tuple[Group, ...]) -> tuple[Group, ...]:
@@ -267,13 +267,13 @@ class Dispatcher:
 
     def _admit(self, study) -> Active | None:
         """A study this runner has not run yet (new, or resumed after a restart)."""
-        spec = study.spec
-        request = trial_request(spec["resources"])
-        short = None if is_external(spec) else infeasible(request, self.cluster.nodes)
+        spec = study.resolved
+        request = spec.resources.ray_request()
+        short = None if spec.external else infeasible(request, self.cluster.nodes)
         if short is not None:
             self.store.set_status(study.id, "failed", only_from=ACTIVE,
                                   error=f"resources: no node of the cluster has enough {short} "
-                                        f"for one trial ({spec['resources']})")
+                                        f"for one trial ({spec.resources.model_dump()})")
             return None
         before = study.status
         if not self.store.set_status(study.id, "running", only_from=ACTIVE):
@@ -284,7 +284,7 @@ class Dispatcher:
             how = f"resumed ({self.interrupted.pop(study.id, 0)} interrupted trials rerun)"
         slog.event("study %r %s on %s (Ray node %s)", study.name, how,
                    self.settings.ray_address or "a local Ray", self.runner.node_id)
-        a = Active(spec=spec, request=request, priority=int(spec.get("priority", 0)),
+        a = Active(spec=spec, request=request, priority=spec.priority,
                    created=study.created_at.timestamp(), slog=slog, pruner=pruner_for(spec))
         self.active[study.id] = a
         return a
@@ -320,6 +320,6 @@ class Dispatcher:
     def metric_of(self, study_id: str) -> str:
         a = self.active.get(study_id)
         if a is not None:
-            return a.spec["metric"]
+            return a.spec.metric
         study = self.store.get_study(study_id)
-        return study.spec["metric"] if study else "objective"
+        return study.resolved.metric if study else "objective"

@@ -13,14 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from service.control.scheduler import Group, StudyState, policy
-from service.store.study_store import FINISHED
+from service.spec import ResolvedSpec
+from service.statuses import FINISHED
 
 
-def is_external(spec: dict) -> bool:
-    return spec.get("execution", "ray") == "external"
-
-
-def next_group(spec: dict, study_id: str, created: float,
+def next_group(spec: ResolvedSpec, study_id: str, created: float,
                counts: list[tuple[str, int, str, int]], scheduler: str = "fair") -> tuple[str, int] | None:
     """The (optimizer, stage) the scheduler's policy hands the next claim of this study, from the
     store's (optimizer, stage, status, count) rows; None when nothing may start now (no pending
@@ -28,25 +25,24 @@ def next_group(spec: dict, study_id: str, created: float,
     by_group: dict[tuple[str, int], dict[str, int]] = {}
     for opt, stage, status, n in counts:
         by_group.setdefault((opt, stage), {})[status] = n
-    order = {o: i for i, o in enumerate(spec["optimizers"])}
+    order = {o: i for i, o in enumerate(spec.optimizers)}
     groups = [Group(opt, stage, order.get(opt, len(order)), runnable=c.get("pending", 0),
                     running=c.get("running", 0),
                     finished=sum(v for k, v in c.items() if k in FINISHED) == sum(c.values()))
               for (opt, stage), c in sorted(by_group.items())]
     running = sum(g.running for g in groups)
     # The clients' machines have their own resources: what one trial asks for always fits.
-    state = StudyState(study_id, int(spec.get("priority", 0)), created, running,
-                       int(spec["max_concurrent_trials"]), {}, tuple(groups))
+    state = StudyState(study_id, spec.priority, created, running, spec.max_concurrent_trials, {}, tuple(groups))
     choice = policy(scheduler).choose([state], {})
     return (choice.optimizer, choice.stage) if choice else None
 
 
-def claim_body(spec: dict, trial, lease_expires_at) -> dict[str, Any]:
+def claim_body(spec: ResolvedSpec, trial, lease_expires_at) -> dict[str, Any]:
     """The claim response: everything a client needs to train the trial."""
-    p = spec["protocol"]
+    p = spec.protocol
     return {"trial_id": trial.id, "optimizer": trial.optimizer, "stage": trial.stage,
-            "seed": trial.seed if trial.seed is not None else p["seed"], "budget": spec["budget"],
-            "hyperparameters": trial.config, "workload": spec["workload"],
-            "schedule": "constant" if p.get("scheme") == "original" else "workload",
-            "metric": spec["metric"], "mode": spec["mode"], "claim_token": trial.claim_token,
+            "seed": trial.seed if trial.seed is not None else p.seed, "budget": dict(spec.budget),
+            "hyperparameters": trial.config, "workload": spec.workload,
+            "schedule": "constant" if p.scheme == "original" else "workload",
+            "metric": spec.metric, "mode": spec.mode, "claim_token": trial.claim_token,
             "lease_expires_at": lease_expires_at}

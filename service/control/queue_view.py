@@ -7,17 +7,18 @@ from typing import Any
 
 from service.control.scheduler import StudyState, queue_order
 from service.control.stages import planned_trials
-from service.store.study_store import FINISHED, StudyStore
+from service.statuses import ACTIVE, FINISHED
+from service.store.study_store import StudyStore
 
 
 def queue(store: StudyStore) -> list[dict[str, Any]]:
     """Every queued or running study, in the order the fair-share policy serves them: study_id,
     name, status, priority, running, pending (trials not yet started), position (1-based)."""
     counts = store.active_counts()
-    studies = store.studies_with_status("running", "queued")
+    studies = store.studies_with_status(*ACTIVE)
     by_id = {s.id: s for s in studies}
-    states = [StudyState(s.id, int(s.spec.get("priority", 0)), s.created_at.timestamp(),
-                         counts.get(s.id, {}).get("running", 0), s.spec["max_concurrent_trials"], {})
+    states = [StudyState(s.id, s.resolved.priority, s.created_at.timestamp(),
+                         counts.get(s.id, {}).get("running", 0), s.resolved.max_concurrent_trials, {})
               for s in studies]
     out = []
     for position, st in enumerate(queue_order(states), start=1):
@@ -25,7 +26,7 @@ def queue(store: StudyStore) -> list[dict[str, Any]]:
         finished = sum(n for status, n in c.items() if status in FINISHED)
         out.append({"study_id": study.id, "name": study.name, "status": study.status, "owner": study.owner,
                     "priority": st.priority, "running": st.running,
-                    "pending": max(0, planned_trials(study.spec) - finished - st.running),
+                    "pending": max(0, planned_trials(study.resolved) - finished - st.running),
                     "position": position})
     return out
 

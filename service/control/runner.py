@@ -27,7 +27,6 @@ from ray.job_config import JobConfig
 from service.auth import audit
 from service.control.dispatch import Dispatcher
 from service.control.driver import run_tune, trial_error
-from service.control.external import is_external
 from service.settings import Settings
 from service.statuses import ACTIVE, FINISHED
 from service.store.lease import Lease, LeaseLost, holder_id
@@ -237,7 +236,7 @@ class StudyRunner:
         """A previous leader died: the trials it left running go back to pending."""
         d = self.dispatcher
         for study in self.store.studies_with_status("running"):
-            if is_external(study.spec):
+            if study.resolved.external:
                 continue  # its running trials are claimed by clients, under their own leases
             d.interrupted[study.id] = self.store.reset_interrupted(study.id)
             # trials that finished just before it died may not have been pruned yet

@@ -54,14 +54,6 @@ class Choice:
     stage: int
 
 
-def trial_request(resources: Mapping[str, float]) -> dict[str, float]:
-    """A study's `resources` as Ray resource names (memory in bytes)."""
-    out = {"CPU": float(resources.get("cpu", 1)), "GPU": float(resources.get("gpu", 0))}
-    if resources.get("memory_mb"):
-        out["memory"] = float(resources["memory_mb"]) * 2**20
-    return out
-
-
 def fits(request: Mapping[str, float], free: Mapping[str, float]) -> bool:
     return all(amount <= free.get(name, 0.0) + _EPS for name, amount in request.items() if amount > 0)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from search_spaces import SearchSpace, fresh_seeds, narrow, sample
 from service.control.scheduler import Group
+from service.spec import ResolvedSpec
 from service.store.models import Study
 from service.store.study_log import StudyLog
 from service.store.study_store import FINISHED, StudyStore
@@ -34,29 +35,22 @@ class Progress:
         return sum(g.runnable for g in self.groups)
 
 
-def planned_trials(spec: dict) -> int:
+def planned_trials(spec: ResolvedSpec) -> int:
     """Every trial the protocol will run for the study (all stages of all optimizers, and the
     seed re-runs)."""
-    p = spec["protocol"]
-    return (sum(p["stages"]) + p.get("seeds", 0)) * len(spec["optimizers"])
+    return (sum(spec.protocol.stages) + spec.protocol.seeds) * len(spec.optimizers)
 
 
-def seed_stage(spec: dict) -> int | None:
-    """The stage number of the seed re-runs (after the search stages), or None without them."""
-    p = spec["protocol"]
-    return len(p["stages"]) + 1 if p.get("seeds", 0) else None
-
-
-def seed_run_seeds(spec: dict, optimizer: str) -> list[int]:
+def seed_run_seeds(spec: ResolvedSpec, optimizer: str) -> list[int]:
     """The training seeds of an optimizer's seed runs. Paired studies: the same for every optimizer
     (so run i of each sees the same data order and initialisation and the runs pair up by seed);
     otherwise each optimizer its own (independent samples, as Welch's interval assumes)."""
-    p = spec["protocol"]
-    n = p["seeds"]
-    if p.get("paired"):
-        return fresh_seeds(p["seed"], n)
-    order = spec["optimizers"].index(optimizer)
-    return fresh_seeds(p["seed"], n * (order + 1))[order * n:]
+    p = spec.protocol
+    n = p.seeds
+    if p.paired:
+        return fresh_seeds(p.seed, n)
+    order = spec.optimizers.index(optimizer)
+    return fresh_seeds(p.seed, n * (order + 1))[order * n:]
 
 
 class StageMachine:
@@ -70,14 +64,13 @@ class StageMachine:
     def advance(self, study: Study, slog: StudyLog | None = None) -> Progress:
         """Opens every stage that has become runnable and says what can run now.
         Raises `search_spaces.NarrowingError` when a stage cannot be narrowed (the study fails)."""
-        spec = study.spec
-        stages = spec["protocol"]["stages"]
+        spec = study.resolved
         counts: dict[tuple[str, int], dict[str, int]] = {}
         for opt, stage, status, n in self.store.count_trials(study.id):
             counts.setdefault((opt, stage), {})[status] = n
         groups: list[Group] = []
-        sizes = list(stages) + ([spec["protocol"]["seeds"]] if seed_stage(spec) else [])
-        for order, opt in enumerate(spec["optimizers"]):
+        sizes = list(spec.protocol.stages) + ([spec.protocol.seeds] if spec.protocol.seed_stage else [])
+        for order, opt in enumerate(spec.optimizers):
             for stage, n in enumerate(sizes, start=1):
                 c = counts.get((opt, stage), {})
                 before = sum(c.values())
@@ -93,48 +86,47 @@ class StageMachine:
                                     running=c.get("running", 0), finished=finished >= n))
                 if finished < n:
                     break  # the next stage narrows around this one: it waits
-        done = all(g.finished for g in groups) and len(groups) == len(sizes) * len(spec["optimizers"])
+        done = all(g.finished for g in groups) and len(groups) == len(sizes) * len(spec.optimizers)
         return Progress(tuple(groups), done)
 
     def _open_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> int:
         """Creates the stage's missing trials; returns how many it created."""
-        spec = study.spec
-        p = spec["protocol"]
-        if stage == seed_stage(spec):
+        spec = study.resolved
+        p = spec.protocol
+        if stage == p.seed_stage:
             return self._open_seed_stage(study, optimizer, stage, slog)
         saved = (self.store.get_study(study.id).stage_spaces or {}).get(optimizer, {})
         if str(stage) in saved:  # opened before a restart: the same space, the missing trials
             space = SearchSpace.from_dict(saved[str(stage)])
         else:
-            space = SearchSpace.from_dict(spec["search_spaces"][optimizer])
+            space = SearchSpace.from_dict(spec.search_spaces[optimizer])
             notes: list[str] = []
             if stage > 1:
-                prev_space = SearchSpace.from_dict(saved.get(str(stage - 1), spec["search_spaces"][optimizer]))
+                prev_space = SearchSpace.from_dict(saved.get(str(stage - 1), spec.search_spaces[optimizer]))
                 prev = self.store.trials(study.id, optimizer=optimizer, stage=stage - 1)
                 space = narrow(prev_space, [(t.config, t.objective) for t in prev],
-                               mode=spec["mode"], top_k=p["top_k"], margin=p["margin"])
+                               mode=spec.mode, top_k=p.top_k, margin=p.margin)
                 notes = space.notes
-            if p["method"] == "tpe":
+            if p.method == "tpe":
                 notes = [*notes, "sampler: Optuna TPESampler (seeded per study seed, optimizer and stage; "
                                  "constant_liar), asked as slots free up"]
             self.store.save_stage_space(study.id, optimizer, stage, space.to_dict(), notes)
             for note in notes:
                 if slog:
                     slog.event("%s stage %d: %s", optimizer, stage, note)
-        n = p["stages"][stage - 1]
+        n = p.stages[stage - 1]
         # tpe: each configuration is asked from the sampler when its trial is claimed (control/samplers/tpe.py)
-        configs = ([{}] * n if p["method"] == "tpe"
-                   else sample(space, n, p["seed"], stage=stage, method=p["method"]))
-        created = self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=[p["seed"]] * n)
+        configs = ([{}] * n if p.method == "tpe" else sample(space, n, p.seed, stage=stage, method=p.method))
+        created = self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=[p.seed] * n)
         if slog:
             slog.event("%s stage %d: %d trials over %s", optimizer, stage, n, describe(space.to_dict()))
         return created
 
     def _open_seed_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> int:
         """The best search configuration of the optimizer, trained again with fresh seeds."""
-        spec = study.spec
-        p = spec["protocol"]
-        best = self.store.best_trials(study.id, spec["mode"], 1, max_stage=len(p["stages"])).get(optimizer)
+        spec = study.resolved
+        p = spec.protocol
+        best = self.store.best_trials(study.id, spec.mode, 1, max_stage=p.search_stages).get(optimizer)
         if not best:
             if slog:
                 slog.event("%s seed runs: no completed search trial to re-run", optimizer, level=logging.WARNING)
@@ -144,11 +136,11 @@ class StageMachine:
         self.store.save_stage_space(study.id, optimizer, stage,
                                     {k: {"kind": "fixed", "value": v} for k, v in config.items()},
                                     [f"seed runs of trial {best[0].id} (stage {best[0].stage}, "
-                                     f"index {best[0].index}), {p['seeds']} seeds"])
+                                     f"index {best[0].index}), {p.seeds} seeds"])
         created = self.store.ensure_trials(study.id, optimizer, stage, [config] * len(seeds), seeds=seeds)
         if slog:
             slog.event("%s seed runs (stage %d): the best configuration (trial %d, %s %.4g) with seeds %s",
-                       optimizer, stage, best[0].id, spec["metric"], best[0].objective, seeds)
+                       optimizer, stage, best[0].id, spec.metric, best[0].objective, seeds)
         return created
 
 

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from service.spec import ResolvedSpec, load_spec
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -40,6 +42,15 @@ class Study(Base):
                                                  onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def resolved(self) -> ResolvedSpec:
+        """The stored spec, typed (every default was filled when it was stored)."""
+        cached = self.__dict__.get("_resolved")
+        if cached is None or cached[0] is not self.spec:
+            cached = (self.spec, load_spec(self.spec))
+            self.__dict__["_resolved"] = cached
+        return cached[1]
     trials: Mapped[list[Trial]] = relationship(back_populates="study",
                                                cascade="all, delete-orphan")
 

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
+from service.spec import ResolvedSpec, spec_json
 from service.statuses import ACTIVE, FINISHED, RESULTS, TERMINAL
 from service.store.models import AuditEntry, ClusterRecord, Report, Study, Suite, Trial
 
@@ -164,13 +165,14 @@ class StudyStore:
         return self.sessions()
 
     # ------------------------------------------------------------------ studies
-    def create_study(self, spec: dict[str, Any], idempotency_key: str | None, owner: str | None = None,
+    def create_study(self, spec: ResolvedSpec, idempotency_key: str | None, owner: str | None = None,
                      audit: dict[str, Any] | None = None, max_active: int | None = None) -> tuple[Study, bool]:
         """Returns (study, created). A repeated idempotency key (per owner: one user's key never
         returns another user's study) returns the first study. `audit` (actor, client) writes the
         study.create entry in the same transaction. With `max_active`, raises `QuotaExceeded` when
         the owner already has that many queued or running studies; the count and the insert are
         one transaction under a per-owner lock, so parallel requests cannot all pass the count."""
+        spec = spec_json(spec)
         key = idempotency_key or None
         # The owner and the key are two columns, unique as a pair (never one joined string: user
         # names may contain ":").
@@ -200,7 +202,7 @@ class StudyStore:
                 return s.scalar(select(Study).where(*same_key)), False
             return study, True
 
-    def create_suite(self, spec: dict[str, Any], study_specs: list[dict[str, Any]], idempotency_key: str | None,
+    def create_suite(self, spec: dict[str, Any], study_specs: list[ResolvedSpec], idempotency_key: str | None,
                      owner: str | None = None, audit: dict[str, Any] | None = None,
                      max_active: int | None = None) -> tuple[Suite, bool]:
         """The suite and its studies (queued, in the order of `study_specs`) in one transaction;
@@ -208,6 +210,7 @@ class StudyStore:
         studies) returns the first suite. With `max_active`, raises `QuotaExceeded` when the owner's
         queued or running studies plus the suite's would pass it: counted under the same per-owner
         lock as a study's admission, so parallel submissions cannot all pass the count."""
+        study_specs = [spec_json(s) for s in study_specs]
         key = idempotency_key or None
         same_key = (Suite.idempotency_key == key,
                     Suite.owner.is_(None) if owner is None else Suite.owner == owner)

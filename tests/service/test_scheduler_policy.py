@@ -12,8 +12,8 @@ from service.control.scheduler import (
     infeasible,
     policy,
     queue_order,
-    trial_request,
 )
+from service.spec import Resources
 
 CPU1 = {"CPU": 1.0, "GPU": 0.0}
 
@@ -79,7 +79,7 @@ def test_resources():
     assert not fits({"CPU": 0.5, "GPU": 0.5}, {"CPU": 1, "GPU": 0.25})
     assert fits({"CPU": 0.1, "GPU": 0.0}, free_resources({"CPU": 0.3}, [{"CPU": 0.1}, {"CPU": 0.1}]))
     assert free_resources({"CPU": 2, "GPU": 1}, [{"CPU": 1, "GPU": 0.5}]) == {"CPU": 1, "GPU": 0.5}
-    assert trial_request({"cpu": 1, "gpu": 0.5, "memory_mb": 1024}) == {"CPU": 1, "GPU": 0.5, "memory": 2**30}
+    assert Resources(cpu=1, gpu=0.5, memory_mb=1024).ray_request() == {"CPU": 1, "GPU": 0.5, "memory": 2**30}
 
 
 def test_infeasible_names_the_short_resource():

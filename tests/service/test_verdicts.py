@@ -16,6 +16,7 @@ from service.results import verdicts
 from service.results.analysis import analyse
 from service.results.report import ranking_text, verdict_table
 from service.schemas import StudySpec
+from service.spec import load_spec, spec_json
 from workers import run_trial, workloads
 
 
@@ -94,8 +95,9 @@ def test_monte_carlo_permutation_for_many_seeds_is_seeded():
 
 
 def spec(**protocol):
-    return StudySpec(name="v", workload="noisy_quadratic", optimizers=["sgd", "rfrmsprop", "adamw"],
-                     protocol={"stages": [2], "top_k": 2, "seed": 3, **protocol}).resolved()
+    """A study's spec as the store keeps it (what the results layer reads)."""
+    return spec_json(StudySpec(name="v", workload="noisy_quadratic", optimizers=["sgd", "rfrmsprop", "adamw"],
+                               protocol={"stages": [2], "top_k": 2, "seed": 3, **protocol}).resolved())
 
 
 def trial(opt, stage, index, objective, seed, status="completed"):
@@ -143,9 +145,9 @@ def test_cli_verdict_table_and_export_comparisons():
 
 def test_paired_studies_share_seed_run_seeds_and_unpaired_do_not():
     paired, unpaired = spec(seeds=3, paired=True), spec(seeds=3)
-    seeds = [seed_run_seeds(paired, o) for o in paired["optimizers"]]
+    seeds = [seed_run_seeds(load_spec(paired), o) for o in paired["optimizers"]]
     assert seeds[0] == seeds[1] == seeds[2] and len(set(seeds[0])) == 3
-    seeds = [seed_run_seeds(unpaired, o) for o in unpaired["optimizers"]]
+    seeds = [seed_run_seeds(load_spec(unpaired), o) for o in unpaired["optimizers"]]
     assert all(len(s) == 3 for s in seeds) and len({x for s in seeds for x in s}) == 9
     assert 3 not in {x for s in seeds for x in s}  # never the search trials' seed
 
@@ -183,7 +185,7 @@ def test_paired_seed_runs_share_data_order_and_initialisation(monkeypatch):
     for (ea, xa, ya), (eb, xb, yb) in zip(a["batches"], b["batches"], strict=True):
         assert ea == eb and torch.equal(xa, xb) and torch.equal(ya, yb)
     # unpaired: each optimizer its own seed, so its own initialisation and data order
-    u = {**s, "protocol": {**s["protocol"], "paired": False}}
+    u = s.model_copy(update={"protocol": s.protocol.model_copy(update={"paired": False})})
     seen.clear()
     for opt in ("sgd", "rfrmsprop"):
         run_trial({"workload": "fmnist_cnn", "optimizer": opt, "hyperparameters": {"lr": 0.01}, "budget": budget,

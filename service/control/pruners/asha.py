@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.control.pruners.base import GO_ON, Decision, PeersLoader, Pruner, Report
+from service.spec import ResolvedSpec
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,6 @@ class Asha:
     grace_epochs: int = 1
     reduction_factor: int = 3
     max_epochs: int = 1
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> Asha | None:
-        es = spec["protocol"].get("early_stopping")
-        if not es or es.get("kind") != "asha":
-            return None
-        return cls(es.get("grace_epochs", 1), es.get("reduction_factor", 3), spec["budget"]["epochs"])
 
     @property
     def rungs(self) -> list[int]:
@@ -64,11 +58,12 @@ class AshaPruner(Pruner):
         self._values: dict[tuple[str, int, int], list[float]] = {}  # (optimizer, stage, epoch) -> values
 
     @classmethod
-    def from_spec(cls, spec: dict) -> AshaPruner | None:
-        asha = Asha.from_spec(spec)
-        if asha is None:
+    def from_spec(cls, spec: ResolvedSpec) -> AshaPruner | None:
+        es = spec.protocol.early_stopping
+        if es is None:
             return None
-        return cls(asha, len(spec["protocol"]["stages"]), spec["metric"], spec["mode"])
+        asha = Asha(es.grace_epochs, es.reduction_factor, spec.budget["epochs"])
+        return cls(asha, spec.protocol.search_stages, spec.metric, spec.mode)
 
     def decides_at(self, stage: int, epoch: int) -> bool:
         return stage <= self.search_stages and epoch in self._rungs
@@ -88,18 +83,3 @@ class AshaPruner(Pruner):
         shown = f"{value:.4g}" if isinstance(value, int | float) and math.isfinite(value) else str(value)
         return Decision(True, f"ASHA: {self.metric} {shown} at epoch {report.epoch} is not in the best "
                               f"1/{self.asha.reduction_factor} of its group's rung")
-
-
-def validate(early_stopping: dict | None, epochs: int) -> None:
-    """Raises ValueError("early_stopping: ...") for settings that cannot work with the budget."""
-    if not early_stopping:
-        return
-    if early_stopping.get("kind") != "asha":
-        raise ValueError(f"early_stopping: unknown kind {early_stopping.get('kind')!r}; known: asha")
-    g, r = early_stopping.get("grace_epochs", 1), early_stopping.get("reduction_factor", 3)
-    if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-        raise ValueError(f"early_stopping: grace_epochs must be a positive integer, got {g!r}")
-    if g >= epochs:
-        raise ValueError(f"early_stopping: grace_epochs {g} leaves no rung below the budget's {epochs} epochs")
-    if isinstance(r, bool) or not isinstance(r, int) or r < 2:
-        raise ValueError(f"early_stopping: reduction_factor must be an integer >= 2, got {r!r}")

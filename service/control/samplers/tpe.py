@@ -35,14 +35,14 @@ class TpeGroups:
         if key in self._groups:
             return self._groups[key]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        spec = study.spec
+        spec = study.resolved
         space_dict = (self.store.get_study(study.id).stage_spaces or {})[optimizer][str(stage)]
         space = SearchSpace.from_dict(space_dict)
         dists = space.to_optuna()
-        n = spec["protocol"]["stages"][stage - 1]
-        sampler = optuna.samplers.TPESampler(seed=_seed(spec["protocol"]["seed"], optimizer, stage),
+        n = spec.protocol.stages[stage - 1]
+        sampler = optuna.samplers.TPESampler(seed=_seed(spec.protocol.seed, optimizer, stage),
                                              constant_liar=True, n_startup_trials=max(2, min(10, n // 4)))
-        ostudy = optuna.create_study(direction="minimize" if spec["mode"] == "min" else "maximize",
+        ostudy = optuna.create_study(direction="minimize" if spec.mode == "min" else "maximize",
                                      sampler=sampler)
         seeded = 0
         for t in self.store.trials(study.id, optimizer=optimizer):

@@ -1,0 +1,142 @@
+"""A study's spec: its fields and their defaults, written once.
+
+`StudySpec` (service/schemas.py) is what a client sends: validated against the catalog, with
+`metric`, `mode`, `budget` and search spaces optional. `StudySpec.resolved()` turns it into a
+`ResolvedSpec`: frozen, every default filled in (the workload's metric, mode and budget, each
+optimizer's search space, early stopping's settings). That is what the store keeps and what
+every later layer reads, by attribute (`load_spec` reads a stored one back)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class EarlyStopping(BaseModel):
+    """{"kind": "asha", "grace_epochs": 1, "reduction_factor": 3}: ASHA's rungs are grace_epochs,
+    grace_epochs·r, ... below the budget's epochs (service/control/pruners/asha.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["asha"]
+    grace_epochs: int = 1
+    reduction_factor: int = 3
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_messages(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        unknown = sorted(set(v) - {"kind", "grace_epochs", "reduction_factor"})
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
+        if v.get("kind") != "asha":
+            raise ValueError(f"unknown kind {v.get('kind')!r}; known: asha")
+        g, r = v.get("grace_epochs", 1), v.get("reduction_factor", 3)
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise ValueError(f"grace_epochs must be a positive integer, got {g!r}")
+        if isinstance(r, bool) or not isinstance(r, int) or r < 2:
+            raise ValueError(f"reduction_factor must be an integer >= 2, got {r!r}")
+        return v
+
+    def check_budget(self, epochs: int) -> None:
+        if self.grace_epochs >= epochs:
+            raise ValueError(f"early_stopping: grace_epochs {self.grace_epochs} leaves no rung below "
+                             f"the budget's {epochs} epochs")
+
+
+class ProtocolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    stages: list[int] = Field(default=[100, 100], min_length=1, max_length=10)
+    top_k: int = Field(default=10, ge=2, le=10000)
+    margin: float = Field(default=0.25, ge=0, le=10)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    # random/halton: every configuration of a stage fixed up front; tpe: Optuna's TPESampler asked
+    # as slots free up (later trials learn from earlier ones), inside the stage's space.
+    method: Literal["random", "halton", "tpe"] = "random"
+    # After the last search stage, each optimizer's best configuration trains again with this
+    # many fresh seeds (stage len(stages) + 1): the report ranks by their mean.
+    seeds: int = Field(default=0, ge=0, le=20)
+    # true: every optimizer's seed runs train with the same seeds (same data order and
+    # initialisation) and the verdicts use the paired test; false: each optimizer its own seeds.
+    paired: bool = False
+    # modern: the workload's lr schedule, every hyperparameter searched; original: the paper's
+    # Figure 2 setup (constant lr, only lr searched, zero-initialised preconditioners, no B scaling).
+    scheme: Literal["modern", "original"] = "modern"
+    # None: every trial trains its whole budget.
+    early_stopping: EarlyStopping | None = None
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[int]) -> list[int]:
+        for i, n in enumerate(v):
+            if not 1 <= n <= 10000:
+                raise ValueError(f"stages[{i}] = {n} is out of range 1..10000")
+        return v
+
+    @property
+    def search_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def seed_stage(self) -> int | None:
+        """The stage of the seed runs (after the search stages), None when there are none."""
+        return len(self.stages) + 1 if self.seeds else None
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cpu: float = Field(default=1, gt=0, le=1024)
+    gpu: float = Field(default=0, ge=0, le=64)  # a fraction shares a GPU: 0.5 runs two trials on one
+    memory_mb: float = Field(default=0, ge=0, le=16 * 2**20)  # reserved per trial (Ray's `memory`)
+
+    def ray_request(self) -> dict[str, float]:
+        """What one trial asks Ray for, in Ray's resource names (memory in bytes)."""
+        out = {"CPU": float(self.cpu), "GPU": float(self.gpu)}
+        if self.memory_mb:
+            out["memory"] = float(self.memory_mb) * 2**20
+        return out
+
+
+class SpecFields(BaseModel):
+    """The fields of a study's spec and their defaults (shared by what is sent and what is stored)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    workload: str
+    optimizers: list[str] = Field(min_length=1, max_length=10)
+    search_spaces: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    metric: str | None = None
+    mode: Literal["min", "max"] | None = None
+    budget: dict[str, int] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
+    # Higher goes first; among equal priority the study with the fewest running trials.
+    priority: int = Field(default=0, ge=0, le=100)
+    # ray: the runner trains the trials on its Ray cluster; external: the trials wait, pending,
+    # for clients that claim them over REST (`POST /studies/{id}/trials/claim`, `rootfree agent`).
+    execution: Literal["ray", "external"] = "ray"
+
+
+class ResolvedSpec(SpecFields):
+    """A spec with every default filled in, frozen: what the store keeps and the run-time reads.
+    Loading does not consult the catalog (a stored study outlives an uninstalled plugin)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    metric: str
+    mode: Literal["min", "max"]
+    budget: dict[str, int]
+
+    @property
+    def external(self) -> bool:
+        return self.execution == "external"
+
+
+def load_spec(spec: dict | ResolvedSpec) -> ResolvedSpec:
+    """A stored spec (the JSON column) as the typed, resolved spec."""
+    return spec if isinstance(spec, ResolvedSpec) else ResolvedSpec.model_validate(spec)
+
+
+def spec_json(spec: ResolvedSpec | dict) -> dict:
+    """What the store's JSON column keeps of a spec."""
+    return spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
