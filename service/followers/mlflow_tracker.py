@@ -195,7 +195,7 @@ class MlflowFollower:
             with self.store.session() as s:
                 self._watch = set(s.scalars(select(Study.id).where(
                     Study.status.in_(ACTIVE) | (Study.finished_at >= recent))).all())
-        active = {st.id: st for st in self.store.studies_with_statusACTIVE}
+        active = {st.id: st for st in self.store.studies_with_status(*ACTIVE)}
         for sid in self._watch | set(active):
             study = active.get(sid) or self.store.get_study(sid)
             if study is None:
