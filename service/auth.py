@@ -8,6 +8,8 @@ and an admin flag. `current_user` is the one FastAPI dependency every router use
 
 Ownership: a study records its owner; a user sees and acts on their own studies only (another
 user's study answers 404, so its existence is not revealed); admins see and act on all.
+
+The SQL is the store's: service/store/tokens.py (the token rows), service/store/audit.py (the trail).
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from fastapi import HTTPException, Request
-from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
-from service.store.models import ApiToken, AuditEntry
+from service.store import tokens as token_rows
+from service.store.audit import append as audit  # the routers and the runner append through this name
+from service.store.models import ApiToken
+
+__all__ = ["CACHE_S", "LAST_USED_EVERY_S", "LOCAL_ADMIN", "TOKEN_PREFIX", "USER_NAME", "Principal", "TokenCache",
+           "audit", "client_address", "create_token", "current_user", "list_tokens", "new_token", "require_admin",
+           "revoke_tokens", "token_hash", "unauthorized"]
 
 TOKEN_PREFIX = "rf_"
 # User names: plain ASCII, no ":" or spaces (a name is shown, logged and compared; issue 19). Stores
@@ -57,22 +62,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def audit(engine_or_session, actor: str, action: str, target: str | None = None,
-          client: str | None = None, detail: dict | None = None) -> None:
-    """Appends one entry to the audit trail (in the caller's session when given one)."""
-    entry = AuditEntry(at=_now(), actor=actor, action=action, target=target, client=client, detail=detail or {})
-    if isinstance(engine_or_session, Session):
-        engine_or_session.add(entry)
-        return
-    with Session(engine_or_session) as s:
-        s.add(entry)
-        s.commit()
-
-
 def create_token(engine: Engine, user: str, admin: bool = False, actor: str = "cli",
                  client: str | None = None) -> tuple[str, int]:
     """Makes a token for `user`; returns (the token, shown this once; its id)."""
@@ -81,18 +70,11 @@ def create_token(engine: Engine, user: str, admin: bool = False, actor: str = "c
         raise ValueError(f"user {user!r}: a user name is 1 to 64 of the characters A-Z a-z 0-9 . _ @ - "
                          "(letters, digits, dot, underscore, at sign, hyphen)")
     token = new_token()
-    with Session(engine) as s:
-        row = ApiToken(user=user, admin=admin, token_hash=token_hash(token), created_at=_now())
-        s.add(row)
-        s.flush()
-        audit(s, actor, "token.create", str(row.id), client, {"user": user, "admin": admin})
-        s.commit()
-        return token, row.id
+    return token, token_rows.add_token(engine, user, admin, token_hash(token), actor, client)
 
 
 def list_tokens(engine: Engine) -> list[ApiToken]:
-    with Session(engine) as s:
-        return list(s.scalars(select(ApiToken).order_by(ApiToken.id)))
+    return token_rows.list_tokens(engine)
 
 
 def revoke_tokens(engine: Engine, *, user: str | None = None, token_id: int | None = None,
@@ -100,15 +82,7 @@ def revoke_tokens(engine: Engine, *, user: str | None = None, token_id: int | No
     """Revokes every live token of `user`, or the token `token_id`; returns how many."""
     if (user is None) == (token_id is None):
         raise ValueError("give exactly one of user or token id")
-    with Session(engine) as s:
-        q = select(ApiToken).where(ApiToken.revoked_at.is_(None))
-        q = q.where(ApiToken.user == user) if user is not None else q.where(ApiToken.id == token_id)
-        rows = list(s.scalars(q))
-        for row in rows:
-            row.revoked_at = _now()
-            audit(s, actor, "token.revoke", str(row.id), client, {"user": row.user})
-        s.commit()
-        return len(rows)
+    return token_rows.revoke_tokens(engine, user=user, token_id=token_id, actor=actor, client=client)
 
 
 class TokenCache:
@@ -135,9 +109,7 @@ class TokenCache:
         if hit is not None and now - hit[0] < self.ttl_s:
             principal = hit[1]
         else:
-            with Session(self.engine) as s:
-                row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest,
-                                                      ApiToken.revoked_at.is_(None)))
+            row = token_rows.live_token(self.engine, digest)
             principal = Principal(row.user, row.admin, row.id) if row else None
             with self._lock:
                 if len(self._entries) > 10_000:  # bounded: a flood of wrong tokens costs no memory
@@ -150,9 +122,7 @@ class TokenCache:
             if due:
                 self._used[principal.token_id] = now
         if due:
-            with Session(self.engine) as s:
-                s.execute(update(ApiToken).where(ApiToken.id == principal.token_id).values(last_used_at=_now()))
-                s.commit()
+            token_rows.touch_token(self.engine, principal.token_id)
         return principal
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from service.api.deps import get_store
 from service.auth import Principal, require_admin
-from service.store.models import AuditEntry
+from service.store import audit as audit_trail
 from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["audit"])
@@ -19,9 +17,7 @@ def read_audit(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge
                _: Principal = Depends(require_admin), store: StudyStore = Depends(get_store)):
     """Newest first: time, actor, action (study.create, study.cancel, study.delete, token.create,
     token.revoke, runner.takeover), target id, client address."""
-    with Session(store.engine) as s:
-        total = s.scalar(select(func.count()).select_from(AuditEntry)) or 0
-        rows = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit).offset(offset))
-        items = [{"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "target": r.target,
-                  "client": r.client, "detail": r.detail} for r in rows]
+    rows, total = audit_trail.page(store.engine, limit, offset)
+    items = [{"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "target": r.target,
+              "client": r.client, "detail": r.detail} for r in rows]
     return {"items": items, "total": total, "limit": limit, "offset": offset}

@@ -1,0 +1,180 @@
+"""External trials (claims): a client claims a pending trial of an external study under a lease;
+every write of the claimant is fenced by its claim token and the lease in the statement that
+makes it, so an expired claimant can never write over the trial's next claimant
+(service/api/trials.py)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from service.statuses import FINISHED
+from service.store.engine import StoreBase, now
+from service.store.locks import lock_study_claims
+from service.store.models import Report, Trial
+
+
+class ClaimsMixin(StoreBase):
+    def expire_claims(self, study_id: str) -> int:
+        """Claims of the study whose lease has passed go back to pending; their reports go (the
+        next claimant trains from the start). Returns how many."""
+        at = now()
+        with self.session() as s:
+            ids = list(s.scalars(select(Trial.id).where(
+                Trial.study_id == study_id, Trial.status == "running", Trial.claim_token.is_not(None),
+                Trial.lease_expires_at < at)))
+            n = 0
+            for tid in ids:
+                if s.execute(update(Trial).where(Trial.id == tid, Trial.status == "running",
+                                                 Trial.lease_expires_at < at)
+                             .values(status="pending", claim_token=None, lease_expires_at=None, epochs=0,
+                                     metrics={}, objective=None, started_at=None)).rowcount:
+                    s.execute(delete(Report).where(Report.trial_id == tid))
+                    n += 1
+            s.commit()
+            return n
+
+    def claim_external(self, study_id: str, optimizer: str, stage: int, token: str,
+                       lease_s: float) -> Trial | None:
+        """Claims the lowest-index pending trial of a group for a client (None: none left). One
+        statement picks and claims the row (PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent
+        claims take different rows instead of queueing on one; SQLite runs writers one at a time)."""
+        with self.session() as s:
+            for _ in range(10):
+                pick = (select(Trial.id).where(Trial.study_id == study_id, Trial.optimizer == optimizer,
+                                               Trial.stage == stage, Trial.status == "pending")
+                        .order_by(Trial.index).limit(1).with_for_update(skip_locked=True).scalar_subquery())
+                at = now()
+                tid = s.scalar(update(Trial).where(Trial.id == pick, Trial.status == "pending")
+                               .values(status="running", started_at=at, finished_at=None, runs=Trial.runs + 1,
+                                       claim_token=token, lease_expires_at=at + timedelta(seconds=lease_s),
+                                       error=None).returning(Trial.id))
+                s.commit()
+                if tid is not None:
+                    return s.get(Trial, tid)
+                if not s.scalar(select(func.count()).select_from(Trial).where(
+                        Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
+                        Trial.status == "pending")):
+                    return None
+            return None
+
+    def claim_next_external(self, study_id: str, choose: Callable[[list[tuple[str, int, str, int]]],
+                                                                  tuple[str, int] | None],
+                            token: str, lease_s: float) -> Trial | None:
+        """Claims the trial the scheduler picks for a client: `choose` gets the study's
+        (optimizer, stage, status, count) rows and answers a group or None (nothing may start).
+        Counting and claiming are one transaction under the study's claim lock, so claims that
+        arrive together never exceed `max_concurrent_trials`."""
+        with self.session() as s:
+            lock_study_claims(s, study_id)
+            counts = list(s.execute(
+                select(Trial.optimizer, Trial.stage, Trial.status, func.count())
+                .where(Trial.study_id == study_id)
+                .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
+            group = choose(counts)
+            if group is None:
+                s.rollback()
+                return None
+            pick = (select(Trial.id).where(Trial.study_id == study_id, Trial.optimizer == group[0],
+                                           Trial.stage == group[1], Trial.status == "pending")
+                    .order_by(Trial.index).limit(1).scalar_subquery())
+            at = now()
+            tid = s.scalar(update(Trial).where(Trial.id == pick, Trial.status == "pending")
+                           .values(status="running", started_at=at, finished_at=None, runs=Trial.runs + 1,
+                                   claim_token=token, lease_expires_at=at + timedelta(seconds=lease_s),
+                                   error=None).returning(Trial.id))
+            s.commit()
+            return s.get(Trial, tid) if tid is not None else None
+
+    def _fenced(self, s: Session, study_id: str, trial_id: int, token: str, values: dict[str, Any],
+                *condition) -> tuple[str, Any]:
+        """One UPDATE of a claimed trial, made only if `token` holds its claim and the lease has
+        not passed (and `condition` holds): ("ok", the trial's optimizer/stage/objective row);
+        else why not, with the trial: "missing" (not in this study), "lost" (another claim, or
+        none), "finished" (ended under this claim: a retry), "expired", "condition"."""
+        at = now()
+        row = s.execute(update(Trial).where(
+            Trial.id == trial_id, Trial.study_id == study_id, Trial.claim_token == token,
+            Trial.status == "running", Trial.lease_expires_at > at, *condition)
+            .values(**values).returning(Trial.optimizer, Trial.stage, Trial.objective)).first()
+        if row is not None:
+            return "ok", row
+        t = s.get(Trial, trial_id)
+        if t is None or t.study_id != study_id:
+            return "missing", None
+        if t.claim_token != token:
+            return "lost", t
+        if t.status in FINISHED:
+            return "finished", t
+        expires = t.lease_expires_at
+        if expires is None or (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= at:
+            return "expired", t
+        return "condition", t
+
+    def renew_claim(self, study_id: str, trial_id: int, token: str, lease_s: float) -> tuple[str, Any]:
+        """A heartbeat of a claimant that is alive but has nothing to report yet (a long epoch)."""
+        with self.session() as s:
+            out = self._fenced(s, study_id, trial_id, token,
+                               {"lease_expires_at": now() + timedelta(seconds=lease_s)})
+            s.commit()
+            return out
+
+    def report_external(self, study_id: str, trial_id: int, token: str, epoch: int, row: dict[str, Any],
+                        metric: str, lease_s: float) -> tuple[str, Any]:
+        """Stores one per-epoch report of a claimed trial (a repeated epoch replaces its row) and
+        renews the lease. ("ok", optimizer/stage row); "epoch" (lower than one already reported:
+        nothing stored) with the trial; or the fence's other answers (see `_fenced`)."""
+        values: dict[str, Any] = {"lease_expires_at": now() + timedelta(seconds=lease_s), "epochs": epoch}
+        value = row.get(metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            values["metrics"] = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
+            values["objective"] = float(value)
+        with self.session() as s:
+            outcome, got = self._fenced(s, study_id, trial_id, token, values, Trial.epochs <= epoch)
+            if outcome != "ok":  # nothing was written (closing the session ends the transaction)
+                return ("epoch" if outcome == "condition" else outcome), got
+            s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
+            s.add(Report(trial_id=trial_id, epoch=epoch, row=row))
+            s.commit()
+            return outcome, got
+
+    def finish_external(self, study_id: str, trial_id: int, token: str, status: str, *,
+                        metrics: dict[str, Any] | None = None, metric: str | None = None,
+                        error: str | None = None) -> tuple[str, str | None]:
+        """Ends a claimed trial as completed/diverged/stopped/failed, fenced like a report:
+        ("ok", status); ("finished", its status): it ended under this claim before (a retry,
+        nothing changes); "metric": completed without the study's metric ever reported (nothing
+        changes); or "missing", "lost", "expired"."""
+        values: dict[str, Any] = {"status": status, "finished_at": now(), "lease_expires_at": None}
+        if error is not None:
+            values["error"] = error[-2000:]
+        value = (metrics or {}).get(metric) if metric else None
+        has_value = isinstance(value, int | float) and math.isfinite(value)
+        if has_value:
+            values["metrics"] = {k: metrics[k] for k in ("train_loss", metric) if k in metrics}
+            values["objective"] = float(value)
+        if status == "diverged":
+            values["objective"] = None  # a diverged trial never counts as best
+        # completed needs the study's metric: sent now, or reported for an epoch before
+        needs = [Trial.objective.is_not(None)] if status == "completed" and metric and not has_value else []
+        with self.session() as s:
+            outcome, got = self._fenced(s, study_id, trial_id, token, values, *needs)
+            if outcome != "ok":  # nothing was written
+                return ("metric" if outcome == "condition" else outcome), getattr(got, "status", None)
+            s.commit()
+            return outcome, status
+
+    def rung_values_of_others(self, study_id: str, optimizer: str, stage: int, epoch: int, metric: str,
+                              trial_id: int) -> list[float]:
+        """`rung_values` without one trial's own report (ASHA compares a trial with its peers).
+        Only the metric leaves the database, not the peers' whole report rows."""
+        with self.session() as s:
+            values = s.scalars(select(Report.row[metric].as_float()).join(Trial, Trial.id == Report.trial_id).where(
+                Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
+                Report.epoch == epoch, Trial.id != trial_id))
+            return [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]

@@ -1,0 +1,94 @@
+"""The database under the study store: the engine (SQLite in WAL mode, or any SQLAlchemy URL such
+as PostgreSQL), the Alembic migrations, the base every part of the store builds on, and what a
+caller needs to tell an outage from a bug (`StoreUnavailable`, `transient`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StoreUnavailable(RuntimeError):
+    """The database named by the settings cannot be reached."""
+
+
+def make_engine(url: str, immediate: bool = False) -> Engine:
+    """An engine for `url`. ``immediate`` (SQLite only): every transaction starts with BEGIN
+    IMMEDIATE, so its first statement already holds the database's write lock (the runner's
+    fenced transactions: the lease check and the write that follows are one transaction; Python's
+    sqlite3 would otherwise begin only at the first write, after the check). WAL readers are
+    not blocked by it."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs.update(pool_size=20, max_overflow=20)
+    engine = create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+            if immediate:  # SQLAlchemy's pysqlite recipe: we emit BEGIN, not the driver
+                dbapi_conn.isolation_level = None
+
+        if immediate:
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(conn):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Brings the schema to the newest Alembic revision."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+    except OperationalError as e:
+        raise StoreUnavailable(
+            f"cannot reach the study database {engine.url.render_as_string(hide_password=True)}: "
+            f"{e.orig}") from None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def transient(e: BaseException) -> bool:
+    """A database error worth retrying: the server is down or restarting, a connection was cut,
+    SQLite is busy. Not: a constraint or a programming error."""
+    if isinstance(e, OperationalError | InterfaceError):
+        return True
+    return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
+
+
+class StoreBase:
+    """What every part of the study store shares: the URL, the engine and its sessions (made by
+    `StudyStore`; `RunnerStore` swaps `sessions` for fenced ones, so every part must open its
+    sessions through `session()`)."""
+
+    url: str
+    engine: Engine
+    sessions: sessionmaker
+
+    def session(self) -> Session:
+        return self.sessions()

@@ -1,0 +1,81 @@
+"""The queries behind a page of studies: the best trials, the seed re-runs and the trial counts
+of several studies at once, one query each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, func, literal, select
+
+from service.statuses import RESULTS
+from service.store.engine import StoreBase
+from service.store.models import Trial
+
+
+class RankingMixin(StoreBase):
+    def best_trials(self, study_id: str, mode: str, k: int, max_stage: int | None = None) -> dict[str, list[Any]]:
+        """The top-k completed trials of every optimizer, best first (ties: stage, then index),
+        as rows with id, optimizer, stage, index, objective, config.
+
+        One windowed query, without the per-epoch histories: `GET /studies/{id}` runs it on every
+        poll, and a paper-sized study holds hundreds of trials (bench/api_latency.py)."""
+        return self.best_trials_many({study_id: (mode, k, max_stage)}).get(study_id, {})
+
+    def best_trials_many(self, wanted: dict[str, tuple[str, int, int | None]]) -> dict[str, dict[str, list[Any]]]:
+        """`best_trials` of several studies in one query: study id -> (mode, k, max_stage) ->
+        study id -> optimizer -> rows (a page of `GET /studies` costs one query, not one per study)."""
+        if not wanted:
+            return {}
+
+        def per_study(values: dict[str, Any]):  # a constant for one study, else CASE on study_id
+            if len(values) == 1:
+                return literal(next(iter(values.values())))
+            return case(values, value=Trial.study_id)
+
+        sign = per_study({sid: -1.0 if mode == "max" else 1.0 for sid, (mode, _, _) in wanted.items()})
+        top = per_study({sid: k for sid, (_, k, _) in wanted.items()})
+        # Trials that went further first (a trial ASHA stopped early is compared with its peers at
+        # the highest rung it reached), then the objective.
+        rank = func.row_number().over(partition_by=(Trial.study_id, Trial.optimizer),
+                                      order_by=(Trial.epochs.desc(), sign * Trial.objective, Trial.stage,
+                                                Trial.index)).label("rank")
+        stage_caps = {sid: ms for sid, (_, _, ms) in wanted.items() if ms is not None}
+        where = [Trial.study_id.in_(list(wanted)), Trial.status.in_(RESULTS), Trial.objective.is_not(None)]
+        if stage_caps:
+            where.append(Trial.stage <= per_study({sid: stage_caps.get(sid, 2**30) for sid in wanted}))
+        ranked = (select(Trial.study_id, Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.objective,
+                         top.label("top"), rank)
+                  .where(*where).subquery())
+        # The configs (JSON) of the top rows only, not of every row the window sorts.
+        q = (select(ranked.c.study_id, ranked.c.id, ranked.c.optimizer, ranked.c.stage, ranked.c.index,
+                    ranked.c.objective, Trial.config, ranked.c.rank)
+             .join(Trial, Trial.id == ranked.c.id).where(ranked.c.rank <= ranked.c.top)
+             .order_by(ranked.c.study_id, ranked.c.optimizer, ranked.c.rank))
+        out: dict[str, dict[str, list[Any]]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(q):
+                out.setdefault(row.study_id, {}).setdefault(row.optimizer, []).append(row)
+        return out
+
+    def seed_trials_many(self, stages: dict[str, int]) -> list[Any]:
+        """The trials of one stage per study (study id -> stage: the seed re-runs), as rows with
+        study_id, optimizer, status, objective, seed, in one query."""
+        if not stages:
+            return []
+        stage = (literal(next(iter(stages.values()))) if len(stages) == 1
+                 else case(stages, value=Trial.study_id))
+        q = (select(Trial.study_id, Trial.optimizer, Trial.status, Trial.objective, Trial.seed)
+             .where(Trial.study_id.in_(list(stages)), Trial.stage == stage)
+             .order_by(Trial.study_id, Trial.optimizer, Trial.index))
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
+
+    def count_trials_many(self, study_ids: list[str]) -> list[tuple[str, str, int, str, int]]:
+        """(study id, optimizer, stage, status, count) of several studies, in one query."""
+        if not study_ids:
+            return []
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status, func.count())
+                .where(Trial.study_id.in_(study_ids))
+                .group_by(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status)).all())
