@@ -66,6 +66,20 @@ def agent(server, sid, *extra, mode="ok", **kw):
                             env=env, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def stderr_until(p, word: str, timeout: float) -> str:
+    """What the process wrote to stderr up to the first line with `word` (fails after `timeout`)."""
+    import selectors
+
+    sel, seen, deadline = selectors.DefaultSelector(), "", time.time() + timeout
+    sel.register(p.stderr, selectors.EVENT_READ)
+    while word not in seen:
+        assert time.time() < deadline and p.poll() is None, seen
+        if sel.select(timeout=0.5):  # raw reads: nothing is left in the text wrapper's buffer
+            seen += os.read(p.stderr.fileno(), 65536).decode(errors="replace")
+    sel.close()
+    return seen
+
+
 def statuses(server, sid):
     return sorted(t["status"] for t in server["client"].get(f"/studies/{sid}/trials"))
 
@@ -74,13 +88,14 @@ def test_agent_runs_count_trials_then_waits_and_ends(server):
     c = server["client"]
     study = c.submit({**SPEC, "protocol": {**SPEC["protocol"], "stages": [3, 1]}})
     p = agent(server, study.id, "--count", "2")
-    time.sleep(1.0)  # queued: the agent waits (204)
+    # queued: the agent waits (204) and says so; the stages open only once it has (on a busy
+    # machine the agent may take longer than any fixed sleep to start)
+    early = stderr_until(p, "waiting", timeout=60)
     assert p.poll() is None
     open_stages(server["db"], study.id)
     _, err = p.communicate(timeout=60)
-    assert p.returncode == 0, err
+    assert p.returncode == 0, early + err
     assert statuses(server, study.id) == ["completed", "completed", "pending"]
-    assert "waiting" in err
     # the next agent takes the last stage-1 trial, then waits for stage 2, which the runner opens
     p = agent(server, study.id)
     deadline = time.time() + 60
