@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from service.store.models import Study, Trial
-from service.store.optuna_mapping import finite, optuna_state
+from service.store.optuna_mapping import finite, last_report, optuna_state
 from service.store.study_store import StudyStore
 
 STUDY_ATTR = "rootfree_study_id"
@@ -193,6 +193,7 @@ class OptunaView:
             history = self.store.history(t.id)
         steps = {int(r.get("epoch") or 0): finite(r.get(metric)) for r in history}
         steps = {k: v for k, v in steps.items() if v is not None}
+        steps = {**last_report(state, value, t.epochs), **steps}  # a pruned trial's last value, as TPE has it
         start = _local_naive(t.started_at) or _local_naive(t.finished_at) or datetime.now()
         end = _local_naive(t.finished_at) or start
         if mirror is None:
