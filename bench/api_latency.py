@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from service.cli import finished_trials, free_port, wait_healthy
+from service.testing import finished_trials, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from service.cli import free_port, wait_healthy
+from service.testing import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -35,10 +35,10 @@ import httpx
 import sqlalchemy as sa
 
 from service.auth import create_token
-from service.cli import free_port
 from service.schemas import StudySpec
 from service.store.models import Report, Trial
 from service.store.study_store import StudyStore
+from service.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ["sgd", "adamw", "rfrmsprop"]

@@ -1,104 +1,30 @@
 """The ``rootfree`` command: serve, submit, watch, export, demo."""
 
+# The docstring is --help's description. The commands' parts: service/cli_http.py (the token, the
+# error check), service/render.py (what they show), service/live.py (watch, logs), service/demo.py.
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import socket
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import yaml
 
-from service.statuses import FINISHED as TRIAL_FINISHED
+from service.cli_http import AUTH, check, check_text, resolve_token, save_token, token_file, use_token
+from service.demo import cmd_demo
+from service.live import follow_logs, watch
+from service.render import comparison_table, console, queue_table, suite_tables, verdict_table
 from service.statuses import TERMINAL
-
-if TYPE_CHECKING:
-    from rich.text import Text
 
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
 
 REPORT_TIMEOUT_S = 1800.0  # `rootfree report --timeout`: a 5000-trial study's first report is not instant
-
-
-def finished(by_status: dict[str, int]) -> int:
-    """Trials that have ended, from one stage's `by_status` counts of `GET /studies/{id}`."""
-    return sum(n for status, n in by_status.items() if status in TRIAL_FINISHED)
-
-
-def finished_trials(study: dict) -> int:
-    """Trials that have ended, over every optimizer and stage of a `GET /studies/{id}` body."""
-    return sum(finished(c["by_status"]) for o in study["optimizers"] for c in o["stages"].values())
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, timeout_s: float = 60.0, alive=lambda: True) -> bool:
-    """Polls `GET {url}/healthz` until it answers 200 (True), or `timeout_s` passes or `alive()`
-    turns false (False): how every caller waits for a `rootfree serve` it has just started."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and alive():
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-def ray_auth_token_file() -> Path:
-    """Where Ray keeps the token its dashboard asks for (Ray 2.60 turns token auth on by default
-    for a local `ray.init()`)."""
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-
-
-def token_file() -> Path:
-    """The per-user file the client commands read a token from (written 0600 by --save)."""
-    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-    return base / "rootfree" / "token"
-
-
-def save_token(token: str, path: Path | None = None) -> Path:
-    path = path or token_file()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.chmod(path, 0o600)
-    return path
-
-
-def resolve_token(explicit: str | None) -> str | None:
-    """--token, else ROOTFREE_TOKEN, else the per-user token file."""
-    if explicit:
-        return explicit
-    if os.environ.get("ROOTFREE_TOKEN"):
-        return os.environ["ROOTFREE_TOKEN"]
-    try:
-        return token_file().read_text().strip() or None
-    except OSError:
-        return None
-
-
-AUTH: dict[str, str] = {}  # the Authorization header the client commands send (set by main)
-
-
-def use_token(token: str | None) -> None:
-    AUTH.clear()
-    if token:
-        AUTH["Authorization"] = f"Bearer {token}"
 
 
 def _settings(args):
@@ -145,16 +71,6 @@ def cmd_migrate(args) -> int:
     return 0
 
 
-def _check(r: httpx.Response) -> dict:
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail")
-        except ValueError:
-            detail = r.text
-        sys.exit(f"error {r.status_code}: {detail}")
-    return r.json()
-
-
 def cmd_submit(args) -> int:
     from service.client import Client, ClientError
 
@@ -168,133 +84,6 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def _plain_progress(study: dict) -> str:
-    lines = [f"study {study['id']} ({study['name']}): {study['status']}"]
-    metric = study["spec"]["metric"]
-    for o in study["optimizers"]:
-        for stage, c in o["stages"].items():
-            done = finished(c["by_status"])
-            extra = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
-            lines.append(f"  {o['optimizer']:<10} stage {stage} {done}/{c['total']}  ({extra})")
-        best = o["best_objective"]
-        lines.append(f"  {'':<10} best {metric}: {best:.4f}" if best is not None else f"  {'':<10} best {metric}: -")
-    return "\n".join(lines)
-
-
-def plain(value) -> Text:
-    """A user's string (a study name, a choice value) for rich: text, never markup (a "[/bold]"
-    would crash the table, a "[link=...]" would put a hyperlink in the terminal)."""
-    from rich.text import Text
-
-    return Text(str(value))
-
-
-def render(study: dict):
-    """Live progress per optimizer and stage: a rich table with progress bars (plain lines when
-    the output is not a terminal: see `watch`)."""
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-
-    metric = study["spec"]["metric"]
-    seeds_stage = str(len(study["spec"]["protocol"]["stages"]) + 1)
-    place = study.get("queue") or {}
-    title = f"study {study['id'][:8]} ({study['name']}): {study['status']}"
-    if place:
-        title += f" — queue position {place['position']}, {place['running']} running, {place['pending']} pending"
-    table = Table(title=plain(title), title_justify="left")
-    for col in ("optimizer", "stage", "progress", "done", "statuses", f"best {metric}"):
-        table.add_column(plain(col))
-    for o in study["optimizers"]:
-        for stage, c in o["stages"].items():
-            done = finished(c["by_status"])
-            statuses = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
-            best = o["best_objective"]
-            table.add_row(plain(o["optimizer"]), plain("seeds" if stage == seeds_stage else stage),
-                          ProgressBar(total=max(c["total"], 1), completed=done, width=24),
-                          f"{done}/{c['total']}", plain(statuses),
-                          f"{best:.4f}" if best is not None and stage == "1" else "")
-    return table
-
-
-def comparison_table(study: dict):
-    """The final comparison, best first (by the seed runs' mean where there are seed runs)."""
-    from rich.table import Table
-
-    from service.results.summary import ranking
-
-    metric = study["spec"]["metric"]
-    table = Table(title=plain(f"{study['name']}: {metric} ({'lower' if study['spec']['mode'] == 'min' else 'higher'} "
-                              "is better)"), title_justify="left")
-    for col in ("#", "optimizer", f"best {metric}", "top-k mean", "seed mean ± std (n)", "best config"):
-        table.add_column(plain(col))
-    fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
-    for rank, o in enumerate(ranking(study), start=1):
-        sr = o.get("seed_runs") or {}
-        seeds = (f"{fmt(sr['mean'])} ± {fmt(sr.get('std'))} ({len(sr['values'])})" if sr.get("mean") is not None
-                 else "-")
-        cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in (o["best_config"] or {}).items())
-        table.add_row(str(rank), plain(o["optimizer"]), fmt(o["best_objective"]), fmt(o["top_k_mean"]), seeds,
-                      plain(cfg))
-    return table
-
-
-def verdict_table(study: dict):
-    """The pairwise verdicts of the seed runs (service/results/verdicts.py), or why there are none; user
-    strings (optimizer names) go in as plain Text, never as rich markup."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from service.results.verdicts import export_comparisons, no_verdict_reason, runs_from_seed_runs
-
-    comps = export_comparisons(study["spec"], study["optimizers"])
-    if not comps:
-        runs = runs_from_seed_runs({o["optimizer"]: o.get("seed_runs") for o in study["optimizers"]})
-        why = no_verdict_reason(study["spec"], runs) or "no pair of optimizers has seed runs"
-        return Text(f"No verdict is possible: {why}")
-    paired = " (paired by seed)" if study["spec"]["protocol"].get("paired") else ""
-    table = Table(title=Text(f"verdicts{paired}: diff = a - b, 95% Welch interval, permutation p"),
-                  title_justify="left")
-    for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
-        table.add_column(col)
-    fmt = lambda v: f"{v:.4g}" if v is not None else "-"  # noqa: E731
-    for c in comps:
-        table.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]",
-                      fmt(c["p"]), Text(c["verdict"]), fmt(c["seeds_needed"]))
-    return table
-
-
-def console(stream=None):
-    from rich.console import Console
-
-    return Console(file=stream or sys.stdout, width=None if (stream or sys.stdout).isatty() else 140)
-
-
-def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> dict:
-    """Polls the study until it ends: a live table on a terminal, a plain block per change otherwise."""
-    out = console(stream)
-    if out.is_terminal:
-        from rich.live import Live
-
-        with Live(console=out, refresh_per_second=4, transient=False) as live:
-            while True:
-                study = _check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))
-                live.update(render(study))
-                if study["status"] in TERMINAL:
-                    return study
-                time.sleep(interval)
-    last = ""
-    while True:
-        study = _check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))
-        text = _plain_progress(study)
-        if text != last:
-            print(text + "\n", file=stream, flush=True)
-            last = text
-        if study["status"] in TERMINAL:
-            return study
-        time.sleep(interval)
-
-
 def cmd_watch(args) -> int:
     study = watch(args.url, args.study_id, args.interval)
     console().print(comparison_table(study))
@@ -302,67 +91,12 @@ def cmd_watch(args) -> int:
     return 0 if study["status"] == "completed" else 1
 
 
-def follow_logs(url: str, study_id: str, lines: int = 50, follow: bool = False,
-                interval: float = 1.0, stream=sys.stdout) -> int:
-    """Prints the last `lines` lines of a study's log stream; with `follow`, keeps printing new
-    lines until the study has ended (exit code 0 when it completed)."""
-    offset, ended = None, None
-    while True:
-        # The study's status first: a study seen ended has written its last line before we read.
-        status = _check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))["status"]
-        # First the last `lines` lines, then only what was written after them (by byte offset).
-        params = {"tail": min(max(lines, 1), 100_000)} if offset is None else {"offset": offset}
-        r = httpx.get(f"{url}/studies/{study_id}/logs", headers=AUTH, params=params, timeout=30)
-        text = _check_text(r)
-        current = text.splitlines()
-        if offset is None:
-            current = current[-lines:] if lines > 0 else []
-        offset = int(r.headers.get("X-Log-Offset", 0))
-        for line in current:
-            print(line, file=stream, flush=True)
-        if not follow:
-            return 0
-        if ended is not None:  # one more read after the end, for a runner still writing
-            return 0 if ended == "completed" else 1
-        if status in TERMINAL:
-            ended = status
-        time.sleep(interval)
-
-
-def _check_text(r: httpx.Response) -> str:
-    if r.status_code >= 400:
-        _check(r)
-    return r.text
-
-
 def cmd_logs(args) -> int:
     return follow_logs(args.url, args.study_id, args.lines, args.follow)
 
 
-def queue_table(cluster: dict) -> str:
-    """`GET /cluster` as text: the nodes with their resources, then the queue in serving order."""
-    def res(r: dict) -> str:
-        return ", ".join(f"{k}={v:g}" for k, v in sorted(r.items()) if k in ("CPU", "GPU") or v)
-
-    lines = [f"{'node':<14}{'alive':<7}resources"]
-    for n in cluster["nodes"]:
-        lines.append(f"{n['node_id'][:12]:<14}{'yes' if n['alive'] else 'no':<7}{res(n['resources'])}")
-    if not cluster["nodes"]:
-        lines.append("(no nodes recorded yet: the runner has not started)")
-    total, avail = cluster["resources"].get("total", {}), cluster["resources"].get("available", {})
-    lines.append(f"total: {res(total) or '-'}   available: {res(avail) or '-'}")
-    lines.append("")
-    lines.append(f"{'#':<4}{'study':<10}{'name':<24}{'status':<9}{'priority':>8}{'running':>9}{'pending':>9}")
-    for q in cluster["queue"]:
-        lines.append(f"{q['position']:<4}{q['study_id'][:8]:<10}{q['name'][:23]:<24}{q['status']:<9}"
-                     f"{q['priority']:>8}{q['running']:>9}{q['pending']:>9}")
-    if not cluster["queue"]:
-        lines.append("(no queued or running studies)")
-    return "\n".join(lines)
-
-
 def cmd_queue(args) -> int:
-    print(queue_table(_check(httpx.get(f"{args.url}/cluster", headers=AUTH, timeout=30))))
+    print(queue_table(check(httpx.get(f"{args.url}/cluster", headers=AUTH, timeout=30))))
     return 0
 
 
@@ -370,7 +104,7 @@ def cmd_export(args) -> int:
     r = httpx.get(f"{args.url}/studies/{args.study_id}/export", headers=AUTH,
                   params={"format": args.format, "k": args.k}, timeout=30)
     if r.status_code >= 400:
-        _check(r)
+        check(r)
     text = r.text if args.format == "yaml" else json.dumps(r.json(), indent=2)
     if args.output:
         Path(args.output).write_text(text)
@@ -378,96 +112,6 @@ def cmd_export(args) -> int:
     else:
         print(text)
     return 0
-
-
-def cmd_demo(args) -> int:
-    """Starts the service on SQLite + local Ray, runs a real comparison study, exports it."""
-    import uvicorn
-
-    from service.app import create_app
-    from service.auth import create_token
-    from service.settings import Settings
-    from service.store.study_store import StudyStore
-
-    port = args.port or free_port()
-    settings = Settings(database_url=f"sqlite:///{Path(args.db).resolve()}", port=port,
-                        num_cpus=args.num_cpus, dashboard=True)
-    # Tokens are on, as in production: the demo makes a local token for itself (shown nowhere).
-    store = StudyStore(settings.database_url)
-    token, _ = create_token(store.engine, "demo", admin=False, actor="rootfree demo")
-    store.engine.dispose()
-    use_token(token)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    if not wait_healthy(url, timeout_s=120, alive=thread.is_alive):
-        print(f"rootfree demo: the service did not start on {url}", file=sys.stderr)
-        return 1
-    spec = {
-        "name": "demo-fmnist-cnn-rootfree", "workload": "fmnist_cnn",
-        "optimizers": args.optimizers,
-        "protocol": {"stages": args.stages, "top_k": max(2, min(args.stages) // 2), "seed": 0},
-        "budget": {"epochs": args.epochs, "train_subset": args.train_subset,
-                   "test_subset": 2000, "width": 8, "batch_size": 64},
-        "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": args.num_cpus or 2,
-    }
-    study = _check(httpx.post(f"{url}/studies", json=spec, headers=AUTH, timeout=30))
-    print(f"rootfree demo: API {url}/docs  study {study['id']}")
-    if study.get("dashboard_url"):
-        token = ray_auth_token_file()
-        signin = f" (sign in with the token in {token})" if token.exists() else ""
-        print(f"Ray dashboard: {study['dashboard_url']}{signin}")
-    print(f"this study's log stream: rootfree logs {study['id']} --url {url} -f")
-    study = watch(url, study["id"], interval=5.0)
-    print()
-    console().print(comparison_table(study))
-    console().print(verdict_table(study))
-    r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, headers=AUTH, timeout=30)
-    Path(args.output).write_text(r.text)
-    print(f"\nexported the best configurations to {args.output}")
-    server.should_exit = True
-    thread.join(timeout=30)
-    return 0 if study["status"] == "completed" else 1
-
-
-def suite_tables(report: dict) -> list:
-    """The suite report's numbers as rich tables (user strings as plain Text, never markup)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    fmt = lambda v, d=4: f"{v:.{d}g}" if isinstance(v, int | float) else "-"  # noqa: E731
-    opts = report["optimizers"]
-    scores = Table(title=Text(f"suite {report['name']}: {report['status']} (baseline {report['baseline'] or '-'})"),
-                   title_justify="left")
-    for col in ("optimizer", "score", "speed-up (workloads)", "trials", "CPU-s", "GPU-s"):
-        scores.add_column(col)
-    for o in opts:
-        sp, cost = report["speedups"].get(o) or {}, report["tuning_cost"][o]
-        scores.add_row(Text(o), fmt(report["scores"][o], 3), f"{fmt(sp.get('geomean'), 3)} ({sp.get('workloads', 0)})",
-                       str(cost["trials"]), fmt(cost["cpu_s"]), fmt(cost["gpu_s"]))
-    out: list = [scores]
-    ttt = Table(title="time to target (s, epoch; - = missed)", title_justify="left")
-    for col in ("workload", "target", *opts):
-        ttt.add_column(Text(col))
-    for w in report["workloads"]:
-        cells = [f"{fmt(v['time_s'], 3)}, {fmt(v['epochs'], 3)}" if v["reached"] else "missed"
-                 for v in (w["time_to_target"][o] for o in opts)]
-        ttt.add_row(Text(w["key"]), fmt(w["target"]), *cells)
-    out.append(ttt)
-    for w in report["workloads"]:
-        if not w["comparisons"]:
-            out.append(Text(f"{w['key']}: no verdict is possible: {w.get('no_verdict')}"))
-            continue
-        v = Table(title=Text(f"{w['key']}: verdicts"), title_justify="left")
-        for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
-            v.add_column(col)
-        for c in w["comparisons"]:
-            v.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]", fmt(c["p"], 3),
-                      Text(c["verdict"]), fmt(c["seeds_needed"]))
-        out.append(v)
-    return out
 
 
 def cmd_suite(args) -> int:
@@ -479,13 +123,13 @@ def cmd_suite(args) -> int:
         for i, spec in enumerate(docs):
             key = args.idempotency_key and (args.idempotency_key if len(docs) == 1 else f"{args.idempotency_key}-{i}")
             headers = {"Idempotency-Key": key} if key else {}
-            suite = _check(httpx.post(f"{args.url}/suites", json=spec, headers={**AUTH, **headers}, timeout=60))
+            suite = check(httpx.post(f"{args.url}/suites", json=spec, headers={**AUTH, **headers}, timeout=60))
             print(suite["id"], flush=True)
         return 0
     if args.action == "watch":
         last = ""
         while True:
-            suite = _check(httpx.get(f"{args.url}/suites/{args.target}", headers=AUTH, timeout=30))
+            suite = check(httpx.get(f"{args.url}/suites/{args.target}", headers=AUTH, timeout=30))
             text = "\n".join([f"suite {suite['id']} ({suite['name']}): {suite['status']}"]
                              + [f"  {s['status']:<10} {s['id']}  {s['name']}" for s in suite["studies"]])
             if text != last:
@@ -494,11 +138,11 @@ def cmd_suite(args) -> int:
             if suite["status"] in TERMINAL:
                 break
             time.sleep(args.interval)
-    report = _check(httpx.get(f"{args.url}/suites/{args.target}/report", params={"format": "json"}, headers=AUTH,
-                              timeout=300))
+    report = check(httpx.get(f"{args.url}/suites/{args.target}/report", params={"format": "json"}, headers=AUTH,
+                             timeout=300))
     if args.action == "report" and args.output:
         r = httpx.get(f"{args.url}/suites/{args.target}/report", headers=AUTH, timeout=300)
-        text = _check_text(r)
+        text = check_text(r)
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")
     if args.action == "report" and args.json:
@@ -558,15 +202,15 @@ def cmd_report(args) -> int:
               "computing it and answers a repeated request from the same work) or pass a larger --timeout",
               file=sys.stderr)
         return 1
-    text = _check_text(r)
+    text = check_text(r)
     Path(args.output).write_text(text, encoding="utf-8")
     print(f"wrote {args.output} ({len(text) // 1024} KiB, self-contained: open it in any browser)")
     return 0
 
 
 def cmd_audit(args) -> int:
-    body = _check(httpx.get(f"{args.url}/audit", params={"limit": args.limit, "offset": args.offset},
-                            headers=AUTH, timeout=30))
+    body = check(httpx.get(f"{args.url}/audit", params={"limit": args.limit, "offset": args.offset},
+                           headers=AUTH, timeout=30))
     print(f"{'time':<27}{'actor':<24}{'action':<17}{'target':<38}client")
     for e in body["items"]:
         print(f"{e['at'][:26]:<27}{(e['actor'] or '')[:23]:<24}{e['action']:<17}{(e['target'] or '-')[:37]:<38}"

@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 
 from service.app import create_app
-from service.cli import free_port, wait_healthy
 from service.client import Client
 from service.settings import Settings
+from service.testing import free_port, wait_healthy
 
 from .conftest import make_token
 from .test_external_api import SPEC, open_stages

@@ -5,7 +5,7 @@ import io
 
 from rich.console import Console
 
-from service import cli
+from service import live, render
 
 STUDY = {
     "id": "0123456789abcdef", "name": "demo", "status": "running",
@@ -32,9 +32,9 @@ def _text(renderable) -> str:
 
 
 def test_progress_table_and_ranking():
-    text = _text(cli.render(STUDY))
+    text = _text(render.render(STUDY))
     assert "queue position 1" in text and "3/4" in text and "seeds" in text and "0.1000" in text
-    table = _text(cli.comparison_table(STUDY)).splitlines()
+    table = _text(render.comparison_table(STUDY)).splitlines()
     rows = [line for line in table if "rfrmsprop" in line or "sgd" in line]
     assert "rfrmsprop" in rows[0] and "0.2150 ± 0.0070 (2)" in rows[0]  # ranked by the seed mean, not the best
 
@@ -53,10 +53,10 @@ def test_plain_lines_when_not_a_terminal(monkeypatch):
                 return body
         return R()
 
-    monkeypatch.setattr(cli.httpx, "get", get)
-    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    monkeypatch.setattr(live.httpx, "get", get)
+    monkeypatch.setattr(live.time, "sleep", lambda s: None)
     out = io.StringIO()
-    study = cli.watch("http://svc", "0123456789abcdef", stream=out)
+    study = live.watch("http://svc", "0123456789abcdef", stream=out)
     assert study["status"] == "completed"
     text = out.getvalue()
     assert "\x1b[" not in text and "sgd" in text and "stage 1 4/4" in text
@@ -72,10 +72,10 @@ def test_user_strings_are_plain_text_in_the_terminal():
     study = dict(STUDY, name=HOSTILE["name"],
                  optimizers=[dict(STUDY["optimizers"][0], best_config=HOSTILE["config"]),
                              dict(STUDY["optimizers"][1], optimizer=HOSTILE["optimizer"])])
-    for renderable in (cli.render(study), cli.comparison_table(study)):
+    for renderable in (render.render(study), render.comparison_table(study)):
         out = io.StringIO()
         Console(file=out, width=400, force_terminal=True, color_system="truecolor").print(renderable)
         text = out.getvalue()
         assert "\x1b]8;" not in text  # no OSC 8 hyperlink
         assert "[/bold] $\\nosuchcmd$" in text and "[link=https://evil.example]sgd[/link]" in text
-    assert "act=[/bold], init=[link=https://evil.example]x[/link]" in _text(cli.comparison_table(study))
+    assert "act=[/bold], init=[link=https://evil.example]x[/link]" in _text(render.comparison_table(study))

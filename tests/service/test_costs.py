@@ -61,7 +61,7 @@ import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from service import cli  # noqa: E402
+from service import cli, live  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.results.cache import ResultCache  # noqa: E402
 from service.schemas import StudySpec  # noqa: E402
@@ -380,7 +380,7 @@ def test_logs_by_byte_offset_and_follow_asks_only_for_what_is_new(served_sqlite,
         f.write(b"ne\n")
     monkeypatch.setattr(httpx, "get", get)
     out = io.StringIO()
-    assert cli.follow_logs("http://svc", sid, lines=1, follow=True, interval=0.01, stream=out) == 1
+    assert live.follow_logs("http://svc", sid, lines=1, follow=True, interval=0.01, stream=out) == 1
     slog.close()
     assert out.getvalue().splitlines() == ["half a line", *[x for x in path.read_text().splitlines()
                                                             if x.endswith(" after")]]

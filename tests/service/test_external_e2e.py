@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import free_port
 from service.client import Client
+from service.testing import free_port
 
 from .conftest import make_token
 from .serving import api, kill, serve, wait_for

@@ -11,7 +11,8 @@ from optuna.trial import TrialState
 
 from service.cli import main as cli_main
 from service.control.stages import StageMachine
-from service.followers.optuna_view import OptunaFollower, OptunaView
+from service.followers.optuna_mirror import OptunaView
+from service.followers.optuna_view import OptunaFollower
 from service.schemas import StudySpec
 from service.store.study_store import StudyStore
 

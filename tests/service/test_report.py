@@ -144,13 +144,13 @@ def test_report_and_analysis_through_the_api_and_the_cli(finished, tmp_path):
 
     import uvicorn  # noqa: F401 - served in a thread for the CLI
 
-    from service import cli
+    from service import cli, testing
 
-    port = cli.free_port()
+    port = testing.free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(database_url=store.url, start_runner=False)),
                                            host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
-    assert cli.wait_healthy(f"http://127.0.0.1:{port}")
+    assert testing.wait_healthy(f"http://127.0.0.1:{port}")
     out = tmp_path / "two.html"
     try:
         assert cli.main(["report", seeded, original, "-o", str(out), "--url", f"http://127.0.0.1:{port}",

@@ -6,10 +6,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.cli import free_port
 from service.control.pruners.asha import Asha
 from service.schemas import StudySpec
 from service.settings import Settings
+from service.testing import free_port
 
 from .conftest import bearer, make_token
 from .serving import api, kill, run_to_end, serve, wait_for

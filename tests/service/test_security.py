@@ -19,10 +19,10 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth import create_token, list_tokens, new_token, token_hash
-from service.cli import free_port, wait_healthy
 from service.settings import Settings
 from service.store.models import ApiToken
 from service.store.study_store import MIGRATIONS, StudyStore, make_engine
+from service.testing import free_port, wait_healthy
 
 from .conftest import bearer, make_token
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service import cli
+from service import live
 from service.app import create_app
 from service.settings import Settings
 from service.store.study_log import LOG_SUBDIR, StudyLog, log_path, tail
@@ -135,11 +135,11 @@ def test_rootfree_logs_prints_the_tail_and_follows_to_the_end(app_client, monkey
 
     monkeypatch.setattr(httpx, "get", get)
     out = io.StringIO()
-    assert cli.follow_logs("http://svc", sid, lines=2, stream=out) == 0
+    assert live.follow_logs("http://svc", sid, lines=2, stream=out) == 0
     assert [line.rsplit(" ", 1)[1] for line in out.getvalue().splitlines()] == ["2", "3"]
     out = io.StringIO()
     calls["n"] = 0
-    code = cli.follow_logs("http://svc", sid, lines=1, follow=True, interval=0.01, stream=out)
+    code = live.follow_logs("http://svc", sid, lines=1, follow=True, interval=0.01, stream=out)
     slog.close()
     assert code == 1  # cancelled, not completed
     assert [line.split(" ", 2)[2] for line in out.getvalue().splitlines()] == ["before 3", "after"]

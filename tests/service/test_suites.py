@@ -205,7 +205,7 @@ def test_cli_suite_tables_show_scores_misses_and_verdicts():
 
     from rich.console import Console
 
-    from service import cli
+    from service import render
 
     spec = {"metric": "loss", "mode": "min", "protocol": {"stages": [1], "seeds": 4}, "optimizers": ["sgd", "adamw"],
             "budget": {"epochs": 2}, "resources": {"cpu": 1, "gpu": 0}}
@@ -222,7 +222,7 @@ def test_cli_suite_tables_show_scores_misses_and_verdicts():
                                                                  "runs": 4, "from": "median of 4 seed runs"}
     assert report["scores"] == {"sgd": 1.0, "adamw": 0.0}
     out = io.StringIO()
-    for table in cli.suite_tables(report):
+    for table in render.suite_tables(report):
         Console(file=out, width=200).print(table)
     text = out.getvalue()
     assert "missed" in text and "sgd better than adamw" in text and "1" in text

@@ -10,7 +10,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from service import cli
+from service import render
 from service.control.stages import seed_run_seeds
 from service.results import verdicts
 from service.results.analysis import analyse
@@ -136,10 +136,10 @@ def test_cli_verdict_table_and_export_comparisons():
         {"optimizer": "adamw", "seed_runs": None}]}
     assert [c["verdict"] for c in verdicts.export_comparisons(s, body["optimizers"])] == ["sgd better than rfrmsprop"]
     out = io.StringIO()
-    Console(file=out, width=200, force_terminal=False).print(cli.verdict_table(body))
+    Console(file=out, width=200, force_terminal=False).print(render.verdict_table(body))
     assert "sgd better than rfrmsprop" in out.getvalue() and "0.02857" in out.getvalue()
     out = io.StringIO()
-    Console(file=out, width=200).print(cli.verdict_table({"spec": spec(), "optimizers": []}))
+    Console(file=out, width=200).print(render.verdict_table({"spec": spec(), "optimizers": []}))
     assert "No verdict is possible" in out.getvalue()
 
 

@@ -6,6 +6,8 @@ parallel apart. Stage k > 1 is seeded with the earlier stages' results that lie 
 The sampler state lives in memory and is rebuilt from the store's finished trials after a restart
 (Optuna's in-memory storage: the store stays the source of truth). With trials finishing in a
 timing-dependent order, a TPE study is reproducible in its space and seed, not trial by trial.
+A finished trial reaches the sampler as the Optuna view shows it (service/store/optuna_mapping.py):
+a trial stopped by ASHA is PRUNED with its last value, which TPE ranks after the complete ones.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import optuna
 
 from search_spaces import SearchSpace
+from service.store.optuna_mapping import last_report, optuna_state
 from service.store.study_store import FINISHED
 
 log = logging.getLogger("rootfree.tpe")
@@ -48,13 +51,12 @@ class TpeGroups:
         for t in self.store.trials(study.id, optimizer=optimizer):
             if t.stage > stage or not t.config or t.status not in FINISHED:
                 continue
-            ok = t.status in ("completed", "stopped") and t.objective is not None
+            state, value = optuna_state(t.status, t.objective)  # as the Optuna view shows it
             try:
                 ostudy.add_trial(optuna.trial.create_trial(
                     params={k: v for k, v in t.config.items() if k in dists},
                     distributions={k: dists[k] for k in t.config if k in dists},
-                    value=t.objective if ok else None,
-                    state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL))
+                    value=value, state=state, intermediate_values=last_report(state, value, t.epochs)))
                 seeded += 1
             except ValueError:
                 continue  # outside this stage's (narrowed) space
@@ -65,18 +67,24 @@ class TpeGroups:
     def ask(self, study, optimizer: str, stage: int, trial_id: int) -> dict:
         g = self._group(study, optimizer, stage)
         ot = g["study"].ask(g["dists"])
-        g["pending"][trial_id] = ot.number
+        g["pending"][trial_id] = ot
         return {name: ot.params[name] for name in g["order"] if name in ot.params}
 
     def tell(self, study_id: str, optimizer: str, stage: int, trial_id: int, value: float | None, ok: bool) -> None:
         g = self._groups.get((study_id, optimizer, stage))
-        number = g["pending"].pop(trial_id, None) if g else None
-        if number is None:
+        ot = g["pending"].pop(trial_id, None) if g else None
+        if ot is None:
             return
-        if ok and value is not None:
-            g["study"].tell(number, value)
+        # The status from the store: `ok` does not tell a stopped trial (PRUNED) from a completed one.
+        t = self.store.trial(study_id, trial_id)
+        state, value = optuna_state(t.status if t is not None else "completed" if ok else "failed", value)
+        for epoch, v in last_report(state, value, t.epochs if t is not None else 0).items():
+            ot.report(v, epoch)  # what TPE ranks a pruned trial by
+        states = optuna.trial.TrialState
+        if state == states.COMPLETE:
+            g["study"].tell(ot, value)
         else:
-            g["study"].tell(number, state=optuna.trial.TrialState.FAIL)
+            g["study"].tell(ot, state=states.PRUNED if state == states.PRUNED else states.FAIL)
 
     def forget(self, study_id: str) -> None:
         for key in [k for k in self._groups if k[0] == study_id]:

@@ -1,0 +1,67 @@
+"""`rootfree demo`: the README's main job end to end. It starts the service on SQLite and a local
+Ray in this process, runs a real comparison study, shows it live and exports the best configurations."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+
+from service.cli_http import AUTH, check, use_token
+from service.live import watch
+from service.render import comparison_table, console, verdict_table
+from service.testing import free_port, ray_auth_token_file, wait_healthy
+
+
+def cmd_demo(args) -> int:
+    """Starts the service on SQLite + local Ray, runs a real comparison study, exports it."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.auth import create_token
+    from service.settings import Settings
+    from service.store.study_store import StudyStore
+
+    port = args.port or free_port()
+    settings = Settings(database_url=f"sqlite:///{Path(args.db).resolve()}", port=port,
+                        num_cpus=args.num_cpus, dashboard=True)
+    # Tokens are on, as in production: the demo makes a local token for itself (shown nowhere).
+    store = StudyStore(settings.database_url)
+    token, _ = create_token(store.engine, "demo", admin=False, actor="rootfree demo")
+    store.engine.dispose()
+    use_token(token)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    if not wait_healthy(url, timeout_s=120, alive=thread.is_alive):
+        print(f"rootfree demo: the service did not start on {url}", file=sys.stderr)
+        return 1
+    spec = {
+        "name": "demo-fmnist-cnn-rootfree", "workload": "fmnist_cnn",
+        "optimizers": args.optimizers,
+        "protocol": {"stages": args.stages, "top_k": max(2, min(args.stages) // 2), "seed": 0},
+        "budget": {"epochs": args.epochs, "train_subset": args.train_subset,
+                   "test_subset": 2000, "width": 8, "batch_size": 64},
+        "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": args.num_cpus or 2,
+    }
+    study = check(httpx.post(f"{url}/studies", json=spec, headers=AUTH, timeout=30))
+    print(f"rootfree demo: API {url}/docs  study {study['id']}")
+    if study.get("dashboard_url"):
+        token = ray_auth_token_file()
+        signin = f" (sign in with the token in {token})" if token.exists() else ""
+        print(f"Ray dashboard: {study['dashboard_url']}{signin}")
+    print(f"this study's log stream: rootfree logs {study['id']} --url {url} -f")
+    study = watch(url, study["id"], interval=5.0)
+    print()
+    console().print(comparison_table(study))
+    console().print(verdict_table(study))
+    r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, headers=AUTH, timeout=30)
+    Path(args.output).write_text(r.text)
+    print(f"\nexported the best configurations to {args.output}")
+    server.should_exit = True
+    thread.join(timeout=30)
+    return 0 if study["status"] == "completed" else 1

@@ -1,0 +1,180 @@
+"""What the `rootfree` commands show: a study's progress (a rich table with progress bars on a
+terminal, plain lines otherwise), the final comparison, the verdicts, the queue and a suite's
+report. Pure: bodies of the API in, text or rich renderables out (rich is imported on use)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from service.statuses import FINISHED as TRIAL_FINISHED
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+
+def finished(by_status: dict[str, int]) -> int:
+    """Trials that have ended, from one stage's `by_status` counts of `GET /studies/{id}`."""
+    return sum(n for status, n in by_status.items() if status in TRIAL_FINISHED)
+
+
+def plain_progress(study: dict) -> str:
+    lines = [f"study {study['id']} ({study['name']}): {study['status']}"]
+    metric = study["spec"]["metric"]
+    for o in study["optimizers"]:
+        for stage, c in o["stages"].items():
+            done = finished(c["by_status"])
+            extra = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
+            lines.append(f"  {o['optimizer']:<10} stage {stage} {done}/{c['total']}  ({extra})")
+        best = o["best_objective"]
+        lines.append(f"  {'':<10} best {metric}: {best:.4f}" if best is not None else f"  {'':<10} best {metric}: -")
+    return "\n".join(lines)
+
+
+def plain(value) -> Text:
+    """A user's string (a study name, a choice value) for rich: text, never markup (a "[/bold]"
+    would crash the table, a "[link=...]" would put a hyperlink in the terminal)."""
+    from rich.text import Text
+
+    return Text(str(value))
+
+
+def render(study: dict):
+    """Live progress per optimizer and stage: a rich table with progress bars (plain lines when
+    the output is not a terminal: see service/live.py)."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    metric = study["spec"]["metric"]
+    seeds_stage = str(len(study["spec"]["protocol"]["stages"]) + 1)
+    place = study.get("queue") or {}
+    title = f"study {study['id'][:8]} ({study['name']}): {study['status']}"
+    if place:
+        title += f" — queue position {place['position']}, {place['running']} running, {place['pending']} pending"
+    table = Table(title=plain(title), title_justify="left")
+    for col in ("optimizer", "stage", "progress", "done", "statuses", f"best {metric}"):
+        table.add_column(plain(col))
+    for o in study["optimizers"]:
+        for stage, c in o["stages"].items():
+            done = finished(c["by_status"])
+            statuses = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items()))
+            best = o["best_objective"]
+            table.add_row(plain(o["optimizer"]), plain("seeds" if stage == seeds_stage else stage),
+                          ProgressBar(total=max(c["total"], 1), completed=done, width=24),
+                          f"{done}/{c['total']}", plain(statuses),
+                          f"{best:.4f}" if best is not None and stage == "1" else "")
+    return table
+
+
+def comparison_table(study: dict):
+    """The final comparison, best first (by the seed runs' mean where there are seed runs)."""
+    from rich.table import Table
+
+    from service.results.summary import ranking
+
+    metric = study["spec"]["metric"]
+    table = Table(title=plain(f"{study['name']}: {metric} ({'lower' if study['spec']['mode'] == 'min' else 'higher'} "
+                              "is better)"), title_justify="left")
+    for col in ("#", "optimizer", f"best {metric}", "top-k mean", "seed mean ± std (n)", "best config"):
+        table.add_column(plain(col))
+    fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
+    for rank, o in enumerate(ranking(study), start=1):
+        sr = o.get("seed_runs") or {}
+        seeds = (f"{fmt(sr['mean'])} ± {fmt(sr.get('std'))} ({len(sr['values'])})" if sr.get("mean") is not None
+                 else "-")
+        cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in (o["best_config"] or {}).items())
+        table.add_row(str(rank), plain(o["optimizer"]), fmt(o["best_objective"]), fmt(o["top_k_mean"]), seeds,
+                      plain(cfg))
+    return table
+
+
+def verdict_table(study: dict):
+    """The pairwise verdicts of the seed runs (service/results/verdicts.py), or why there are none; user
+    strings (optimizer names) go in as plain Text, never as rich markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from service.results.verdicts import export_comparisons, no_verdict_reason, runs_from_seed_runs
+
+    comps = export_comparisons(study["spec"], study["optimizers"])
+    if not comps:
+        runs = runs_from_seed_runs({o["optimizer"]: o.get("seed_runs") for o in study["optimizers"]})
+        why = no_verdict_reason(study["spec"], runs) or "no pair of optimizers has seed runs"
+        return Text(f"No verdict is possible: {why}")
+    paired = " (paired by seed)" if study["spec"]["protocol"].get("paired") else ""
+    table = Table(title=Text(f"verdicts{paired}: diff = a - b, 95% Welch interval, permutation p"),
+                  title_justify="left")
+    for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
+        table.add_column(col)
+    fmt = lambda v: f"{v:.4g}" if v is not None else "-"  # noqa: E731
+    for c in comps:
+        table.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]",
+                      fmt(c["p"]), Text(c["verdict"]), fmt(c["seeds_needed"]))
+    return table
+
+
+def console(stream=None):
+    from rich.console import Console
+
+    return Console(file=stream or sys.stdout, width=None if (stream or sys.stdout).isatty() else 140)
+
+
+def queue_table(cluster: dict) -> str:
+    """`GET /cluster` as text: the nodes with their resources, then the queue in serving order."""
+    def res(r: dict) -> str:
+        return ", ".join(f"{k}={v:g}" for k, v in sorted(r.items()) if k in ("CPU", "GPU") or v)
+
+    lines = [f"{'node':<14}{'alive':<7}resources"]
+    for n in cluster["nodes"]:
+        lines.append(f"{n['node_id'][:12]:<14}{'yes' if n['alive'] else 'no':<7}{res(n['resources'])}")
+    if not cluster["nodes"]:
+        lines.append("(no nodes recorded yet: the runner has not started)")
+    total, avail = cluster["resources"].get("total", {}), cluster["resources"].get("available", {})
+    lines.append(f"total: {res(total) or '-'}   available: {res(avail) or '-'}")
+    lines.append("")
+    lines.append(f"{'#':<4}{'study':<10}{'name':<24}{'status':<9}{'priority':>8}{'running':>9}{'pending':>9}")
+    for q in cluster["queue"]:
+        lines.append(f"{q['position']:<4}{q['study_id'][:8]:<10}{q['name'][:23]:<24}{q['status']:<9}"
+                     f"{q['priority']:>8}{q['running']:>9}{q['pending']:>9}")
+    if not cluster["queue"]:
+        lines.append("(no queued or running studies)")
+    return "\n".join(lines)
+
+
+def suite_tables(report: dict) -> list:
+    """The suite report's numbers as rich tables (user strings as plain Text, never markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    fmt = lambda v, d=4: f"{v:.{d}g}" if isinstance(v, int | float) else "-"  # noqa: E731
+    opts = report["optimizers"]
+    scores = Table(title=Text(f"suite {report['name']}: {report['status']} (baseline {report['baseline'] or '-'})"),
+                   title_justify="left")
+    for col in ("optimizer", "score", "speed-up (workloads)", "trials", "CPU-s", "GPU-s"):
+        scores.add_column(col)
+    for o in opts:
+        sp, cost = report["speedups"].get(o) or {}, report["tuning_cost"][o]
+        scores.add_row(Text(o), fmt(report["scores"][o], 3), f"{fmt(sp.get('geomean'), 3)} ({sp.get('workloads', 0)})",
+                       str(cost["trials"]), fmt(cost["cpu_s"]), fmt(cost["gpu_s"]))
+    out: list = [scores]
+    ttt = Table(title="time to target (s, epoch; - = missed)", title_justify="left")
+    for col in ("workload", "target", *opts):
+        ttt.add_column(Text(col))
+    for w in report["workloads"]:
+        cells = [f"{fmt(v['time_s'], 3)}, {fmt(v['epochs'], 3)}" if v["reached"] else "missed"
+                 for v in (w["time_to_target"][o] for o in opts)]
+        ttt.add_row(Text(w["key"]), fmt(w["target"]), *cells)
+    out.append(ttt)
+    for w in report["workloads"]:
+        if not w["comparisons"]:
+            out.append(Text(f"{w['key']}: no verdict is possible: {w.get('no_verdict')}"))
+            continue
+        v = Table(title=Text(f"{w['key']}: verdicts"), title_justify="left")
+        for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
+            v.add_column(col)
+        for c in w["comparisons"]:
+            v.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]", fmt(c["p"], 3),
+                      Text(c["verdict"]), fmt(c["seeds_needed"]))
+        out.append(v)
+    return out

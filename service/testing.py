@@ -1,0 +1,46 @@
+"""A local rootfree service for tests, benchmarks and `rootfree demo`: a free port, waiting until a
+just-started `rootfree serve` answers, counting a study's ended trials, and where Ray keeps the
+dashboard's token."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from service.render import finished
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout_s: float = 60.0, alive=lambda: True) -> bool:
+    """Polls `GET {url}/healthz` until it answers 200 (True), or `timeout_s` passes or `alive()`
+    turns false (False): how every caller waits for a `rootfree serve` it has just started."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def finished_trials(study: dict) -> int:
+    """Trials that have ended, over every optimizer and stage of a `GET /studies/{id}` body."""
+    return sum(finished(c["by_status"]) for o in study["optimizers"] for c in o["stages"].values())
+
+
+def ray_auth_token_file() -> Path:
+    """Where Ray keeps the token its dashboard asks for (Ray 2.60 turns token auth on by default
+    for a local `ray.init()`)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
