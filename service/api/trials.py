@@ -166,7 +166,7 @@ def _tell_tpe(request: Request, store: StudyStore, study: Study, trial_id: int) 
     tpe = getattr(request.app.state, "external_tpe", None)
     if t is not None and tpe is not None:
         with _tpe_lock:
-            tpe.tell(study.id, t.optimizer, t.stage, t.id, t.objective, t.status in ("completed", "stopped"))
+            tpe.tell(t)
 
 
 def forget_tpe(app, study_id: str) -> None:

@@ -170,7 +170,7 @@ class Dispatcher:
             return
         if t.status in FINISHED:
             self.prune_finished_checkpoints(t)
-            self.tpe.tell(t.study_id, t.optimizer, t.stage, t.id, t.objective, t.status in ("completed", "stopped"))
+            self.tpe.tell(t)
             return
         if self.runner.is_cancelled(live.study_id):
             self.store.mark_failed(live.trial_id, "stopped: the study was cancelled")
@@ -303,6 +303,7 @@ class Dispatcher:
 
     def drop(self, study_id: str, message: str | None) -> None:
         a = self.active.pop(study_id, None)
+        self.tpe.forget(study_id)  # the long-lived runner keeps no sampler of a study it no longer runs
         if a is not None:
             if message:
                 a.slog.event(message)

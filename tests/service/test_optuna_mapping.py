@@ -76,8 +76,7 @@ def test_tpe_tells_a_stopped_trial_pruned_with_its_last_value(store):
     epoch(store, b, 1, 1.0)
     epoch(store, b, 2, 0.5, status="completed")
     for t in (a, b):  # as the dispatcher and the external-trials API tell it
-        row = store.trial(study.id, t.id)
-        tpe.tell(study.id, "adamw", 1, t.id, row.objective, row.status in ("completed", "stopped"))
+        tpe.tell(store.trial(study.id, t.id))
     pruned, complete = tpe._groups[(study.id, "adamw", 1)]["study"].trials
     assert (pruned.state, pruned.value, pruned.intermediate_values) == (TrialState.PRUNED, 2.5, {2: 2.5})
     assert (complete.state, complete.value) == (TrialState.COMPLETE, 0.5)

@@ -70,15 +70,14 @@ class TpeGroups:
         g["pending"][trial_id] = ot
         return {name: ot.params[name] for name in g["order"] if name in ot.params}
 
-    def tell(self, study_id: str, optimizer: str, stage: int, trial_id: int, value: float | None, ok: bool) -> None:
-        g = self._groups.get((study_id, optimizer, stage))
-        ot = g["pending"].pop(trial_id, None) if g else None
+    def tell(self, t) -> None:
+        """A finished trial (the store's row) back to its group's sampler."""
+        g = self._groups.get((t.study_id, t.optimizer, t.stage))
+        ot = g["pending"].pop(t.id, None) if g else None
         if ot is None:
             return
-        # The status from the store: `ok` does not tell a stopped trial (PRUNED) from a completed one.
-        t = self.store.trial(study_id, trial_id)
-        state, value = optuna_state(t.status if t is not None else "completed" if ok else "failed", value)
-        for epoch, v in last_report(state, value, t.epochs if t is not None else 0).items():
+        state, value = optuna_state(t.status, t.objective)
+        for epoch, v in last_report(state, value, t.epochs or 0).items():
             ot.report(v, epoch)  # what TPE ranks a pruned trial by
         states = optuna.trial.TrialState
         if state == states.COMPLETE:
