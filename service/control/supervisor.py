@@ -1,6 +1,9 @@
 """`serve` keeps its study runner alive: a dead runner process is restarted (and counted); when
 restarts keep failing, the controller exits non-zero so its own supervisor (compose `restart:`,
-systemd, Kubernetes) takes over, rather than serving an API whose studies never run."""
+systemd, Kubernetes) takes over, rather than serving an API whose studies never run.
+
+The runner module (Ray, Tune, torch) is imported in the runner's child process, or here only when
+the runner runs as a thread of this process (`runner_process=False`): never by the API alone."""
 
 from __future__ import annotations
 
@@ -8,8 +11,12 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from service.control.runner import RunnerProcess, RunnerStartError, StudyRunner
+from service.control.runner_process import RunnerProcess, RunnerStartError
+
+if TYPE_CHECKING:
+    from service.control.runner import StudyRunner
 
 log = logging.getLogger("rootfree.supervisor")
 EXIT_RUNNER_FAILED = 3
@@ -36,6 +43,8 @@ class RunnerSupervisor:
     def _new(self):
         if self.settings.runner_process:
             return RunnerProcess(self.settings)
+        from service.control.runner import StudyRunner  # the runner as a thread: Ray in this process
+
         return StudyRunner(self.store, self.settings)
 
     def _watch(self) -> None:
@@ -65,7 +74,7 @@ class RunnerSupervisor:
     def alive(self) -> bool:
         if self.runner is None:
             return False
-        if isinstance(self.runner, StudyRunner):
+        if not isinstance(self.runner, RunnerProcess):  # a StudyRunner
             return self.runner._thread is not None and self.runner._thread.is_alive()
         return self.runner.is_alive()
 
