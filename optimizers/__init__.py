@@ -7,11 +7,28 @@ or by name, with the same keyword vocabulary for every optimizer:
 
     import optimizers
     opt = optimizers.build("ifshampoo", model.parameters(), lr=3e-4, damping=1e-4)
+
+The classes are imported on first use: the registry (names, vocabularies) loads without torch,
+so the API process can describe every optimizer without carrying torch.
 """
 
-from .ifshampoo import IFShampoo
+from typing import TYPE_CHECKING
+
 from .registry import build, hyperparameters, names
-from .rfrmsprop import RFRMSProp
-from .rfshampoo import RFShampoo
+
+if TYPE_CHECKING:
+    from .ifshampoo import IFShampoo
+    from .rfrmsprop import RFRMSProp
+    from .rfshampoo import RFShampoo
+
+_CLASSES = {"IFShampoo": "ifshampoo", "RFRMSProp": "rfrmsprop", "RFShampoo": "rfshampoo"}
 
 __all__ = ["IFShampoo", "RFRMSProp", "RFShampoo", "build", "hyperparameters", "names"]
+
+
+def __getattr__(name: str):
+    if name in _CLASSES:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,21 +5,22 @@ for every optimizer, so a search space written for one reads the same for all: `
 AdamW's beta1, ``beta2`` is AdamW's beta2 and RMSProp's EMA weight (torch's ``alpha = 1 - beta2``,
 as the paper writes RMSProp), ``damping`` is AdamW's/RMSProp's ``eps`` and Shampoo's
 ``matrix_eps``, ``update_every`` is Shampoo's ``preconditioning_compute_steps``.
+
+Torch is imported when an optimizer is built, not here: the API process reads the names,
+descriptions and vocabularies (catalog, study validation) and never trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from .ifshampoo import IFShampoo
-from .rfrmsprop import RFRMSProp
-from .rfshampoo import RFShampoo
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("rootfree.plugins")
 ENTRY_POINT_GROUP = "rootfree.optimizers"
@@ -68,12 +69,16 @@ class OptimizerPlugin:
 
 
 def _sgd(params, lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False):
+    import torch
+
     return torch.optim.SGD(
         params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
     )
 
 
 def _adamw(params, lr=1e-3, momentum=0.9, beta2=0.999, damping=1e-8, weight_decay=0.01):
+    import torch
+
     return torch.optim.AdamW(
         params, lr=lr, betas=(momentum, beta2), eps=damping, weight_decay=weight_decay,
         foreach=True,
@@ -83,6 +88,8 @@ def _adamw(params, lr=1e-3, momentum=0.9, beta2=0.999, damping=1e-8, weight_deca
 def _rmsprop(params, lr=1e-3, beta2=0.01, momentum=0.0, damping=1e-8, weight_decay=0.0):
     if not 0.0 < beta2 <= 1.0:
         raise ValueError(f"Invalid beta2 value: {beta2!r} (beta2 must be in (0, 1])")
+    import torch
+
     return torch.optim.RMSprop(
         params, lr=lr, alpha=1.0 - beta2, eps=damping, momentum=momentum,
         weight_decay=weight_decay, foreach=True,
@@ -98,6 +105,15 @@ def _shampoo(params, lr=1e-3, momentum=0.9, weight_decay=0.0, damping=1e-6, upda
     )
 
 
+def _root_free(module: str, cls: str) -> Callable[..., torch.optim.Optimizer]:
+    """The class `cls` of ``optimizers.<module>``, imported when a trial first builds it."""
+
+    def factory(params, **hyperparameters):
+        return getattr(importlib.import_module(f"{__package__}.{module}"), cls)(params, **hyperparameters)
+
+    return factory
+
+
 _COMMON = ("lr", "beta2", "momentum", "damping", "weight_decay", "gamma", "batch_size", "init")
 _REGISTRY: dict[str, OptimizerSpec] = {
     spec.name: spec
@@ -110,13 +126,14 @@ _REGISTRY: dict[str, OptimizerSpec] = {
                       ("lr", "beta2", "momentum", "damping", "weight_decay"), _rmsprop),
         OptimizerSpec("shampoo", "root-based Shampoo (pytorch-optimizer)",
                       ("lr", "momentum", "weight_decay", "damping", "update_every"), _shampoo),
-        OptimizerSpec("rfrmsprop", "square-root-free RMSProp (paper Fig. 6)", _COMMON, RFRMSProp,
-                      root_free=True),
+        OptimizerSpec("rfrmsprop", "square-root-free RMSProp (paper Fig. 6)", _COMMON,
+                      _root_free("rfrmsprop", "RFRMSProp"), root_free=True),
         OptimizerSpec("rfshampoo", "root-free Shampoo with inverses (paper Fig. 5 middle)",
-                      _COMMON + ("update_every", "max_factor_dim"), RFShampoo, root_free=True),
+                      _COMMON + ("update_every", "max_factor_dim"), _root_free("rfshampoo", "RFShampoo"),
+                      root_free=True),
         OptimizerSpec("ifshampoo", "inverse- and root-free Shampoo (paper Fig. 5 right, Fig. 7)",
                       _COMMON + ("riemannian_momentum", "update_every", "max_factor_dim",
-                                 "factor_dtype"), IFShampoo, root_free=True),
+                                 "factor_dtype"), _root_free("ifshampoo", "IFShampoo"), root_free=True),
     )
 }
 BUILTIN = frozenset(_REGISTRY)

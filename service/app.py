@@ -37,9 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.start_runner:
             app.state.supervisor = RunnerSupervisor(settings, app.state.store)
             app.state.supervisor.start()
-        # Everything imported so far (torch and Ray among it: about 340k objects) lives as long
-        # as the process; a full collection walking it took 125 ms, 250 ms under load, and was
-        # the API's worst latency (bench/api_latency.py). Frozen objects are never scanned.
+        # Everything imported so far (about 180k objects; 340k when torch and Ray were loaded
+        # here, and a plugin may still bring torch) lives as long as the process; a full
+        # collection walking it took 125 ms, 250 ms under load, and was the API's worst latency
+        # (bench/api_latency.py). Frozen objects are never scanned.
         gc.collect()
         gc.freeze()
         yield
