@@ -1,6 +1,6 @@
 """The live Optuna view of the study store, kept current while studies run: the view itself (the
 store's studies as Optuna studies, one per rootfree study and optimizer, in the same database) is
-`OptunaView` of service/followers/optuna_mirror.py; this module follows the store into it.
+`OptunaView` of service/store/optuna_mirror.py; this module follows the store into it.
 
 `OptunaFollower` runs the view as one background thread of the runner process: it polls the store
 for what changed (report row ids only grow; trial statuses) and writes it to Optuna. The runner
@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from service.followers.optuna_mirror import OptunaView
 from service.statuses import ACTIVE as WATCHED
 from service.store.models import Report, Study, Trial
+from service.store.optuna_mirror import OptunaView
 from service.store.study_store import StudyStore
 
 log = logging.getLogger("rootfree.optuna_view")

@@ -1,5 +1,5 @@
 """One rootfree trial as Optuna sees it: its state and value, written once. The live Optuna view
-(service/followers/optuna_mirror.py) and the TPE sampler (service/control/samplers/tpe.py) both map
+(service/store/optuna_mirror.py) and the TPE sampler (service/control/samplers/tpe.py) both map
 through here, so a trial reads the same in the dashboard as in the sampler's history.
 
 A trial stopped early (ASHA) is PRUNED with its last value, at its last epoch as an intermediate

@@ -137,7 +137,7 @@ class StudiesMixin(StoreBase):
 
     def delete_optuna_studies(self, study_id: str) -> int:
         """Removes the study's Optuna views (service/followers/optuna_view.py, and the per-stage ones of before)."""
-        from service.followers.optuna_mirror import OptunaView
+        from service.store.optuna_mirror import OptunaView
 
         view = OptunaView(self)
         try:

@@ -8,8 +8,8 @@ import pytest
 from optuna.trial import TrialState
 
 from service.control.samplers.tpe import TpeGroups
-from service.followers.optuna_mirror import OptunaView
 from service.store.optuna_mapping import last_report, optuna_state
+from service.store.optuna_mirror import OptunaView
 from service.store.study_store import StudyStore
 
 from .test_optuna_view import by_rootfree_id, epoch, make_study

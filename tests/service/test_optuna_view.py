@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 
 from service.cli import main as cli_main
 from service.control.stages import StageMachine
-from service.followers.optuna_mirror import OptunaView
 from service.followers.optuna_view import OptunaFollower
 from service.schemas import StudySpec
+from service.store.optuna_mirror import OptunaView
 from service.store.study_store import StudyStore
 
 
