@@ -167,7 +167,7 @@ def learning_curves(curves: dict[str, dict[str, list[list[dict]]]], metric: str)
             if pts:
                 ax.plot(*zip(*pts, strict=True), color="0.45", linewidth=0.8, linestyle="--",
                         label="seed runs" if j == 0 else None)
-        ax.set_title(opt)
+        ax.set_title(opt, y=1.0)  # a fixed place: the automatic one measures the axes again
         ax.set_xlabel("epoch")
         legend(ax, fontsize=7)
     axes[0].set_ylabel(metric)
@@ -190,7 +190,7 @@ def hyperparameter(analysis: dict, name: str, metric: str) -> str:
                            rasterized=len(pts) > RASTER_POINTS)
         if sl["log"]:
             log_x(ax)
-        ax.set_title(opt)
+        ax.set_title(opt, y=1.0)  # a fixed place: the automatic one measures the axes again
         ax.set_xlabel(name)
         legend(ax, fontsize=7)
     axes[0].set_ylabel(metric)
