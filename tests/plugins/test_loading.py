@@ -133,4 +133,4 @@ def test_plugin_example_studies_are_valid(name):
     require_examples()
     path = Path(__file__).resolve().parents[2] / "examples" / "plugins" / f"{name}.yaml"
     spec = StudySpec(**yaml.safe_load(path.read_text())).resolved()
-    assert spec["workload"] == name and spec["protocol"]["seeds"] >= 3
+    assert spec.workload == name and spec.protocol.seeds >= 3

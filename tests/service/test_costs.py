@@ -66,6 +66,7 @@ from service.app import create_app  # noqa: E402
 from service.results.cache import ResultCache  # noqa: E402
 from service.schemas import StudySpec  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.spec import ResolvedSpec  # noqa: E402
 from service.store.study_log import StudyLog, log_path, read_from, tail  # noqa: E402
 from service.store.study_store import StudyStore  # noqa: E402
 
@@ -78,13 +79,13 @@ def _spec(name="c", mode="min", stages=(4, 3), seeds=0, optimizers=("sgd", "adam
                      metric="test_error", protocol=protocol).resolved()
 
 
-def _fill(store: StudyStore, spec: dict, epochs: int = 3, finish: bool = True) -> str:
+def _fill(store: StudyStore, spec: ResolvedSpec, epochs: int = 3, finish: bool = True) -> str:
     """A study whose trials all ran `epochs` epochs, through the store's own calls."""
     study, _ = store.create_study(spec, None, owner="alice")
-    metric = spec["metric"]
-    stages = len(spec["protocol"]["stages"]) + (1 if spec["protocol"].get("seeds") else 0)
-    sizes = list(spec["protocol"]["stages"]) + [spec["protocol"].get("seeds", 0)]
-    for o, opt in enumerate(spec["optimizers"]):
+    metric = spec.metric
+    stages = len(spec.protocol.stages) + (1 if spec.protocol.seeds else 0)
+    sizes = list(spec.protocol.stages) + [spec.protocol.seeds]
+    for o, opt in enumerate(spec.optimizers):
         for stage in range(1, stages + 1):
             store.ensure_trials(study.id, opt, stage, [{"lr": 10.0 ** -(i % 4 + 1)} for i in range(sizes[stage - 1])],
                                 seeds=[100 + i for i in range(sizes[stage - 1])])
@@ -236,7 +237,7 @@ def test_analysis_and_report_aggregate_histories_in_sql_and_match_the_pure_analy
     assert counter["rows"] == 0  # no report row loaded into Python
     study = store.get_study(sid)
     expected = analysis.analyse(study.spec, study.stage_spaces or {}, store.trial_dicts(sid), 0.2)
-    for opt in spec["optimizers"]:
+    for opt in spec.optimizers:
         a, e = body["optimizers"][opt], expected["optimizers"][opt]
         assert a["time_per_epoch_s"] == pytest.approx(e["time_per_epoch_s"])
         assert a["peak_memory_mb"] == e["peak_memory_mb"]
@@ -245,7 +246,7 @@ def test_analysis_and_report_aggregate_histories_in_sql_and_match_the_pure_analy
         assert a["hyperparameters"] == json.loads(json.dumps(e["hyperparameters"]))
     assert client.get(f"/studies/{sid}/report").status_code == 200
     # the report draws learning curves of 3 best search trials + 2 seed runs per optimizer: only those
-    assert counter["rows"] <= len(spec["optimizers"]) * (3 + 2) * 4
+    assert counter["rows"] <= len(spec.optimizers) * (3 + 2) * 4
 
 
 def test_analysis_and_report_are_cached_until_the_study_changes(served_sqlite):

@@ -13,9 +13,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_is_a_valid_study(path):
     spec = StudySpec(**yaml.safe_load(path.read_text())).resolved()
-    assert spec["protocol"]["seeds"] >= 2
-    if spec["protocol"]["scheme"] == "original":
-        for space in spec["search_spaces"].values():
+    assert spec.protocol.seeds >= 2
+    if spec.protocol.scheme == "original":
+        for space in spec.search_spaces.values():
             assert [k for k, d in space.items() if d["kind"] != "fixed"] == ["lr"]
 
 

@@ -242,7 +242,7 @@ def test_the_paper_suites_ask_the_papers_questions():
             assert spec["protocol"]["paired"] and spec["protocol"]["seeds"] >= 6, path
             if path.stem == "paper":
                 for s in studies:
-                    asked.add((s["workload"], s["protocol"]["scheme"], tuple(s["optimizers"])))
+                    asked.add((s.workload, s.protocol.scheme, tuple(s.optimizers)))
     assert asked == {("fmnist_cnn", "modern", ("rmsprop", "rfrmsprop", "sgd")),  # Figure 1
                      ("fmnist_vit", "modern", ("adamw", "rfrmsprop")),  # Figure 1
                      ("fmnist_cnn", "original", ("rmsprop", "rfrmsprop")),  # Figure 2
