@@ -159,20 +159,20 @@ def _conflict(fence: str, trial_id: int) -> ApiError:
     return ApiError(409, "claim_token", f"this claim on trial {trial_id} is no longer valid: {why}")
 
 
-def _tell_tpe(request: Request, store: StudyStore, study: Study, trial_id: int) -> None:
-    if study.resolved.protocol.method != "tpe":
-        return
+def _tell_sampler(request: Request, store: StudyStore, study: Study, trial_id: int) -> None:
+    samplers = getattr(request.app.state, "external_samplers", None)
+    if samplers is None or not samplers[study.resolved.protocol.method].asks:
+        return  # a fixed sampler (random, halton) learns nothing: no read
     t = store.trial(study.id, trial_id)
-    tpe = getattr(request.app.state, "external_tpe", None)
-    if t is not None and tpe is not None:
+    if t is not None:
         with _tpe_lock:
-            tpe.tell(t)
+            samplers[study.resolved.protocol.method].tell(t)
 
 
 def forget_tpe(app, study_id: str) -> None:
     """Drops an ended or deleted study's TPE samplers (cancel, delete, or a claim that finds the
     study ended: the runner ends studies in its own process), so the API's state does not grow."""
-    tpe = getattr(app.state, "external_tpe", None)
+    tpe = getattr(app.state, "external_samplers", None)
     if tpe is not None:
         with _tpe_lock:
             tpe.forget(study_id)
@@ -198,14 +198,14 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
         secrets.token_urlsafe(24), settings.external_lease_s)
     if t is None:
         return Response(status_code=204)
-    if study.resolved.protocol.method == "tpe" and not t.config:
-        from service.control.samplers.tpe import TpeGroups
+    if study.resolved.protocol.method == "tpe" and not t.config:  # asked as slots free up
+        from service.control.samplers import Samplers
 
         with _tpe_lock:
-            tpe = getattr(request.app.state, "external_tpe", None)
-            if tpe is None:
-                tpe = request.app.state.external_tpe = TpeGroups(store)
-            t.config = tpe.ask(store.get_study(study.id), t.optimizer, t.stage, t.id)
+            samplers = getattr(request.app.state, "external_samplers", None)
+            if samplers is None:
+                samplers = request.app.state.external_samplers = Samplers(store)
+            t.config = samplers["tpe"].ask(store.get_study(study.id), t.optimizer, t.stage, t.id)
         store.set_config(t.id, t.config)
     expires = t.lease_expires_at
     if expires is not None and expires.tzinfo is None:  # SQLite returns naive UTC datetimes
@@ -232,7 +232,7 @@ def _end_with_study(request: Request, store: StudyStore, study: Study, trial_id:
         return
     if outcome != "ok":
         raise _refused(store, study, trial_id, outcome)
-    _tell_tpe(request, store, study, trial_id)
+    _tell_sampler(request, store, study, trial_id)
     raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): trial {trial_id} was recorded "
                              f"as failed (stopped: the study was {study.status})")
 
@@ -270,7 +270,7 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
     if status is None:
         return ReportOut(should_stop=False)
     store.finish_external(study.id, trial_id, body.claim_token, status, error=reason)
-    _tell_tpe(request, store, study, trial_id)
+    _tell_sampler(request, store, study, trial_id)
     return ReportOut(should_stop=True, reason=reason)
 
 
@@ -312,7 +312,7 @@ def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1
         raise ApiError(409, "status", f"trial {trial_id} has already ended as {status!r} under this claim; "
                                       f"it cannot be completed as {body.status!r}")
     if outcome == "ok":
-        _tell_tpe(request, store, study, trial_id)
+        _tell_sampler(request, store, study, trial_id)
     return FinishOut(trial_id=trial_id, status=status)
 
 
@@ -325,5 +325,5 @@ def fail_trial(body: FailIn, request: Request, trial_id: int = Path(ge=1, le=MAX
     if outcome not in ("ok", "finished"):
         raise _refused(store, study, trial_id, outcome)
     if outcome == "ok":
-        _tell_tpe(request, store, study, trial_id)
+        _tell_sampler(request, store, study, trial_id)
     return FinishOut(trial_id=trial_id, status=status)

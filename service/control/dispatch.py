@@ -24,7 +24,7 @@ from service.control.cluster import ClusterRecorder
 from service.control.disk import DiskGuard
 from service.control.driver import trial_label
 from service.control.pruners import GO_ON, Decision, Pruner, Report, pruner_for
-from service.control.samplers.tpe import TpeGroups
+from service.control.samplers import Samplers
 from service.control.scheduler import Group, StudyState, free_resources, infeasible, policy
 from service.control.stages import StageMachine
 from service.spec import ResolvedSpec
@@ -65,8 +65,8 @@ class Dispatcher:
         self.runner = runner  # for its store (fenced), settings, stopping and cancel checks
         self.store, self.settings = runner.store, runner.settings
         self.policy = policy(self.settings.scheduler)
-        self.stages = StageMachine(self.store)
-        self.tpe = TpeGroups(self.store)  # rebuilt from the store's finished trials on demand
+        self.samplers = Samplers(self.store)  # TPE's state: rebuilt from the store's finished trials on demand
+        self.stages = StageMachine(self.store, self.samplers)
         self.cluster = ClusterRecorder(self.store, self.settings.cluster_refresh_s)
         self.disk = DiskGuard(self.settings.storage_path, self.settings.min_free_mb)
         self.lock = threading.RLock()  # Tune's driver thread and the runner's stop share the state
@@ -107,9 +107,10 @@ class Dispatcher:
                 if trial is None:  # our counts were stale: look again soon
                     self._dirty = True
                     continue
-                if a.spec.protocol.method == "tpe" and not trial.config:
-                    trial.config = self.tpe.ask(self.store.get_study(choice.study_id), trial.optimizer,
-                                                trial.stage, trial.id)
+                sampler = self.samplers[a.spec.protocol.method]
+                if sampler.asks and not trial.config:  # asked as slots free up (TPE)
+                    trial.config = sampler.ask(self.store.get_study(choice.study_id), trial.optimizer,
+                                               trial.stage, trial.id)
                     self.store.set_config(trial.id, trial.config)
                 self.live[tune_trial_id] = Live(choice.study_id, trial.id, a.request,
                                                 trial.optimizer, trial.stage, trial.index)
@@ -170,7 +171,9 @@ class Dispatcher:
             return
         if t.status in FINISHED:
             self.prune_finished_checkpoints(t)
-            self.tpe.tell(t)
+            a = self.active.get(t.study_id)
+            if a is not None:
+                self.samplers[a.spec.protocol.method].tell(t)
             return
         if self.runner.is_cancelled(live.study_id):
             self.store.mark_failed(live.trial_id, "stopped: the study was cancelled")
@@ -303,7 +306,7 @@ class Dispatcher:
 
     def drop(self, study_id: str, message: str | None) -> None:
         a = self.active.pop(study_id, None)
-        self.tpe.forget(study_id)  # the long-lived runner keeps no sampler of a study it no longer runs
+        self.samplers.forget(study_id)  # the long-lived runner keeps no sampler state of a study it no longer runs
         if a is not None:
             if message:
                 a.slog.event(message)

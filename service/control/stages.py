@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from search_spaces import SearchSpace, fresh_seeds, narrow, sample
+from search_spaces import SearchSpace, fresh_seeds, narrow
+from service.control.samplers import Samplers
 from service.control.scheduler import Group
 from service.spec import ResolvedSpec
 from service.store.models import Study
@@ -57,8 +58,9 @@ class StageMachine:
     """Advances studies through their stages (the Optuna view follows the store on its own:
     service/followers/optuna_view.py)."""
 
-    def __init__(self, store: StudyStore):
+    def __init__(self, store: StudyStore, samplers: Samplers | None = None):
         self.store = store
+        self.samplers = samplers if samplers is not None else Samplers(store)
         self._empty: set[tuple[str, str, int]] = set()  # seed stages with no search result to re-run
 
     def advance(self, study: Study, slog: StudyLog | None = None) -> Progress:
@@ -93,6 +95,7 @@ class StageMachine:
         """Creates the stage's missing trials; returns how many it created."""
         spec = study.resolved
         p = spec.protocol
+        sampler = self.samplers[p.method]
         if stage == p.seed_stage:
             return self._open_seed_stage(study, optimizer, stage, slog)
         saved = (self.store.get_study(study.id).stage_spaces or {}).get(optimizer, {})
@@ -107,16 +110,15 @@ class StageMachine:
                 space = narrow(prev_space, [(t.config, t.objective) for t in prev],
                                mode=spec.mode, top_k=p.top_k, margin=p.margin)
                 notes = space.notes
-            if p.method == "tpe":
-                notes = [*notes, "sampler: Optuna TPESampler (seeded per study seed, optimizer and stage; "
-                                 "constant_liar), asked as slots free up"]
+            if sampler.note:
+                notes = [*notes, sampler.note]
             self.store.save_stage_space(study.id, optimizer, stage, space.to_dict(), notes)
             for note in notes:
                 if slog:
                     slog.event("%s stage %d: %s", optimizer, stage, note)
         n = p.stages[stage - 1]
-        # tpe: each configuration is asked from the sampler when its trial is claimed (control/samplers/tpe.py)
-        configs = ([{}] * n if p.method == "tpe" else sample(space, n, p.seed, stage=stage, method=p.method))
+        # a sampler that asks as slots free up (TPE) leaves {} here, filled when the trial is claimed
+        configs = sampler.stage_configs(space, n, p.seed, stage)
         created = self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=[p.seed] * n)
         if slog:
             slog.event("%s stage %d: %d trials over %s", optimizer, stage, n, describe(space.to_dict()))

@@ -171,7 +171,7 @@ def test_completing_again_with_another_status_is_409(client, db_url):
 def test_an_ended_study_forgets_its_tpe_samplers(client, db_url):
     sid = submit(client, db_url, protocol={**SPEC["protocol"], "method": "tpe"})
     assert claim(client, sid).status_code == 200
-    tpe = client.app.state.external_tpe
+    tpe = client.app.state.external_samplers["tpe"]
     assert any(key[0] == sid for key in tpe._groups)
     _cancel(client, sid)
     assert not any(key[0] == sid for key in tpe._groups)

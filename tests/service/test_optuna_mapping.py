@@ -7,7 +7,7 @@ import math
 import pytest
 from optuna.trial import TrialState
 
-from service.control.samplers.tpe import TpeGroups
+from service.control.samplers.tpe import TpeSampler
 from service.store.optuna_mapping import last_report, optuna_state
 from service.store.optuna_mirror import OptunaView
 from service.store.study_store import StudyStore
@@ -50,7 +50,7 @@ def test_the_view_and_tpe_agree_on_each_trial(store):
 
     OptunaView(store).sync_study(study.id)
     view = by_rootfree_id("watch/adamw", store.url)
-    group = TpeGroups(store)._group(store.get_study(study.id), "adamw", 1)  # seeded from the store
+    group = TpeSampler(store)._group(store.get_study(study.id), "adamw", 1)  # seeded from the store
     assert group["seeded"] == 4
     told = {ft.params["lr"]: ft for ft in group["study"].trials}  # the sampler's trials by configuration
     for t in (a, b, c, d):
@@ -65,7 +65,7 @@ def test_the_view_and_tpe_agree_on_each_trial(store):
 
 def test_tpe_tells_a_stopped_trial_pruned_with_its_last_value(store):
     study = make_study(store)
-    tpe = TpeGroups(store)
+    tpe = TpeSampler(store)
     a, b, c = (store.claim_pending(study.id, "adamw", 1) for _ in range(3))
     for t in (a, b):
         tpe.ask(store.get_study(study.id), "adamw", 1, t.id)

@@ -18,8 +18,9 @@ import logging
 import optuna
 
 from search_spaces import SearchSpace
+from service.control.samplers.base import Sampler
+from service.statuses import FINISHED
 from service.store.optuna_mapping import last_report, optuna_state
-from service.store.study_store import FINISHED
 
 log = logging.getLogger("rootfree.tpe")
 
@@ -28,7 +29,12 @@ def _seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
-class TpeGroups:
+class TpeSampler(Sampler):
+    name = "tpe"
+    asks = True
+    note = ("sampler: Optuna TPESampler (seeded per study seed, optimizer and stage; constant_liar), "
+            "asked as slots free up")
+
     def __init__(self, store):
         self.store = store
         self._groups: dict[tuple[str, str, int], dict] = {}
@@ -63,6 +69,9 @@ class TpeGroups:
         group = {"study": ostudy, "dists": dists, "order": list(space_dict), "pending": {}, "seeded": seeded}
         self._groups[key] = group
         return group
+
+    def stage_configs(self, space: SearchSpace, n: int, seed: int, stage: int) -> list[dict]:
+        return [{} for _ in range(n)]  # each asked when its trial is claimed
 
     def ask(self, study, optimizer: str, stage: int, trial_id: int) -> dict:
         g = self._group(study, optimizer, stage)
