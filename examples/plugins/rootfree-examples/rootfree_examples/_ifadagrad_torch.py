@@ -1,0 +1,87 @@
+"""The ifadagrad plugin's optimizer (torch): inverse-free, root-free full-matrix AdaGrad (Lin et al., Eq. 18).
+
+For each parameter tensor (flattened, d = numel) it keeps P = S^-1, a d x d matrix, and updates it
+directly, with no inverse and no root:
+
+    H  = B g g^T                                        (the empirical Fisher of an averaged loss)
+    P <- P - beta2 P H P + beta2^2/2 P H P H P          (Eq. 18; the last term keeps P positive definite)
+    m <- momentum m + P g + weight_decay mu
+    mu <- mu - lr m
+
+With u = P g the two products are rank one (P H P = B u u^T, P H P H P = B^2 (g^T u) u u^T), so a
+step costs O(d^2). To first order in beta2 it is the root-free full-matrix AdaGrad of Eq. 17,
+S <- S + beta2 H, mu <- mu - lr S^-1 g (paper App. E, Claim 4). P starts at I / init.
+The diagonal version of the same method is RF-RMSProp with gamma=0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+
+MAX_DIM = 4096  # a d x d factor of 4096 float32 is 64 MiB per parameter tensor
+
+
+class IFAdaGrad(Optimizer):
+    """Inverse-free full-matrix AdaGrad (one d x d factor per parameter tensor).
+
+    Args:
+        lr: learning rate beta1. beta2: preconditioner step size. momentum: alpha1.
+        weight_decay: kappa (coupled, inside the momentum). batch_size: B, the examples the loss
+        averages over. init: S starts at init * I. max_dim: the largest parameter tensor (in
+        elements) it accepts; a larger one raises ValueError at construction.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, beta2: float = 1e-2, momentum: float = 0.9,
+                 weight_decay: float = 0.0, batch_size: int = 1, init: float = 1.0, max_dim: int = MAX_DIM):
+        for name, value, ok in (("lr", lr, lr > 0), ("beta2", beta2, 0 < beta2 <= 1),
+                                ("momentum", momentum, 0 <= momentum < 1),
+                                ("weight_decay", weight_decay, weight_decay >= 0),
+                                ("batch_size", batch_size, batch_size >= 1), ("init", init, init > 0),
+                                ("max_dim", max_dim, max_dim >= 1)):
+            if not ok:
+                raise ValueError(f"Invalid {name} value: {value!r}")
+        defaults = dict(lr=lr, beta2=beta2, momentum=momentum, weight_decay=weight_decay,
+                        batch_size=batch_size, init=init, max_dim=max_dim)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                d = p.numel()
+                if d > group["max_dim"]:
+                    raise ValueError(
+                        f"ifadagrad keeps a full {d}x{d} factor for a parameter of shape {tuple(p.shape)} "
+                        f"({d * d * 4 / 2**20:.0f} MiB); it allows tensors of at most max_dim={group['max_dim']} "
+                        "elements. Use a smaller model, or rfrmsprop / ifshampoo for this one")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, beta2, alpha1 = group["lr"], group["beta2"], group["momentum"]
+            kappa, B = group["weight_decay"], group["batch_size"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32  # never bf16
+                    state["precond_inv"] = torch.eye(p.numel(), dtype=dtype, device=p.device) / group["init"]
+                    if alpha1 != 0:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                P = state["precond_inv"]
+                g = p.grad.reshape(-1).to(P.dtype)
+                u = P @ g
+                c = -beta2 * B + 0.5 * (beta2 * B) ** 2 * torch.dot(g, u)
+                P.addr_(u, u, alpha=float(c))  # P + c u u^T: Eq. 18 (in place, no d x d temporary)
+                step = (u * (1 + c * torch.dot(u, g))).view_as(p).to(p.dtype)  # P_new g
+                if kappa != 0:
+                    step.add_(p, alpha=kappa)
+                if alpha1 != 0:
+                    step = state["momentum_buffer"].mul_(alpha1).add_(step)
+                p.add_(step, alpha=-lr)
+        return loss
