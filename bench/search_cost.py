@@ -57,7 +57,7 @@ def run(method: str, seed: int, args, tmp: str) -> dict:
     if study.status != "completed":
         raise SystemExit(f"{method} seed {seed}: {study.status}: {study.error}")
     trials = store.trial_dicts(sid)
-    best = store.best_trials(sid, spec["mode"], 1)["adamw"][0]
+    best = store.best_trials(sid, spec.mode, 1)["adamw"][0]
     return {"epochs": sum(len(t["history"]) for t in trials), "wall_s": wall, "best": best.objective,
             "trials": len(trials), "stopped": sum(t["status"] == "stopped" for t in trials)}
 

@@ -66,9 +66,9 @@ def build(url: str, n: int, epochs: int, seed: int = 0) -> str:
                      protocol={"stages": stages, "top_k": 5, "seed": seed}).resolved()
     store = StudyStore(url)
     study, _ = store.create_study(spec, None, owner="bench")
-    metric = spec["metric"]
+    metric = spec.metric
     for opt in OPTIMIZERS:
-        space = spec["search_spaces"][opt]
+        space = spec.search_spaces[opt]
         for stage, size in enumerate(stages, start=1):
             store.save_stage_space(study.id, opt, stage, space, [])
             store.ensure_trials(study.id, opt, stage,

@@ -241,8 +241,9 @@ def export(format: Literal["json", "yaml"] = "json", k: int = Query(1, ge=1, le=
            study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
     summary = optimizer_summaries(store, study)
     order = ranking({"spec": study.spec, "optimizers": summary})
-    doc = Export(study_id=study.id, workload=study.spec["workload"], metric=study.spec["metric"],
-                 mode=study.spec["mode"], best=best_configs(store, study, k),
+    spec = study.resolved
+    doc = Export(study_id=study.id, workload=spec.workload, metric=spec.metric, mode=spec.mode,
+                 best=best_configs(store, study, k),
                  ranking=[o["optimizer"] for o in order],
                  seed_runs={o["optimizer"]: o["seed_runs"] for o in summary if o.get("seed_runs")},
                  comparisons=export_comparisons(study.spec, summary)).model_dump()

@@ -146,16 +146,16 @@ class OptunaView:
             name = view_name(study.name, optimizer)
             if name in taken:  # another study of that name: a short id tells them apart
                 name = f"{name} ({study.id[:8]})"
-            spec = study.spec
+            spec = study.resolved
             created = optuna.create_study(storage=self.storage, study_name=name, load_if_exists=True,
-                                          direction="minimize" if spec.get("mode") == "min" else "maximize")
+                                          direction="minimize" if spec.mode == "min" else "maximize")
             with warnings.catch_warnings():  # experimental since Optuna 3.2, still there in 5.0
                 warnings.simplefilter("ignore")
-                created.set_metric_names([spec.get("metric") or "objective"])
+                created.set_metric_names([spec.metric])
             attrs = {STUDY_ATTR: study.id, "study_name": study.name, "optimizer": optimizer,
-                     "workload": spec.get("workload"), "metric": spec.get("metric"), "mode": spec.get("mode"),
-                     "scheme": spec.get("protocol", {}).get("scheme"),
-                     "protocol": spec.get("protocol"), "budget": spec.get("budget")}
+                     "workload": spec.workload, "metric": spec.metric, "mode": spec.mode,
+                     "scheme": spec.protocol.scheme, "protocol": spec.protocol.model_dump(mode="json"),
+                     "budget": dict(spec.budget)}
             for k, v in attrs.items():
                 created.set_user_attr(k, v)
             self._views[key] = created._study_id
@@ -184,7 +184,7 @@ class OptunaView:
 
         state, value = optuna_state(t.status, t.objective)
         mirror = self._trials.get(t.id)
-        metric = study.spec.get("metric")
+        metric = study.resolved.metric
         if mirror is not None and mirror[1] != "RUNNING":
             return  # finished in Optuna: final (a trial that restarts runs as the same RUNNING one)
         if mirror is not None and state == TrialState.RUNNING:
@@ -198,7 +198,7 @@ class OptunaView:
         end = _local_naive(t.finished_at) or start
         if mirror is None:
             spaces = (study.stage_spaces or {}).get(t.optimizer, {})
-            space = spaces.get("1") or study.spec.get("search_spaces", {}).get(t.optimizer, {})
+            space = spaces.get("1") or study.resolved.search_spaces.get(t.optimizer, {})
             params, dists = optuna_params(space, t.config or {})
             attrs: dict[str, Any] = {TRIAL_ATTR: t.id, "stage": t.stage, "index": t.index, "seed": t.seed,
                                      "status": t.status, "config": t.config}
@@ -245,7 +245,7 @@ class OptunaView:
         it wrote. `full`: also each optimizer's view (a study whose trials have not started)."""
         self._load(study.id)
         if full:
-            for opt in study.spec.get("optimizers", []):
+            for opt in study.resolved.optimizers:
                 self._view(study, opt)
         with self.store.session() as s:
             rows = s.execute(select(Trial.id, Trial.status).where(

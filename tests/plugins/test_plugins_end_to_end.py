@@ -72,8 +72,8 @@ def _run(tmp_path):
                          budget={"epochs": 3, "width": 16}).resolved()
     down = StudySpec(name="down", workload="digits_down", optimizers=["adamw"],
                      protocol={"stages": [2], "seed": 0}, budget={"epochs": 1}).resolved()
-    assert original["search_spaces"]["ifadagrad"]["batch_size"] == {"kind": "fixed", "value": 1}
-    assert "init" not in original["search_spaces"]["ifadagrad"]  # P = S^-1 cannot start at S = 0
+    assert original.search_spaces["ifadagrad"]["batch_size"] == {"kind": "fixed", "value": 1}
+    assert "init" not in original.search_spaces["ifadagrad"]  # P = S^-1 cannot start at S = 0
     store, (m, o, d) = run_to_end(tmp_path, [main, original, down])
 
     # the plugin workload + plugin optimizer + a built-in: exact counts per stage
