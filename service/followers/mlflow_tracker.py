@@ -82,13 +82,14 @@ class MlflowTracker:
                     r.info.run_id, "epoch")), default=0)
                 self._runs[int(tags[TRIAL_TAG])] = [r.info.run_id, logged, finished]
         if study.id not in self._parents:
-            spec = study.spec
-            params = {"workload": spec.get("workload"), "metric": spec.get("metric"), "mode": spec.get("mode"),
-                      "optimizers": ",".join(spec.get("optimizers", [])),
-                      **_flat("protocol.", spec.get("protocol")), **_flat("budget.", spec.get("budget"))}
+            spec = study.resolved
+            params = {"workload": spec.workload, "metric": spec.metric, "mode": spec.mode,
+                      "optimizers": ",".join(spec.optimizers),
+                      **_flat("protocol.", spec.protocol.model_dump(mode="json")),
+                      **_flat("budget.", dict(spec.budget))}
             run = self.client.create_run(self.experiment_id, run_name=study.name, tags={
                 STUDY_TAG: study.id, KIND_TAG: "study", "rootfree.study_name": study.name,
-                "rootfree.search_spaces": json.dumps(spec.get("search_spaces", {}))[:7900]})
+                "rootfree.search_spaces": json.dumps(spec.search_spaces)[:7900]})
             self._log_params(run.info.run_id, params)
             self._parents[study.id] = run.info.run_id
 

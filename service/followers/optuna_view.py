@@ -91,7 +91,7 @@ class OptunaFollower:
                 continue
             if self.write_view:
                 self.view.sync_trials(study, full=full or sid not in self._watch)
-            metrics[sid] = study.spec.get("metric")
+            metrics[sid] = study.resolved.metric
             if self.write_metrics:
                 self._export_metrics(study)
             if study.status not in WATCHED:

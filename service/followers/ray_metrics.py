@@ -32,8 +32,7 @@ class RayStudyMetrics:
 
     def update(self, study: Study) -> None:
         """Sets the study's gauges from the store (two grouped queries)."""
-        spec = study.spec
-        mode, metric = spec.get("mode"), spec.get("metric") or "objective"
+        mode, metric = study.resolved.mode, study.resolved.metric
         best_of = func.min if mode == "min" else func.max
         with self.store.session() as s:
             counts = s.execute(select(Trial.optimizer, Trial.status, func.count(), func.sum(Trial.epochs))
@@ -46,7 +45,7 @@ class RayStudyMetrics:
         for opt, status, n, e in counts:
             by[(opt, status)] = n
             epochs[opt] = epochs.get(opt, 0) + int(e or 0)
-        for opt in spec.get("optimizers", []):
+        for opt in study.resolved.optimizers:
             tags = {"study": study.name, "study_id": study.id, "optimizer": opt}
             for status in STATUSES:
                 self.trials.set(by.get((opt, status), 0), tags={**tags, "status": status})
