@@ -16,13 +16,11 @@ import logging
 import math
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any
 
-from sqlalchemy import select
-
 from service.statuses import ACTIVE
-from service.store.models import Study, Trial
+from service.store.models import Study
 from service.store.study_store import FINISHED, StudyStore
 
 log = logging.getLogger("rootfree.mlflow")
@@ -105,13 +103,11 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         self._load(study)
-        with self.store.session() as s:
-            rows = s.execute(select(Trial.id, Trial.status, Trial.epochs).where(
-                Trial.study_id == study.id, Trial.status != "pending")).all()
-            stale = [tid for tid, status, epochs in rows
-                     if tid not in self._runs or (not self._runs[tid][2]
-                                                  and (epochs > self._runs[tid][1] or status in FINISHED))]
-            trials = s.scalars(select(Trial).where(Trial.id.in_(stale))).all() if stale else []
+        rows = self.store.trial_progress(study.id)
+        stale = [tid for tid, status, epochs in rows
+                 if tid not in self._runs or (not self._runs[tid][2]
+                                              and (epochs > self._runs[tid][1] or status in FINISHED))]
+        trials = self.store.trials_by_id(stale)
         histories = self.store.histories([t.id for t in trials])
         parent = self._parents[study.id]
         for t in trials:
@@ -192,10 +188,7 @@ class MlflowFollower:
         if self.tracker is None:
             self.tracker = MlflowTracker(self.store, self.uri, self.experiment)
         if self._watch is None:  # start: what ran lately too (a controller restart)
-            recent = datetime.now(UTC) - timedelta(hours=1)
-            with self.store.session() as s:
-                self._watch = set(s.scalars(select(Study.id).where(
-                    Study.status.in_(ACTIVE) | (Study.finished_at >= recent))).all())
+            self._watch = self.store.watched_study_ids()
         active = {st.id: st for st in self.store.studies_with_status(*ACTIVE)}
         for sid in self._watch | set(active):
             study = active.get(sid) or self.store.get_study(sid)

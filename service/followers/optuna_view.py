@@ -14,12 +14,9 @@ import logging
 import os
 import threading
 import time
-from datetime import UTC, datetime, timedelta
-
-from sqlalchemy import select
 
 from service.statuses import ACTIVE as WATCHED
-from service.store.models import Report, Study, Trial
+from service.store.models import Study
 from service.store.optuna_mirror import OptunaView
 from service.store.study_store import StudyStore
 
@@ -74,11 +71,8 @@ class OptunaFollower:
     def poll(self) -> None:
         """One pass: new and changed trials of the watched studies, then new reports."""
         if self._cursor is None:  # start: everything before the cursor is written by a full sync
-            with self.store.session() as s:
-                self._cursor = s.scalar(select(Report.id).order_by(Report.id.desc()).limit(1)) or 0
-                recent = datetime.now(UTC) - timedelta(hours=1)
-                self._watch |= set(s.scalars(select(Study.id).where(
-                    (Study.status.in_(WATCHED)) | (Study.finished_at >= recent))).all())
+            self._cursor = self.store.last_report_id()
+            self._watch |= self.store.watched_study_ids()
             full = True
         else:
             full = False
@@ -101,10 +95,7 @@ class OptunaFollower:
         if not self.write_view:
             self.polls += 1
             return
-        with self.store.session() as s:
-            rows = s.execute(select(Report.id, Report.trial_id, Report.epoch, Report.row, Trial.study_id)
-                             .join(Trial, Trial.id == Report.trial_id)
-                             .where(Report.id > self._cursor).order_by(Report.id).limit(5000)).all()
+        rows = self.store.reports_after(self._cursor)
         for rid, tid, epoch, row, sid in rows:
             if sid in metrics:
                 self.view.report(tid, epoch, row if isinstance(row, dict) else {}, metrics[sid])

@@ -11,11 +11,9 @@ They are gauges set from the store (what the store holds is the truth, also afte
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from service.statuses import TRIAL_STATUSES as STATUSES
-from service.store.models import Study, Trial
-from service.store.study_store import RESULTS, StudyStore
+from service.store.models import Study
+from service.store.study_store import StudyStore
 
 
 class RayStudyMetrics:
@@ -32,14 +30,7 @@ class RayStudyMetrics:
 
     def update(self, study: Study) -> None:
         """Sets the study's gauges from the store (two grouped queries)."""
-        mode, metric = study.resolved.mode, study.resolved.metric
-        best_of = func.min if mode == "min" else func.max
-        with self.store.session() as s:
-            counts = s.execute(select(Trial.optimizer, Trial.status, func.count(), func.sum(Trial.epochs))
-                               .where(Trial.study_id == study.id).group_by(Trial.optimizer, Trial.status)).all()
-            best = dict(s.execute(select(Trial.optimizer, best_of(Trial.objective)).where(
-                Trial.study_id == study.id, Trial.status.in_(RESULTS), Trial.objective.is_not(None))
-                .group_by(Trial.optimizer)).all())
+        counts, best = self.store.optimizer_gauges(study.id, study.resolved.mode)
         by: dict[tuple[str, str], int] = {}
         epochs: dict[str, int] = {}
         for opt, status, n, e in counts:
@@ -51,7 +42,7 @@ class RayStudyMetrics:
                 self.trials.set(by.get((opt, status), 0), tags={**tags, "status": status})
             self.epochs.set(epochs.get(opt, 0), tags=tags)
             if best.get(opt) is not None:
-                self.best.set(best[opt], tags={**tags, "metric": metric})
+                self.best.set(best[opt], tags={**tags, "metric": study.resolved.metric})
 
 
 def ray_study_metrics(store: StudyStore) -> RayStudyMetrics | None:

@@ -21,6 +21,7 @@ from service.statuses import ACTIVE, FINISHED, RESULTS, TERMINAL
 from service.store.claims import ClaimsMixin
 from service.store.cluster import ClusterMixin
 from service.store.engine import MIGRATIONS, StoreBase, StoreUnavailable, make_engine, migrate, now, transient
+from service.store.follow import FollowMixin
 from service.store.locks import ADMISSION_LOCK, CLAIM_LOCK, QuotaExceeded, active_studies, lock_owner, lock_study_claims
 from service.store.models import AuditEntry, ClusterRecord, Report, Study, Suite, Trial
 from service.store.ranking import RankingMixin
@@ -38,7 +39,8 @@ __all__ = [
 ]
 
 
-class StudyStore(StudiesMixin, SuitesMixin, TrialsMixin, RankingMixin, ReportsMixin, ClaimsMixin, ClusterMixin):
+class StudyStore(StudiesMixin, SuitesMixin, TrialsMixin, RankingMixin, ReportsMixin, ClaimsMixin, ClusterMixin,
+                 FollowMixin):
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
