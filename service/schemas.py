@@ -11,7 +11,7 @@ import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError
 from service import catalog
 from service.api.limits import CONTROL
-from service.spec import ProtocolSpec, ResolvedSpec, Resources, SpecFields  # noqa: F401 - re-exported
+from service.spec import EarlyStopping, ProtocolSpec, ResolvedSpec, Resources, SpecFields  # noqa: F401 - re-exported
 from workers import workloads
 
 
@@ -40,6 +40,13 @@ class StudySpec(SpecFields):
     @classmethod
     def _no_control_characters(cls, data: Any) -> Any:
         reject_control_characters(data)
+        # Early stopping's settings are named `early_stopping` in a 422, as they always were; an
+        # unknown key in them is named where it sits (protocol.early_stopping).
+        es = data.get("protocol", {}).get("early_stopping") if isinstance(data, dict) and isinstance(
+            data.get("protocol"), dict) else None
+        if isinstance(es, dict) and not set(es) - {"kind", "grace_epochs", "reduction_factor"}:
+            if problem := EarlyStopping.problem(es):
+                raise ValueError(f"early_stopping: {problem}")
         return data
 
     @field_validator("workload")
@@ -250,6 +257,13 @@ class SuiteSpec(BaseModel):
     @classmethod
     def _no_control_characters(cls, data: Any) -> Any:
         reject_control_characters(data)
+        # Early stopping's settings are named `early_stopping` in a 422, as they always were; an
+        # unknown key in them is named where it sits (protocol.early_stopping).
+        es = data.get("protocol", {}).get("early_stopping") if isinstance(data, dict) and isinstance(
+            data.get("protocol"), dict) else None
+        if isinstance(es, dict) and not set(es) - {"kind", "grace_epochs", "reduction_factor"}:
+            if problem := EarlyStopping.problem(es):
+                raise ValueError(f"early_stopping: {problem}")
         return data
 
     name: str = Field(min_length=1, max_length=200)

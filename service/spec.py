@@ -22,21 +22,28 @@ class EarlyStopping(BaseModel):
     grace_epochs: int = 1
     reduction_factor: int = 3
 
+    @staticmethod
+    def problem(v: dict) -> str | None:
+        """What is wrong with these settings (None: nothing), in plain words; the rules, once."""
+        unknown = sorted(set(v) - {"kind", "grace_epochs", "reduction_factor"})
+        if unknown:
+            return f"unknown field(s) {', '.join(map(str, unknown))}"
+        if v.get("kind") != "asha":
+            return f"unknown kind {v.get('kind')!r}; known: asha"
+        g, r = v.get("grace_epochs", 1), v.get("reduction_factor", 3)
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            return f"grace_epochs must be a positive integer, got {g!r}"
+        if isinstance(r, bool) or not isinstance(r, int) or r < 2:
+            return f"reduction_factor must be an integer >= 2, got {r!r}"
+        return None
+
     @model_validator(mode="before")
     @classmethod
     def _plain_messages(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            return v
-        unknown = sorted(set(v) - {"kind", "grace_epochs", "reduction_factor"})
-        if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
-        if v.get("kind") != "asha":
-            raise ValueError(f"unknown kind {v.get('kind')!r}; known: asha")
-        g, r = v.get("grace_epochs", 1), v.get("reduction_factor", 3)
-        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-            raise ValueError(f"grace_epochs must be a positive integer, got {g!r}")
-        if isinstance(r, bool) or not isinstance(r, int) or r < 2:
-            raise ValueError(f"reduction_factor must be an integer >= 2, got {r!r}")
+        if isinstance(v, dict) and (problem := cls.problem(v)):
+            raise ValueError(problem)
+        if not isinstance(v, dict | EarlyStopping):
+            raise ValueError("Input should be a valid dictionary")
         return v
 
     def check_budget(self, epochs: int) -> None:

@@ -4,11 +4,13 @@ on a real local Ray (noisy-quadratic workload), then a SIGKILLed controller with
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from service.app import create_app
 from service.control.pruners.asha import Asha
 from service.schemas import StudySpec
 from service.settings import Settings
+from service.spec import load_spec, spec_json
 from service.testing import free_port
 
 from .conftest import bearer, make_token
@@ -39,6 +41,43 @@ def test_invalid_early_stopping_is_422(db_url, es, words):
         assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("protocol.early_stopping") \
             or "early_stopping" in r.json()["detail"], r.json()
         assert words in r.json()["detail"]
+
+
+@pytest.mark.parametrize("es,field,words", [
+    ({"kind": "foo"}, "early_stopping", "unknown kind 'foo'; known: asha"),
+    ({}, "early_stopping", "unknown kind None; known: asha"),
+    ({"kind": "asha", "grace_epochs": 1.0}, "early_stopping", "grace_epochs must be a positive integer, got 1.0"),
+    ({"kind": "asha", "reduction_factor": 1}, "early_stopping", "reduction_factor must be an integer >= 2, got 1"),
+    ({"kind": "asha", "grace_epochs": 3}, "early_stopping", "grace_epochs 3 leaves no rung below the budget's 3"),
+    ({"kind": "asha", "zzz": 1}, "protocol.early_stopping", "unknown field(s) zzz"),
+    ("x", "protocol.early_stopping", "Input should be a valid dictionary"),
+])
+def test_early_stopping_errors_name_the_same_field_as_before_the_typed_spec(db_url, es, field, words):
+    """The 422's field for each early-stopping mistake is a client contract: it stayed the same when
+    the spec became typed (service/spec.py)."""
+    app = create_app(Settings(database_url=db_url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(db_url))) as c:
+        r = c.post("/studies", json={"name": "x", "workload": "noisy_quadratic", "optimizers": ["sgd"],
+                                     "budget": {"epochs": 3}, "protocol": {"stages": [4], "early_stopping": es}})
+        assert r.status_code == 422, r.json()
+        error = r.json()["errors"][0]
+        assert error["field"] == field and words in error["message"], error
+
+
+def test_the_resolved_spec_is_frozen_and_loads_what_older_versions_stored():
+    spec = StudySpec(name="x", workload="noisy_quadratic", optimizers=["sgd"], budget={"epochs": 3},
+                     protocol={"stages": [4], "early_stopping": {"kind": "asha"}}).resolved()
+    with pytest.raises(ValidationError):
+        spec.priority = 3  # frozen: every layer reads the same values
+    assert (spec.metric, spec.protocol.early_stopping.grace_epochs, spec.protocol.early_stopping.reduction_factor) \
+        == ("loss", 1, 3)  # noisy_quadratic reports its loss
+    assert load_spec(spec_json(spec)) == spec  # what the store keeps loads back equal
+    # a spec stored before protocol.method/seeds/scheme, execution and priority existed
+    old = {"name": "o", "workload": "noisy_quadratic", "optimizers": ["sgd"], "metric": "loss", "mode": "min",
+           "budget": {"epochs": 3}, "search_spaces": {"sgd": {}}, "protocol": {"stages": [4], "top_k": 2},
+           "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2}
+    loaded = load_spec(old)
+    assert (loaded.priority, loaded.execution, loaded.protocol.method, loaded.protocol.seeds) == (0, "ray", "random", 0)
 
 
 @pytest.fixture(scope="module")
