@@ -31,6 +31,16 @@ def reject_control_characters(value: Any, path: str = "") -> None:
             reject_control_characters(v, f"{path}[{i}]")
 
 
+def check_early_stopping(data: Any) -> None:
+    """A study's or a suite's early-stopping settings, checked before the nested model is: their 422
+    names `early_stopping`, as it always did (an unknown key is named where it sits,
+    protocol.early_stopping, by the model itself)."""
+    protocol = data.get("protocol") if isinstance(data, dict) else None
+    es = protocol.get("early_stopping") if isinstance(protocol, dict) else None
+    if isinstance(es, dict) and set(es) <= set(EarlyStopping.model_fields) and (problem := EarlyStopping.problem(es)):
+        raise ValueError(f"early_stopping: {problem}")
+
+
 class StudySpec(SpecFields):
     """A study's spec as a client sends it (fields and defaults: service/spec.py)."""
 
@@ -40,13 +50,7 @@ class StudySpec(SpecFields):
     @classmethod
     def _no_control_characters(cls, data: Any) -> Any:
         reject_control_characters(data)
-        # Early stopping's settings are named `early_stopping` in a 422, as they always were; an
-        # unknown key in them is named where it sits (protocol.early_stopping).
-        es = data.get("protocol", {}).get("early_stopping") if isinstance(data, dict) and isinstance(
-            data.get("protocol"), dict) else None
-        if isinstance(es, dict) and not set(es) - {"kind", "grace_epochs", "reduction_factor"}:
-            if problem := EarlyStopping.problem(es):
-                raise ValueError(f"early_stopping: {problem}")
+        check_early_stopping(data)
         return data
 
     @field_validator("workload")
@@ -257,13 +261,7 @@ class SuiteSpec(BaseModel):
     @classmethod
     def _no_control_characters(cls, data: Any) -> Any:
         reject_control_characters(data)
-        # Early stopping's settings are named `early_stopping` in a 422, as they always were; an
-        # unknown key in them is named where it sits (protocol.early_stopping).
-        es = data.get("protocol", {}).get("early_stopping") if isinstance(data, dict) and isinstance(
-            data.get("protocol"), dict) else None
-        if isinstance(es, dict) and not set(es) - {"kind", "grace_epochs", "reduction_factor"}:
-            if problem := EarlyStopping.problem(es):
-                raise ValueError(f"early_stopping: {problem}")
+        check_early_stopping(data)
         return data
 
     name: str = Field(min_length=1, max_length=200)

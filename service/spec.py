@@ -22,10 +22,10 @@ class EarlyStopping(BaseModel):
     grace_epochs: int = 1
     reduction_factor: int = 3
 
-    @staticmethod
-    def problem(v: dict) -> str | None:
+    @classmethod
+    def problem(cls, v: dict) -> str | None:
         """What is wrong with these settings (None: nothing), in plain words; the rules, once."""
-        unknown = sorted(set(v) - {"kind", "grace_epochs", "reduction_factor"})
+        unknown = sorted(set(v) - set(cls.model_fields))
         if unknown:
             return f"unknown field(s) {', '.join(map(str, unknown))}"
         if v.get("kind") != "asha":

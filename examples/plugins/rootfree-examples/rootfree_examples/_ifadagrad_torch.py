@@ -1,18 +1,5 @@
-"""The ifadagrad plugin's optimizer (torch): inverse-free, root-free full-matrix AdaGrad (Lin et al., Eq. 18).
-
-For each parameter tensor (flattened, d = numel) it keeps P = S^-1, a d x d matrix, and updates it
-directly, with no inverse and no root:
-
-    H  = B g g^T                                        (the empirical Fisher of an averaged loss)
-    P <- P - beta2 P H P + beta2^2/2 P H P H P          (Eq. 18; the last term keeps P positive definite)
-    m <- momentum m + P g + weight_decay mu
-    mu <- mu - lr m
-
-With u = P g the two products are rank one (P H P = B u u^T, P H P H P = B^2 (g^T u) u u^T), so a
-step costs O(d^2). To first order in beta2 it is the root-free full-matrix AdaGrad of Eq. 17,
-S <- S + beta2 H, mu <- mu - lr S^-1 g (paper App. E, Claim 4). P starts at I / init.
-The diagonal version of the same method is RF-RMSProp with gamma=0.
-"""
+"""The ifadagrad plugin's optimizer (torch): the method and its equations are described in
+`rootfree_examples.ifadagrad`, the module the entry point loads."""
 
 from __future__ import annotations
 
