@@ -51,6 +51,17 @@ class Active:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """What pruning a finished trial's checkpoints needs of it (the store's row has the same)."""
+
+    study_id: str
+    optimizer: str
+    stage: int
+    index: int
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
 class Live:
     study_id: str
     trial_id: int  # the store's row id
@@ -74,6 +85,10 @@ class Dispatcher:
         self.live: dict[str, Live] = {}  # Tune trial id -> claimed store trial
         self.interrupted: dict[str, int] = {}  # study id -> trials a dead controller left running
         self._started: set[str] = set()  # Tune trial ids of `live` whose worker has started them
+        # What the callback already wrote of a live trial's end (its final status, the final
+        # checkpoint it deferred): `release` then needs no read of the row back.
+        self._final: dict[str, str] = {}
+        self._final_checkpoint: dict[str, str] = {}
         self._refreshed = 0.0
         self._dirty = True
         self._busy_at = time.monotonic()
@@ -151,27 +166,65 @@ class Dispatcher:
             meta["study_id"], meta["optimizer"], meta["stage"], epoch, metric))
 
     # ------------------------------------------------------------------ Tune is done with a trial
+    def recorded(self, tune_trial_id: str, status: str) -> None:
+        """The callback stored the trial's end (a final report, or the pruner's stop)."""
+        with self.lock:
+            if tune_trial_id in self.live:
+                self._final[tune_trial_id] = status
+
+    def defer_checkpoint(self, tune_trial_id: str, path: str) -> bool:
+        """The checkpoint of a trial whose end is already stored is written with its release
+        (Tune hands it over between the final report and the release): True when deferred."""
+        with self.lock:
+            if tune_trial_id not in self._final:
+                return False
+            self._final_checkpoint[tune_trial_id] = path
+            return True
+
     def release(self, tune_trial_id: str, error: bool) -> None:
         """Tune is done with a trial: it finished, failed, or was stopped."""
         with self.lock:
             live = self.live.pop(tune_trial_id, None)
             self._started.discard(tune_trial_id)
-            self._dirty = True
+            final = self._final.pop(tune_trial_id, None)
+            checkpoint = self._final_checkpoint.pop(tune_trial_id, None)
             if live is None:
+                self._dirty = True
                 return
+            self._settle(live, final if not error else None)
             try:
-                self._release(live, error)
+                self._release(live, error, final, checkpoint)
             except LeaseLost:
                 pass  # the new leader resets it to pending
 
-    def _release(self, live: Live, error: bool) -> None:
+    def _settle(self, live: Live, final: str | None) -> None:
+        """The in-memory view after a trial's end. Only an end that may change what is runnable
+        (its group has nothing left to hand out: the stage may end and the next open, the study
+        complete; or it did not finish: it may run again) makes the next dispatch read the
+        store again; otherwise the view stays exact (claims already took their trials off it)."""
+        a = self.active.get(live.study_id)
+        key = (live.optimizer, live.stage)
+        group = next((g for g in a.groups if (g.optimizer, g.stage) == key), None) if a else None
+        if group is None or final is None or group.runnable <= 0:
+            self._dirty = True
+            return
+        a.groups = tuple(replace(g, running=max(0, g.running - 1)) if g is group else g for g in a.groups)
+
+    def _release(self, live: Live, error: bool, final: str | None = None, checkpoint: str | None = None) -> None:
+        if checkpoint is not None:
+            self.store.set_checkpoint(live.trial_id, checkpoint)
+        a = self.active.get(live.study_id)
+        told = a is None or not self.samplers[a.spec.protocol.method].asks  # a learning sampler reads the row
+        known = checkpoint is not None or self.settings.keep_checkpoints == "all"
+        if final is not None and not error and told and known:
+            self.prune_finished_checkpoints(Ended(live.study_id, live.optimizer, live.stage, live.index, checkpoint))
+            return
         t = self.store.trial(live.study_id, live.trial_id)
         if t is None:
             self._sweep_if_deleted(live)
             return
         if t.status in FINISHED:
             self.prune_finished_checkpoints(t)
-            a = self.active.get(t.study_id)
             if a is not None:
                 self.samplers[a.spec.protocol.method].tell(t)
             return

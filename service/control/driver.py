@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 
 from service.control.stages import fmt
 from service.control.tune_actors import LiveFIFO, installed
+from service.statuses import FINISHED
 from service.store.files import trial_dirname
 from service.store.lease import LeaseLost
 
@@ -122,7 +123,8 @@ class StoreCallback(_LiveOnly, tune.Callback):
         self._fenced(self._on_result, trial, result)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        self._fenced(self.runner.store.set_checkpoint, _meta(trial)["trial_id"], checkpoint.path)
+        if not self.runner.dispatcher.defer_checkpoint(trial.trial_id, checkpoint.path):
+            self._fenced(self.runner.store.set_checkpoint, _meta(trial)["trial_id"], checkpoint.path)
         self.runner.dispatcher.prune_older_checkpoints(checkpoint.path)
 
     def _on_result(self, trial, result) -> None:
@@ -130,7 +132,9 @@ class StoreCallback(_LiveOnly, tune.Callback):
         try:
             metric = self.runner.dispatcher.metric_of(meta["study_id"])
             row = {k: result[k] for k in (*KEEP, metric) if k in result}
-            self.runner.store.record_result(meta["trial_id"], row, metric)
+            status = self.runner.store.record_result(meta["trial_id"], row, metric)
+            if status in FINISHED:
+                self.runner.dispatcher.recorded(trial.trial_id, status)
             fields = " ".join(f"{k}={fmt(row[k])}" for k in
                               ("train_loss", metric, "lr", "examples_per_s", "node_ip") if k in row)
             self._say(trial, "epoch %s: %s%s", row.get("epoch"), fields,
@@ -138,7 +142,8 @@ class StoreCallback(_LiveOnly, tune.Callback):
         finally:
             reason = result.get(PRUNED)
             if reason:  # the stopper's pruner decided at this very report
-                self.runner.store.mark_stopped(meta["trial_id"], reason)
+                if self.runner.store.mark_stopped(meta["trial_id"], reason):
+                    self.runner.dispatcher.recorded(trial.trial_id, "stopped")
                 self._say(trial, "stopped early: %s", reason)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -78,6 +78,7 @@ class Trial(Base):
         Index("ix_trial_study_status", "study_id", "status"),
         # The ranking behind best-so-far, /best and /export (migration 0002).
         Index("ix_trial_rank", "study_id", "optimizer", "status", "objective"),
+        Index("ix_trial_claim", "claim"),  # the runner's claim lookups (migration 0013)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -7,7 +7,7 @@ import math
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, tuple_, update
+from sqlalchemy import case, delete, func, insert, literal, select, tuple_, update
 
 from service.statuses import FINISHED
 from service.store.engine import StoreBase, now
@@ -39,23 +39,25 @@ class TrialsMixin(StoreBase):
         the claim exclusive; `claim` makes it idempotent: a retry of a claim whose commit landed
         but whose answer was lost (a failover) returns the trial that claim took, not a second."""
         claim = claim or uuid.uuid4().hex
+        # Two statements on the hot path (one per trial the run starts): the claim as one
+        # conditional UPDATE of the group's first free trial (skipped when this claim already
+        # took one: a retry), then the row it took, found by the claim's index.
+        first = (select(Trial.id).where(Trial.study_id == study_id, Trial.optimizer == optimizer,
+                                        Trial.stage == stage, Trial.status == "pending", Trial.claim.is_(None))
+                 .order_by(Trial.index).limit(1).scalar_subquery())
+        taken = select(Trial.id).where(Trial.claim == claim).exists()
         with self.session() as s:
-            mine = s.scalar(select(Trial).where(Trial.claim == claim))
-            if mine is not None:
-                return mine
             for _ in range(3):
-                t = s.scalar(select(Trial).where(
-                    Trial.study_id == study_id, Trial.optimizer == optimizer, Trial.stage == stage,
-                    Trial.status == "pending", Trial.claim.is_(None)).order_by(Trial.index).limit(1))
-                if t is None:
-                    return None
-                n = s.execute(update(Trial).where(Trial.id == t.id, Trial.status == "pending",
-                                                  Trial.claim.is_(None))
-                              .values(claim=claim).execution_options(synchronize_session=False)).rowcount
+                s.execute(update(Trial).where(Trial.id == first, Trial.status == "pending", Trial.claim.is_(None),
+                                              ~taken)
+                          .values(claim=claim).execution_options(synchronize_session=False))
+                mine = s.scalar(select(Trial).where(Trial.claim == claim))
                 s.commit()
-                if n:
-                    s.refresh(t)
-                    return t
+                if mine is not None:
+                    return mine
+                # nothing taken: the group has no free trial, or a concurrent claim won the race
+                if s.scalar(select(first)) is None:
+                    return None
             return None
 
     def release_trial(self, trial_id: int) -> None:
@@ -115,38 +117,49 @@ class TrialsMixin(StoreBase):
     def mark_started(self, trial_id: int) -> None:
         """The trial's worker has started it: a claimed (pending) trial is `running` from now on
         (a restart after a worker failure only moves `started_at`)."""
-        with self.session() as s:
-            t = s.get(Trial, trial_id)
-            if t.status == "pending":
-                t.status, t.started_at, t.runs = "running", now(), t.runs + 1
-                s.commit()
-            elif t.status == "running":
-                t.started_at = now()
-                s.commit()
-
-    def record_result(self, trial_id: int, row: dict[str, Any], metric: str) -> None:
-        """Stores one per-epoch report (a row; a repeated epoch replaces the earlier row, so no
-        epoch appears twice); a final report (status completed/diverged) finishes the trial."""
-        with self.session() as s:
-            t = s.get(Trial, trial_id)
-            if t is None or t.status in FINISHED:
-                return  # never overwrite a finished trial (a duplicate report after a restart)
-            epoch = int(row.get("epoch") or 0)
-            s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
-            s.add(Report(trial_id=trial_id, epoch=epoch, row=row))
-            t.epochs = max(t.epochs or 0, epoch)
-            value = row.get(metric)
-            if isinstance(value, int | float) and math.isfinite(value):
-                t.metrics = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
-                t.objective = float(value)
-            status = row.get("status")
-            if status in ("completed", "diverged"):
-                t.status, t.finished_at = status, now()
-                if status == "diverged":
-                    t.objective = None  # a diverged trial never counts as best
-            elif t.status == "pending":
-                t.status, t.started_at = "running", now()
+        pending = Trial.status == "pending"
+        with self.session() as s:  # one statement: it runs for every trial the runner starts
+            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.in_(("pending", "running")))
+                      .values(status="running", started_at=now(),
+                              runs=case((pending, Trial.runs + 1), else_=Trial.runs))
+                      .execution_options(synchronize_session=False))
             s.commit()
+
+    def record_result(self, trial_id: int, row: dict[str, Any], metric: str) -> str | None:
+        """Stores one per-epoch report (a row; a repeated epoch replaces the earlier row, so no
+        epoch appears twice); a final report (status completed/diverged) finishes the trial.
+        Returns the trial's status after it (None: the trial is gone or had already finished,
+        and the report was not stored)."""
+        epoch = int(row.get("epoch") or 0)
+        status = row.get("status")
+        stamp = now()
+        values: dict[str, Any] = {
+            "epochs": case((func.coalesce(Trial.epochs, 0) < epoch, epoch), else_=Trial.epochs)}
+        value = row.get(metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            values["metrics"] = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
+            values["objective"] = float(value)
+        if status in ("completed", "diverged"):
+            values.update(status=status, finished_at=stamp)
+            if status == "diverged":
+                values["objective"] = None  # a diverged trial never counts as best
+            after = status
+        else:
+            pending = Trial.status == "pending"
+            values.update(status=case((pending, "running"), else_=Trial.status),
+                          started_at=case((pending, stamp), else_=Trial.started_at))
+            after = "running"
+        with self.session() as s:  # three statements, no row load: one report per trial epoch
+            # never overwrite a finished trial (a duplicate report after a restart)
+            n = s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.not_in(FINISHED))
+                          .values(**values).execution_options(synchronize_session=False)).rowcount
+            if not n:
+                s.rollback()
+                return None
+            s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
+            s.execute(insert(Report).values(trial_id=trial_id, epoch=epoch, row=row))
+            s.commit()
+        return after
 
     def set_checkpoint(self, trial_id: int, path: str | None) -> None:
         """Where the trial's last per-epoch checkpoint is (a resumed trial starts from it; a
@@ -156,13 +169,16 @@ class TrialsMixin(StoreBase):
             s.execute(update(Trial).where(Trial.id == trial_id).values(checkpoint=path))
             s.commit()
 
-    def mark_stopped(self, trial_id: int, reason: str) -> None:
-        """Early stopping ended the trial: a result (its history and last objective stay)."""
+    def mark_stopped(self, trial_id: int, reason: str) -> bool:
+        """Early stopping ended the trial: a result (its history and last objective stay).
+        False when it had already ended."""
         with self.session() as s:
             t = s.get(Trial, trial_id)
             if t is not None and t.status not in FINISHED:
                 t.status, t.error, t.finished_at = "stopped", reason, now()
                 s.commit()
+                return True
+            return False
 
     def set_config(self, trial_id: int, config: dict[str, Any]) -> None:
         """The configuration a sampler chose when the trial was claimed (method tpe)."""
