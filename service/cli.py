@@ -1,7 +1,8 @@
 """The ``rootfree`` command: serve, submit, watch, export, demo."""
 
-# The docstring is --help's description. The commands' parts: service/cli_http.py (the token, the
-# error check), service/render.py (what they show), service/live.py (watch, logs), service/demo.py.
+# The docstring is --help's description. The commands' parts: service/client.py (every call to the
+# API), service/cli_token.py (the token they send), service/render.py (what they show),
+# service/live.py (watch, logs), service/demo.py.
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import yaml
 
-from service.cli_http import AUTH, check, check_text, resolve_token, save_token, token_file, use_token
+from service.cli_token import resolve_token, save_token, token_file
+from service.client import Client, ClientError, Study
 from service.demo import cmd_demo
 from service.live import follow_logs, watch
 from service.render import comparison_table, console, queue_table, suite_tables, verdict_table
@@ -25,6 +29,21 @@ DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
 
 REPORT_TIMEOUT_S = 1800.0  # `rootfree report --timeout`: a 5000-trial study's first report is not instant
+
+
+def connect(args) -> Client:
+    """The client of a command that talks to a running service: --url, --token (else
+    ROOTFREE_TOKEN, else the token file)."""
+    return Client(args.url, resolve_token(args.token))
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """An error answer of the API ends the command: `error STATUS: DETAIL` on stderr, exit code 1."""
+    try:
+        yield
+    except ClientError as e:
+        sys.exit(f"error {e.status}: {e.detail}")
 
 
 def _settings(args):
@@ -72,40 +91,36 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from service.client import Client, ClientError
-
     spec = yaml.safe_load(Path(args.file).read_text())  # YAML is a superset of JSON
-    with Client(args.url, resolve_token(args.token)) as client:
-        try:
-            study = client.submit(spec, idempotency_key=args.idempotency_key)
-        except ClientError as e:
-            sys.exit(f"error {e.status}: {e.detail}")
+    with connect(args) as client:
+        study = client.submit(spec, idempotency_key=args.idempotency_key)
     print(study.id)
     return 0
 
 
 def cmd_watch(args) -> int:
-    study = watch(args.url, args.study_id, args.interval)
+    with connect(args) as client:
+        study = watch(Study(client, args.study_id), args.interval)
     console().print(comparison_table(study))
     console().print(verdict_table(study))
     return 0 if study["status"] == "completed" else 1
 
 
 def cmd_logs(args) -> int:
-    return follow_logs(args.url, args.study_id, args.lines, args.follow)
+    with connect(args) as client:
+        return follow_logs(Study(client, args.study_id), args.lines, args.follow)
 
 
 def cmd_queue(args) -> int:
-    print(queue_table(check(httpx.get(f"{args.url}/cluster", headers=AUTH, timeout=30))))
+    with connect(args) as client:
+        print(queue_table(client.cluster()))
     return 0
 
 
 def cmd_export(args) -> int:
-    r = httpx.get(f"{args.url}/studies/{args.study_id}/export", headers=AUTH,
-                  params={"format": args.format, "k": args.k}, timeout=30)
-    if r.status_code >= 400:
-        check(r)
-    text = r.text if args.format == "yaml" else json.dumps(r.json(), indent=2)
+    with connect(args) as client:
+        exported = Study(client, args.study_id).export(args.format, args.k)
+    text = exported if args.format == "yaml" else json.dumps(exported, indent=2)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
@@ -116,20 +131,23 @@ def cmd_export(args) -> int:
 
 def cmd_suite(args) -> int:
     """rootfree suite submit FILE | watch ID | report ID."""
+    with connect(args) as client:
+        return _suite(client, args)
+
+
+def _suite(client: Client, args) -> int:
     from rich.text import Text
 
     if args.action == "submit":  # a file of several YAML documents submits several suites, one id a line
         docs = [d for d in yaml.safe_load_all(Path(args.target).read_text()) if d is not None]
         for i, spec in enumerate(docs):
             key = args.idempotency_key and (args.idempotency_key if len(docs) == 1 else f"{args.idempotency_key}-{i}")
-            headers = {"Idempotency-Key": key} if key else {}
-            suite = check(httpx.post(f"{args.url}/suites", json=spec, headers={**AUTH, **headers}, timeout=60))
-            print(suite["id"], flush=True)
+            print(client.submit_suite(spec, idempotency_key=key)["id"], flush=True)
         return 0
     if args.action == "watch":
         last = ""
         while True:
-            suite = check(httpx.get(f"{args.url}/suites/{args.target}", headers=AUTH, timeout=30))
+            suite = client.suite(args.target)
             text = "\n".join([f"suite {suite['id']} ({suite['name']}): {suite['status']}"]
                              + [f"  {s['status']:<10} {s['id']}  {s['name']}" for s in suite["studies"]])
             if text != last:
@@ -138,12 +156,9 @@ def cmd_suite(args) -> int:
             if suite["status"] in TERMINAL:
                 break
             time.sleep(args.interval)
-    report = check(httpx.get(f"{args.url}/suites/{args.target}/report", params={"format": "json"}, headers=AUTH,
-                             timeout=300))
+    report = client.suite_report(args.target)
     if args.action == "report" and args.output:
-        r = httpx.get(f"{args.url}/suites/{args.target}/report", headers=AUTH, timeout=300)
-        text = check_text(r)
-        Path(args.output).write_text(text, encoding="utf-8")
+        Path(args.output).write_text(client.suite_report(args.target, format="html"), encoding="utf-8")
         print(f"wrote {args.output}")
     if args.action == "report" and args.json:
         print(json.dumps(report, indent=2))
@@ -191,26 +206,25 @@ def cmd_token(args) -> int:
 def cmd_report(args) -> int:
     """Writes the HTML report of one or several studies (several: one page with a cross-study part)."""
     try:
-        if len(args.study_ids) == 1:
-            r = httpx.get(f"{args.url}/studies/{args.study_ids[0]}/report", headers=AUTH, timeout=args.timeout)
-        else:
-            r = httpx.get(f"{args.url}/report", params=[("study_id", s) for s in args.study_ids], headers=AUTH,
-                          timeout=args.timeout)
+        with connect(args) as client:
+            if len(args.study_ids) == 1:
+                text = Study(client, args.study_ids[0]).report_html(timeout=args.timeout)
+            else:
+                text = client.report_html(args.study_ids, timeout=args.timeout)
     except httpx.TimeoutException:
         # The server goes on and caches the page: asking again picks up that same computation.
         print(f"error: no report within {args.timeout:g} s; run the command again (the server keeps "
               "computing it and answers a repeated request from the same work) or pass a larger --timeout",
               file=sys.stderr)
         return 1
-    text = check_text(r)
     Path(args.output).write_text(text, encoding="utf-8")
     print(f"wrote {args.output} ({len(text) // 1024} KiB, self-contained: open it in any browser)")
     return 0
 
 
 def cmd_audit(args) -> int:
-    body = check(httpx.get(f"{args.url}/audit", params={"limit": args.limit, "offset": args.offset},
-                           headers=AUTH, timeout=30))
+    with connect(args) as client:
+        body = client.audit(args.limit, args.offset)
     print(f"{'time':<27}{'actor':<24}{'action':<17}{'target':<38}client")
     for e in body["items"]:
         print(f"{e['at'][:26]:<27}{(e['actor'] or '')[:23]:<24}{e['action']:<17}{(e['target'] or '-')[:37]:<38}"
@@ -221,13 +235,12 @@ def cmd_audit(args) -> int:
 def cmd_agent(args) -> int:
     """Runs COMMAND once per claimed trial of an external study (service/agent.py)."""
     from service.agent import run_agent
-    from service.client import Client
 
     if not args.command:
         print("rootfree agent: give the command after --, e.g. rootfree agent ID -- python train.py",
               file=sys.stderr)
         return 2
-    with Client(args.url, resolve_token(args.token)) as client:
+    with connect(args) as client:
         return run_agent(client, args.study_id, args.command, count=args.count, poll_s=args.poll)
 
 
@@ -330,9 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=cmd_demo)
     add_optuna_commands(sub)
     args = ap.parse_args(argv)
-    if hasattr(args, "token"):
-        use_token(resolve_token(args.token))
-    return args.func(args)
+    with api_errors():
+        return args.func(args)
 
 
 if __name__ == "__main__":

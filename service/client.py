@@ -41,6 +41,7 @@ from service.statuses import FINISHED as TRIAL_FINISHED
 from service.statuses import TERMINAL
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+REPORT_TIMEOUT_S = 300.0  # a report is computed on the first request: longer than a plain call
 
 
 class ClientError(RuntimeError):
@@ -113,6 +114,42 @@ class Client:
     def study(self, study_id: str) -> Study:
         return Study(self, study_id, self.get(f"/studies/{study_id}"))
 
+    def report_html(self, study_ids: Iterable[str], timeout: float = REPORT_TIMEOUT_S) -> str:
+        """One HTML page over several studies, with a cross-study part."""
+        params = [("study_id", s) for s in study_ids]
+        return self.request("GET", "/report", params=params, timeout=timeout).text
+
+    # ------------------------------------------------------------------ suites
+    def submit_suite(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submits a suite (one study per workload); the suite as the API answers it."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self.post("/suites", spec, headers=headers, timeout=60)
+
+    def suite(self, suite_id: str) -> dict[str, Any]:
+        """The suite: id, name, status and its studies (id, name, status)."""
+        return self.get(f"/suites/{suite_id}")
+
+    def suite_report(self, suite_id: str, format: str = "json") -> Any:  # noqa: A002 - the API's name
+        """The suite's report: its numbers (a dict), or the HTML page with format="html"."""
+        r = self.request("GET", f"/suites/{suite_id}/report", params={"format": format}, timeout=REPORT_TIMEOUT_S)
+        return r.text if format == "html" else r.json()
+
+    # ------------------------------------------------------------------ the service
+    def healthy(self) -> bool:
+        """Whether the service answers `GET /healthz` with 200 (False too while it cannot be reached)."""
+        try:
+            return self.request("GET", "/healthz", ok=range(400, 600)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def cluster(self) -> dict[str, Any]:
+        """The cluster's nodes and the queue of active studies."""
+        return self.get("/cluster")
+
+    def audit(self, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        """A page of the audit trail, newest first (admins): items, total, limit, offset."""
+        return self.get("/audit", params={"limit": limit, "offset": offset})
+
     # ------------------------------------------------------------------ external trials
     def claim(self, study_id: str) -> Trial | None:
         """One pending trial of an external study, or None when nothing may start now (204).
@@ -172,9 +209,16 @@ class Study:
         r = self.client.request("GET", f"/studies/{self.id}/export", params={"format": format, "k": k})
         return r.text if format == "yaml" else r.json()
 
-    def report_html(self) -> str:
+    def report_html(self, timeout: float = REPORT_TIMEOUT_S) -> str:
         """The study's self-contained HTML report."""
-        return self.client.request("GET", f"/studies/{self.id}/report", timeout=300).text
+        return self.client.request("GET", f"/studies/{self.id}/report", timeout=timeout).text
+
+    def logs(self, tail: int | None = None, offset: int | None = None) -> tuple[str, int]:
+        """The study's log stream: its last `tail` lines, or what was written after byte `offset`;
+        and the offset to read from next time (X-Log-Offset)."""
+        params = {k: v for k, v in (("tail", tail), ("offset", offset)) if v is not None}
+        r = self.client.request("GET", f"/studies/{self.id}/logs", params=params)
+        return r.text, int(r.headers.get("X-Log-Offset", 0))
 
     def analysis(self) -> dict[str, Any]:
         return self.client.get(f"/studies/{self.id}/analysis")

@@ -7,9 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-import httpx
-
-from service.cli_http import AUTH, check, use_token
+from service.client import Client
 from service.live import watch
 from service.render import comparison_table, console, verdict_table
 from service.testing import free_port, ray_auth_token_file, wait_healthy
@@ -31,7 +29,6 @@ def cmd_demo(args) -> int:
     store = StudyStore(settings.database_url)
     token, _ = create_token(store.engine, "demo", admin=False, actor="rootfree demo")
     store.engine.dispose()
-    use_token(token)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -48,20 +45,20 @@ def cmd_demo(args) -> int:
                    "test_subset": 2000, "width": 8, "batch_size": 64},
         "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": args.num_cpus or 2,
     }
-    study = check(httpx.post(f"{url}/studies", json=spec, headers=AUTH, timeout=30))
-    print(f"rootfree demo: API {url}/docs  study {study['id']}")
-    if study.get("dashboard_url"):
-        token = ray_auth_token_file()
-        signin = f" (sign in with the token in {token})" if token.exists() else ""
-        print(f"Ray dashboard: {study['dashboard_url']}{signin}")
-    print(f"this study's log stream: rootfree logs {study['id']} --url {url} -f")
-    study = watch(url, study["id"], interval=5.0)
-    print()
-    console().print(comparison_table(study))
-    console().print(verdict_table(study))
-    r = httpx.get(f"{url}/studies/{study['id']}/export", params={"format": "yaml"}, headers=AUTH, timeout=30)
-    Path(args.output).write_text(r.text)
+    with Client(url, token) as client:
+        study = client.submit(spec)
+        print(f"rootfree demo: API {url}/docs  study {study.id}")
+        if study.data.get("dashboard_url"):
+            ray_token = ray_auth_token_file()
+            signin = f" (sign in with the token in {ray_token})" if ray_token.exists() else ""
+            print(f"Ray dashboard: {study.data['dashboard_url']}{signin}")
+        print(f"this study's log stream: rootfree logs {study.id} --url {url} -f")
+        final = watch(study, interval=5.0)
+        print()
+        console().print(comparison_table(final))
+        console().print(verdict_table(final))
+        Path(args.output).write_text(study.export("yaml"))
     print(f"\nexported the best configurations to {args.output}")
     server.should_exit = True
     thread.join(timeout=30)
-    return 0 if study["status"] == "completed" else 1
+    return 0 if final["status"] == "completed" else 1

@@ -6,14 +6,12 @@ from __future__ import annotations
 import sys
 import time
 
-import httpx
-
-from service.cli_http import AUTH, check, check_text
+from service.client import Study
 from service.render import console, plain_progress, render
 from service.statuses import TERMINAL
 
 
-def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> dict:
+def watch(study: Study, interval: float = 2.0, stream=sys.stdout) -> dict:
     """Polls the study until it ends: a live table on a terminal, a plain block per change otherwise."""
     out = console(stream)
     if out.is_terminal:
@@ -21,39 +19,38 @@ def watch(url: str, study_id: str, interval: float = 2.0, stream=sys.stdout) -> 
 
         with Live(console=out, refresh_per_second=4, transient=False) as live:
             while True:
-                study = check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))
-                live.update(render(study))
-                if study["status"] in TERMINAL:
-                    return study
+                data = study.refresh()
+                live.update(render(data))
+                if data["status"] in TERMINAL:
+                    return data
                 time.sleep(interval)
     last = ""
     while True:
-        study = check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))
-        text = plain_progress(study)
+        data = study.refresh()
+        text = plain_progress(data)
         if text != last:
             print(text + "\n", file=stream, flush=True)
             last = text
-        if study["status"] in TERMINAL:
-            return study
+        if data["status"] in TERMINAL:
+            return data
         time.sleep(interval)
 
 
-def follow_logs(url: str, study_id: str, lines: int = 50, follow: bool = False,
-                interval: float = 1.0, stream=sys.stdout) -> int:
+def follow_logs(study: Study, lines: int = 50, follow: bool = False, interval: float = 1.0,
+                stream=sys.stdout) -> int:
     """Prints the last `lines` lines of a study's log stream; with `follow`, keeps printing new
     lines until the study has ended (exit code 0 when it completed)."""
     offset, ended = None, None
     while True:
         # The study's status first: a study seen ended has written its last line before we read.
-        status = check(httpx.get(f"{url}/studies/{study_id}", headers=AUTH, timeout=30))["status"]
+        status = study.refresh()["status"]
         # First the last `lines` lines, then only what was written after them (by byte offset).
-        params = {"tail": min(max(lines, 1), 100_000)} if offset is None else {"offset": offset}
-        r = httpx.get(f"{url}/studies/{study_id}/logs", headers=AUTH, params=params, timeout=30)
-        text = check_text(r)
-        current = text.splitlines()
         if offset is None:
-            current = current[-lines:] if lines > 0 else []
-        offset = int(r.headers.get("X-Log-Offset", 0))
+            text, offset = study.logs(tail=min(max(lines, 1), 100_000))
+            current = text.splitlines()[-lines:] if lines > 0 else []
+        else:
+            text, offset = study.logs(offset=offset)
+            current = text.splitlines()
         for line in current:
             print(line, file=stream, flush=True)
         if not follow:

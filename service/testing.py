@@ -9,8 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-import httpx
-
+from service.client import Client
 from service.render import finished
 
 
@@ -25,13 +24,11 @@ def wait_healthy(url: str, timeout_s: float = 60.0, alive=lambda: True) -> bool:
     """Polls `GET {url}/healthz` until it answers 200 (True), or `timeout_s` passes or `alive()`
     turns false (False): how every caller waits for a `rootfree serve` it has just started."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and alive():
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+    with Client(url, "", timeout=2) as client:  # /healthz needs no token
+        while time.monotonic() < deadline and alive():
+            if client.healthy():
                 return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+            time.sleep(0.2)
     return False
 
 

@@ -39,3 +39,18 @@ def make_token(db_url: str, user: str = "alice", admin: bool = True) -> str:
 
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
+
+
+class Spy:
+    """A TestClient as a `service.client.Client`'s transport (`http=`) that calls
+    `before(method, path, params)` ahead of each request: a test acts between the CLI's calls."""
+
+    def __init__(self, http, before=lambda method, path, params: None):
+        self.http, self.before = http, before
+
+    def request(self, method, path, **kwargs):
+        self.before(method, path, kwargs.get("params"))
+        return self.http.request(method, path, **kwargs)
+
+    def close(self):
+        pass  # the test's TestClient outlives the client

@@ -148,16 +148,16 @@ def test_token_cli_and_the_token_file(tmp_path):
     assert saved.read_text().strip() == token and stat.S_IMODE(saved.stat().st_mode) == 0o600
     listed = _cli("token", "list", "--db", db).stdout
     assert "carol" in listed and "yes" in listed and token not in listed
-    from service import cli_http
+    from service import cli_token
 
     monkey = {"XDG_CONFIG_HOME": str(tmp_path / "cfg")}
     old = {k: os.environ.get(k) for k in ("XDG_CONFIG_HOME", "ROOTFREE_TOKEN")}
     try:
         os.environ.update(monkey)
         os.environ.pop("ROOTFREE_TOKEN", None)
-        assert cli_http.resolve_token(None) == token  # the file
+        assert cli_token.resolve_token(None) == token  # the file
         os.environ["ROOTFREE_TOKEN"] = "rf_env"
-        assert cli_http.resolve_token(None) == "rf_env" and cli_http.resolve_token("rf_flag") == "rf_flag"
+        assert cli_token.resolve_token(None) == "rf_env" and cli_token.resolve_token("rf_flag") == "rf_flag"
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

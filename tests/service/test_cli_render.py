@@ -3,9 +3,11 @@ lines when the output is not one; the comparison ranks by the seed runs' mean.""
 
 import io
 
+import httpx
 from rich.console import Console
 
 from service import live, render
+from service.client import Client, Study
 
 STUDY = {
     "id": "0123456789abcdef", "name": "demo", "status": "running",
@@ -42,22 +44,15 @@ def test_progress_table_and_ranking():
 def test_plain_lines_when_not_a_terminal(monkeypatch):
     calls = []
 
-    def get(url, headers=None, timeout=None):
-        calls.append(url)
-        body = dict(STUDY, status="completed" if len(calls) > 1 else "running")
+    def answer(request):
+        calls.append(request.url.path)
+        return httpx.Response(200, json=dict(STUDY, status="completed" if len(calls) > 1 else "running"))
 
-        class R:
-            status_code = 200
-
-            def json(self):
-                return body
-        return R()
-
-    monkeypatch.setattr(live.httpx, "get", get)
     monkeypatch.setattr(live.time, "sleep", lambda s: None)
+    http = httpx.Client(base_url="http://svc", transport=httpx.MockTransport(answer))
     out = io.StringIO()
-    study = live.watch("http://svc", "0123456789abcdef", stream=out)
-    assert study["status"] == "completed"
+    study = live.watch(Study(Client("http://svc", http=http), "0123456789abcdef"), stream=out)
+    assert study["status"] == "completed" and calls == ["/studies/0123456789abcdef"] * 2
     text = out.getvalue()
     assert "\x1b[" not in text and "sgd" in text and "stage 1 4/4" in text
 

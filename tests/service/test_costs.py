@@ -63,6 +63,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from service import cli, live  # noqa: E402
 from service.app import create_app  # noqa: E402
+from service.client import Client, Study  # noqa: E402
 from service.results.cache import ResultCache  # noqa: E402
 from service.schemas import StudySpec  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -70,7 +71,7 @@ from service.spec import ResolvedSpec  # noqa: E402
 from service.store.study_log import StudyLog, log_path, read_from, tail  # noqa: E402
 from service.store.study_store import StudyStore  # noqa: E402
 
-from .conftest import bearer, make_token  # noqa: E402
+from .conftest import Spy, bearer, make_token  # noqa: E402
 
 
 def _spec(name="c", mode="min", stages=(4, 3), seeds=0, optimizers=("sgd", "adamw")):
@@ -343,7 +344,7 @@ def test_the_tail_copies_what_it_reads_once(tmp_path, monkeypatch):
     assert _CountingBytes.copied <= 2 * path.stat().st_size  # linear (it was 70 MB: quadratic)
 
 
-def test_logs_by_byte_offset_and_follow_asks_only_for_what_is_new(served_sqlite, monkeypatch):
+def test_logs_by_byte_offset_and_follow_asks_only_for_what_is_new(served_sqlite):
     client, store, settings = served_sqlite
     sid = _fill(store, _spec(), epochs=1, finish=False)
     slog = StudyLog(settings.storage_path, sid)
@@ -369,37 +370,39 @@ def test_logs_by_byte_offset_and_follow_asks_only_for_what_is_new(served_sqlite,
 
     asked = []
 
-    def get(url, params=None, timeout=None, headers=None):
-        if url.endswith("/logs"):
+    def before(method, path, params):
+        if path.endswith("/logs"):
             asked.append(dict(params))
             if len(asked) == 2:
                 slog.event("after")
                 store.set_status(sid, "cancelled")
-        return client.get(url.removeprefix("http://svc"), params=params)
 
     with open(path, "ab") as f:
         f.write(b"ne\n")
-    monkeypatch.setattr(httpx, "get", get)
     out = io.StringIO()
-    assert live.follow_logs("http://svc", sid, lines=1, follow=True, interval=0.01, stream=out) == 1
+    study = Study(Client("http://testserver", http=Spy(client, before)), sid)
+    assert live.follow_logs(study, lines=1, follow=True, interval=0.01, stream=out) == 1
     slog.close()
     assert out.getvalue().splitlines() == ["half a line", *[x for x in path.read_text().splitlines()
                                                             if x.endswith(" after")]]
     assert asked[0] == {"tail": 1} and all(set(p) == {"offset"} for p in asked[1:])
 
 
-def test_report_timeout_is_a_flag_with_a_generous_default(tmp_path, monkeypatch):
+def test_report_timeout_is_a_flag_with_a_generous_default(tmp_path, monkeypatch, capsys):
     seen = []
 
-    def get(url, params=None, headers=None, timeout=None):
-        seen.append(timeout)
-        raise httpx.ReadTimeout("slow")
+    def slow(request):
+        seen.append(request.extensions["timeout"]["read"])
+        raise httpx.ReadTimeout("slow", request=request)
 
-    monkeypatch.setattr(httpx, "get", get)
+    transport = httpx.MockTransport(slow)
+    monkeypatch.setattr(cli, "connect", lambda args: Client(args.url, http=httpx.Client(base_url=args.url,
+                                                                                       transport=transport)))
     out = tmp_path / "r.html"
     assert cli.main(["report", "abc", "-o", str(out), "--token", "t"]) == 1
     assert cli.main(["report", "abc", "def", "-o", str(out), "--timeout", "7", "--token", "t"]) == 1
     assert seen[0] >= 1800 and seen[1] == 7 and not out.exists()
+    assert "error: no report within 7 s; run the command again" in capsys.readouterr().err
 
 
 def test_one_users_many_targets_never_flush_another_studys_cached_report(tmp_path):

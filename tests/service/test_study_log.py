@@ -7,16 +7,16 @@ import logging
 import os
 import threading
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from service import live
 from service.app import create_app
+from service.client import Client, Study
 from service.settings import Settings
 from service.store.study_log import LOG_SUBDIR, StudyLog, log_path, tail
 
-from .conftest import bearer, make_token
+from .conftest import Spy, bearer, make_token
 
 SPEC = {"name": "s", "workload": "fmnist_cnn", "optimizers": ["sgd"],
         "protocol": {"stages": [2, 2], "top_k": 2, "seed": 0},
@@ -117,7 +117,7 @@ def test_logs_endpoint_serves_the_tail_and_delete_removes_the_file(app_client):
     assert not os.path.exists(slog.path)
 
 
-def test_rootfree_logs_prints_the_tail_and_follows_to_the_end(app_client, monkeypatch):
+def test_rootfree_logs_prints_the_tail_and_follows_to_the_end(app_client):
     client, settings = app_client
     sid = client.post("/studies", json=SPEC).json()["id"]
     slog = StudyLog(settings.storage_path, sid)
@@ -126,20 +126,19 @@ def test_rootfree_logs_prints_the_tail_and_follows_to_the_end(app_client, monkey
 
     calls = {"n": 0}
 
-    def get(url, params=None, timeout=None, headers=None):
+    def before(method, path, params):
         calls["n"] += 1
         if calls["n"] == 3:  # while following: new lines arrive, then the study ends
             slog.event("after")
             client.post(f"/studies/{sid}/cancel")
-        return client.get(url.removeprefix("http://svc"), params=params)
 
-    monkeypatch.setattr(httpx, "get", get)
+    study = Study(Client("http://testserver", http=Spy(client, before)), sid)
     out = io.StringIO()
-    assert live.follow_logs("http://svc", sid, lines=2, stream=out) == 0
+    assert live.follow_logs(study, lines=2, stream=out) == 0
     assert [line.rsplit(" ", 1)[1] for line in out.getvalue().splitlines()] == ["2", "3"]
     out = io.StringIO()
     calls["n"] = 0
-    code = live.follow_logs("http://svc", sid, lines=1, follow=True, interval=0.01, stream=out)
+    code = live.follow_logs(study, lines=1, follow=True, interval=0.01, stream=out)
     slog.close()
     assert code == 1  # cancelled, not completed
     assert [line.split(" ", 2)[2] for line in out.getvalue().splitlines()] == ["before 3", "after"]

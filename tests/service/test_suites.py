@@ -1,8 +1,10 @@
 """Suites: one submission over several workloads (POST /suites), their status, and the report's
 AlgoPerf-style scoring (time to target, performance profile, score, speed-up, tuning cost)."""
 
+import json
 import math
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -251,23 +253,16 @@ def test_the_paper_suites_ask_the_papers_questions():
 
 def test_suite_submit_sends_each_yaml_document(tmp_path, monkeypatch, capsys):
     from service import cli
+    from service.client import Client
 
     sent = []
 
-    class R:
-        status_code = 201
+    def post(request):
+        sent.append((str(request.url), json.loads(request.content), request.headers.get("Idempotency-Key")))
+        return httpx.Response(201, json={"id": f"suite-{len(sent)}"})
 
-        def __init__(self, body):
-            self.body = body
-
-        def json(self):
-            return self.body
-
-    def post(url, json=None, headers=None, timeout=None):
-        sent.append((url, json, headers.get("Idempotency-Key")))
-        return R({"id": f"suite-{len(sent)}"})
-
-    monkeypatch.setattr(cli.httpx, "post", post)
+    http = httpx.Client(base_url="http://svc", transport=httpx.MockTransport(post))
+    monkeypatch.setattr(cli, "connect", lambda args: Client(args.url, http=http))
     path = tmp_path / "suites.yaml"
     path.write_text("name: a\nworkloads: [{name: noisy_quadratic, target: 1.0}]\noptimizers: [sgd]\n---\n"
                     "name: b\nworkloads: [{name: noisy_quadratic, target: 1.0}]\noptimizers: [sgd]\n")

@@ -1,13 +1,11 @@
-"""How the `rootfree` client commands talk to the API: the token they send (--token, else
-ROOTFREE_TOKEN, else the per-user token file) and how an error answer ends the command."""
+"""The token the `rootfree` client commands send: --token, else ROOTFREE_TOKEN, else the per-user
+token file (`rootfree token create --save` writes it). No HTTP here: the commands talk to the API
+through service/client.py."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-
-import httpx
 
 
 def token_file() -> Path:
@@ -36,29 +34,3 @@ def resolve_token(explicit: str | None) -> str | None:
         return token_file().read_text().strip() or None
     except OSError:
         return None
-
-
-AUTH: dict[str, str] = {}  # the Authorization header the client commands send (set by main)
-
-
-def use_token(token: str | None) -> None:
-    AUTH.clear()
-    if token:
-        AUTH["Authorization"] = f"Bearer {token}"
-
-
-def check(r: httpx.Response) -> dict:
-    """The answer's JSON; an error answer exits with its status and detail."""
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail")
-        except ValueError:
-            detail = r.text
-        sys.exit(f"error {r.status_code}: {detail}")
-    return r.json()
-
-
-def check_text(r: httpx.Response) -> str:
-    if r.status_code >= 400:
-        check(r)
-    return r.text
