@@ -30,11 +30,16 @@ def make_engine(url: str, immediate: bool = False) -> Engine:
     not blocked by it."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
+        # No pre-ping: a connection to a file cannot go stale, and the ping is a round trip on
+        # every checkout (three or four per GET /studies/{id}).
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        # As many pooled connections as the API's thread pool runs handlers (anyio's 40): an
+        # overflow connection is opened (with its PRAGMAs) and closed again on every request.
+        kwargs.update(pool_size=40, max_overflow=20)
     else:
-        kwargs.update(pool_size=20, max_overflow=20)
+        kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")

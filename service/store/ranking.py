@@ -3,13 +3,39 @@ of several studies at once, one query each."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import bindparam, case, func, literal, select
 
 from service.statuses import RESULTS
 from service.store.engine import StoreBase
 from service.store.models import Trial
+
+
+@functools.cache
+def _best_of_one():
+    """`best_trials_many`'s query for one study, with bound parameters: building the windowed
+    select costs more than running it (SQLAlchemy's expression objects), and the poll of one
+    study (`GET /studies/{id}`) is the API's hottest read."""
+    rank = func.row_number().over(partition_by=Trial.optimizer,
+                                  order_by=(Trial.epochs.desc(), bindparam("sign") * Trial.objective, Trial.stage,
+                                            Trial.index)).label("rank")
+    ranked = (select(Trial.study_id, Trial.id, Trial.optimizer, Trial.stage, Trial.index, Trial.objective, rank)
+              .where(Trial.study_id == bindparam("sid"), Trial.status.in_(RESULTS), Trial.objective.is_not(None),
+                     Trial.stage <= bindparam("max_stage"))
+              .subquery())
+    return (select(ranked.c.study_id, ranked.c.id, ranked.c.optimizer, ranked.c.stage, ranked.c.index,
+                   ranked.c.objective, Trial.config, ranked.c.rank)
+            .join(Trial, Trial.id == ranked.c.id).where(ranked.c.rank <= bindparam("top"))
+            .order_by(ranked.c.optimizer, ranked.c.rank))
+
+
+@functools.cache
+def _counts_of_one():
+    return (select(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status, func.count())
+            .where(Trial.study_id == bindparam("sid"))
+            .group_by(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status))
 
 
 class RankingMixin(StoreBase):
@@ -26,6 +52,16 @@ class RankingMixin(StoreBase):
         study id -> optimizer -> rows (a page of `GET /studies` costs one query, not one per study)."""
         if not wanted:
             return {}
+        if len(wanted) == 1:  # GET /studies/{id}, on every poll: a statement built once
+            (sid, (mode, k, max_stage)), = wanted.items()
+            params = {"sid": sid, "sign": -1.0 if mode == "max" else 1.0, "top": k,
+                      "max_stage": 2**30 if max_stage is None else max_stage}
+            with self.engine.connect() as conn:
+                rows = conn.execute(_best_of_one(), params).all()
+            out1: dict[str, list[Any]] = {}
+            for row in rows:
+                out1.setdefault(row.optimizer, []).append(row)
+            return {sid: out1} if out1 else {}
 
         def per_study(values: dict[str, Any]):  # a constant for one study, else CASE on study_id
             if len(values) == 1:
@@ -74,6 +110,9 @@ class RankingMixin(StoreBase):
         """(study id, optimizer, stage, status, count) of several studies, in one query."""
         if not study_ids:
             return []
+        if len(study_ids) == 1:
+            with self.engine.connect() as conn:
+                return list(conn.execute(_counts_of_one(), {"sid": study_ids[0]}).all())
         with self.engine.connect() as conn:
             return list(conn.execute(
                 select(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status, func.count())
