@@ -189,9 +189,8 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
         raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): nothing left to claim")
     if study.status != "running":
         return Response(status_code=204)  # queued: the runner has not opened its first stage yet
-    store.expire_claims(study.id)
-    # the count and the claim are one transaction under the study's lock: claims that arrive
-    # together never exceed max_concurrent_trials
+    # lapsed claims, the count and the claim are one transaction under the study's lock: claims
+    # that arrive together never exceed max_concurrent_trials
     t = store.claim_next_external(
         study.id, lambda counts: next_group(study.resolved, study.id, study.created_at.timestamp(), counts,
                                             settings.scheduler),

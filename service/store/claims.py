@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.statuses import FINISHED
@@ -23,21 +23,26 @@ class ClaimsMixin(StoreBase):
     def expire_claims(self, study_id: str) -> int:
         """Claims of the study whose lease has passed go back to pending; their reports go (the
         next claimant trains from the start). Returns how many."""
-        at = now()
         with self.session() as s:
-            ids = list(s.scalars(select(Trial.id).where(
-                Trial.study_id == study_id, Trial.status == "running", Trial.claim_token.is_not(None),
-                Trial.lease_expires_at < at)))
-            n = 0
-            for tid in ids:
-                if s.execute(update(Trial).where(Trial.id == tid, Trial.status == "running",
-                                                 Trial.lease_expires_at < at)
-                             .values(status="pending", claim_token=None, lease_expires_at=None, epochs=0,
-                                     metrics={}, objective=None, started_at=None)).rowcount:
-                    s.execute(delete(Report).where(Report.trial_id == tid))
-                    n += 1
+            n = self._expire(s, study_id)
             s.commit()
             return n
+
+    @staticmethod
+    def _expire(s: Session, study_id: str) -> int:
+        at = now()
+        ids = list(s.scalars(select(Trial.id).where(
+            Trial.study_id == study_id, Trial.status == "running", Trial.claim_token.is_not(None),
+            Trial.lease_expires_at < at)))
+        n = 0
+        for tid in ids:
+            if s.execute(update(Trial).where(Trial.id == tid, Trial.status == "running",
+                                             Trial.lease_expires_at < at)
+                         .values(status="pending", claim_token=None, lease_expires_at=None, epochs=0,
+                                 metrics={}, objective=None, started_at=None)).rowcount:
+                s.execute(delete(Report).where(Report.trial_id == tid))
+                n += 1
+        return n
 
     def claim_external(self, study_id: str, optimizer: str, stage: int, token: str,
                        lease_s: float) -> Trial | None:
@@ -72,24 +77,27 @@ class ClaimsMixin(StoreBase):
         arrive together never exceed `max_concurrent_trials`."""
         with self.session() as s:
             lock_study_claims(s, study_id)
+            self._expire(s, study_id)  # lapsed claims first, in the same transaction: one round of locks
             counts = list(s.execute(
                 select(Trial.optimizer, Trial.stage, Trial.status, func.count())
                 .where(Trial.study_id == study_id)
                 .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
             group = choose(counts)
             if group is None:
-                s.rollback()
+                s.commit()  # the expiries stand
                 return None
             pick = (select(Trial.id).where(Trial.study_id == study_id, Trial.optimizer == group[0],
                                            Trial.stage == group[1], Trial.status == "pending")
                     .order_by(Trial.index).limit(1).scalar_subquery())
             at = now()
-            tid = s.scalar(update(Trial).where(Trial.id == pick, Trial.status == "pending")
-                           .values(status="running", started_at=at, finished_at=None, runs=Trial.runs + 1,
-                                   claim_token=token, lease_expires_at=at + timedelta(seconds=lease_s),
-                                   error=None).returning(Trial.id))
+            # the claimed row comes back with the claim (RETURNING): no read after the commit
+            t = s.scalars(update(Trial).where(Trial.id == pick, Trial.status == "pending")
+                          .values(status="running", started_at=at, finished_at=None, runs=Trial.runs + 1,
+                                  claim_token=token, lease_expires_at=at + timedelta(seconds=lease_s),
+                                  error=None).returning(Trial)
+                          .execution_options(synchronize_session=False)).first()
             s.commit()
-            return s.get(Trial, tid) if tid is not None else None
+            return t
 
     def _fenced(self, s: Session, study_id: str, trial_id: int, token: str, values: dict[str, Any],
                 *condition) -> tuple[str, Any]:
@@ -139,7 +147,7 @@ class ClaimsMixin(StoreBase):
             if outcome != "ok":  # nothing was written (closing the session ends the transaction)
                 return ("epoch" if outcome == "condition" else outcome), got
             s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
-            s.add(Report(trial_id=trial_id, epoch=epoch, row=row))
+            s.execute(insert(Report).values(trial_id=trial_id, epoch=epoch, row=row))
             s.commit()
             return outcome, got
 
