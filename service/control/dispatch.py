@@ -211,10 +211,13 @@ class Dispatcher:
         a.groups = tuple(replace(g, running=max(0, g.running - 1)) if g is group else g for g in a.groups)
 
     def _release(self, live: Live, error: bool, final: str | None = None, checkpoint: str | None = None) -> None:
-        if checkpoint is not None:
+        if checkpoint is not None:  # the row names the final checkpoint before older ones go
             self.store.set_checkpoint(live.trial_id, checkpoint)
+            self.prune_older_checkpoints(checkpoint)
         a = self.active.get(live.study_id)
-        told = a is None or not self.samplers[a.spec.protocol.method].asks  # a learning sampler reads the row
+        # the row is read back for a learning sampler (TPE is told it), a study no longer active
+        # (deleted meanwhile: its files are swept), or an end the callback did not see whole
+        told = a is not None and not self.samplers[a.spec.protocol.method].asks
         known = checkpoint is not None or self.settings.keep_checkpoints == "all"
         if final is not None and not error and told and known:
             self.prune_finished_checkpoints(Ended(live.study_id, live.optimizer, live.stage, live.index, checkpoint))

@@ -123,8 +123,9 @@ class StoreCallback(_LiveOnly, tune.Callback):
         self._fenced(self._on_result, trial, result)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        if not self.runner.dispatcher.defer_checkpoint(trial.trial_id, checkpoint.path):
-            self._fenced(self.runner.store.set_checkpoint, _meta(trial)["trial_id"], checkpoint.path)
+        if self.runner.dispatcher.defer_checkpoint(trial.trial_id, checkpoint.path):
+            return  # stored and its predecessors pruned at the release, in that order
+        self._fenced(self.runner.store.set_checkpoint, _meta(trial)["trial_id"], checkpoint.path)
         self.runner.dispatcher.prune_older_checkpoints(checkpoint.path)
 
     def _on_result(self, trial, result) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,7 +37,8 @@ def make_engine(url: str, immediate: bool = False) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         # As many pooled connections as the API's thread pool runs handlers (anyio's 40): an
         # overflow connection is opened (with its PRAGMAs) and closed again on every request.
-        kwargs.update(pool_size=40, max_overflow=20)
+        if make_url(url).database not in (None, "", ":memory:"):  # a file (memory: one connection)
+            kwargs.update(pool_size=40, max_overflow=20)
     else:
         kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
     engine = create_engine(url, **kwargs)

@@ -226,6 +226,13 @@ class OptunaView:
             end = (_utc_naive(t.finished_at) or start) if state != TrialState.RUNNING else None
             rows.append((t, views[t.optimizer], state, value, steps, params, dists, attrs, start, end))
         with self.storage.engine.begin() as conn:
+            # Numbers are counted, so the count and the inserts must be one decision even when a
+            # second writer (`rootfree optuna-sync`, an old leader's view) syncs at the same
+            # time: a no-op update of the study rows locks them (PostgreSQL) and takes SQLite's
+            # write lock before the count, as Optuna's own create_new_trial locks its study.
+            studies = om.StudyModel.__table__
+            conn.execute(update(studies).where(studies.c.study_id.in_(sorted(set(views.values()))))
+                         .values(study_id=studies.c.study_id))
             numbers = {sid: conn.scalar(select(func.count()).select_from(om.TrialModel.__table__)
                                         .where(om.TrialModel.__table__.c.study_id == sid))
                        for sid in set(views.values())}
