@@ -175,3 +175,46 @@ def test_view_process_ends_with_its_runner(tmp_path):
             return
         time.sleep(0.2)
     raise AssertionError("the view process outlived its runner")
+
+
+def test_two_writers_syncing_at_once_number_trials_apart(db_url):
+    """`rootfree optuna-sync` while the runner's view writes (or an old leader's view during a
+    handover): each inserts trials the other has not written, both at the same moment; the
+    numbers are counted under a lock, so no two trials share one (Optuna would show only one)."""
+    import threading
+
+    from sqlalchemy import event
+
+    store = StudyStore(db_url)
+    study = make_study(store, name="race")
+    trials = [store.claim_pending(study.id, "adamw", 1) for _ in range(2)]
+    a, b = OptunaView(store), OptunaView(store)
+    a.sync_trials(study, full=True)
+    b._view(study, "adamw")
+    for t in trials:
+        store.mark_started(t.id)
+    at_insert = threading.Barrier(2)
+    for view in (a, b):
+        @event.listens_for(view.storage.engine, "before_cursor_execute")
+        def _meet(conn, cursor, statement, params, context, executemany):
+            # without the lock both writers have counted before either inserts: they meet here
+            if statement.lstrip().upper().startswith("INSERT INTO TRIALS"):
+                try:
+                    at_insert.wait(timeout=2)
+                except threading.BrokenBarrierError:
+                    pass
+    a._trials[trials[1].id] = [0, "RUNNING", set()]  # each writer writes one of the two
+    b._trials[trials[0].id] = [0, "RUNNING", set()]
+    study = store.get_study(study.id)
+    threads = [threading.Thread(target=v.sync_trials, args=(study,)) for v in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    url = store.engine.url.render_as_string(hide_password=False)
+    seen = optuna.load_study(study_name="race/adamw", storage=url).trials
+    assert sorted(t.number for t in seen) == [0, 1]
+    assert sorted(t.user_attrs["rootfree_trial_id"] for t in seen) == sorted(t.id for t in trials)
+    a.close()
+    b.close()
+    store.engine.dispose()
