@@ -28,7 +28,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -54,6 +54,11 @@ def _now() -> datetime:
 def _aware(t: datetime | None) -> datetime | None:
     # SQLite returns naive datetimes for timezone-aware columns: they were written as UTC.
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+
+# The fence runs at the start of every runner transaction: its statement is built once.
+_CHECK = (select(LeaseRow.holder, LeaseRow.token, LeaseRow.expires_at)
+          .where(LeaseRow.name == bindparam("name")).with_for_update(read=True))
 
 
 class Lease:
@@ -155,8 +160,7 @@ class Lease:
         token = self.token
         if token is None:
             raise LeaseLost(f"{self.holder} does not hold the runner lease")
-        row = session.execute(select(LeaseRow.holder, LeaseRow.token, LeaseRow.expires_at)
-                              .where(LeaseRow.name == self.name).with_for_update(read=True)).first()
+        row = session.execute(_CHECK, {"name": self.name}).first()
         if row is None or row.holder != self.holder or row.token != token:
             self._drop()
             raise LeaseLost(f"the runner lease is held by {row.holder if row else 'nobody'} now")

@@ -3,15 +3,64 @@ reported, stopped, failed) and the reads of trial rows."""
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import bindparam, case, delete, func, insert, literal, select, tuple_, update
 
 from service.statuses import FINISHED
 from service.store.engine import StoreBase, now
 from service.store.models import Report, Trial
+
+
+@functools.cache
+def _claim_statements():
+    """`claim_pending`'s statements with bound parameters (b_study, b_optimizer, b_stage, b_claim:
+    an update's own column names are reserved for its SET clause)."""
+    first = (select(Trial.id).where(Trial.study_id == bindparam("b_study"), Trial.optimizer == bindparam("b_optimizer"),
+                                    Trial.stage == bindparam("b_stage"), Trial.status == "pending",
+                                    Trial.claim.is_(None))
+             .order_by(Trial.index).limit(1))
+    taken = select(Trial.id).where(Trial.claim == bindparam("b_claim")).exists()
+    take = (update(Trial).where(Trial.id == first.scalar_subquery(), Trial.status == "pending",
+                                Trial.claim.is_(None), ~taken)
+            .values(claim=bindparam("b_claim")))
+    return take, select(Trial).where(Trial.claim == bindparam("b_claim")), first
+
+
+@functools.cache
+def _started_statement():
+    return (update(Trial).where(Trial.id == bindparam("b_trial"), Trial.status.in_(("pending", "running")))
+            .values(status="running", started_at=bindparam("b_at", type_=Trial.__table__.c.started_at.type),
+                    runs=case((Trial.status == "pending", Trial.runs + 1), else_=Trial.runs)))
+
+
+@functools.cache
+def _result_statements(final: str | None, has_value: bool):
+    """`record_result`'s statements (mark the trial, drop a repeated epoch's row, add the row)
+    for a final report or not, with the metric's value or without."""
+    at = bindparam("b_at", type_=Trial.__table__.c.started_at.type)  # typed: inside CASE nothing infers it
+    values: dict[str, Any] = {
+        "epochs": case((func.coalesce(Trial.epochs, 0) < bindparam("b_epoch"), bindparam("b_epoch")),
+                       else_=Trial.epochs)}
+    if has_value:
+        values["metrics"] = bindparam("b_metrics", type_=Trial.__table__.c.metrics.type)
+        values["objective"] = bindparam("b_objective")
+    if final is not None:
+        values.update(status=final, finished_at=at)
+        if final == "diverged":
+            values["objective"] = None  # a diverged trial never counts as best
+    else:
+        pending = Trial.status == "pending"
+        values.update(status=case((pending, "running"), else_=Trial.status),
+                      started_at=case((pending, at), else_=Trial.started_at))
+    mark = (update(Trial).where(Trial.id == bindparam("b_trial"), Trial.status.not_in(FINISHED)).values(**values))
+    drop = delete(Report).where(Report.trial_id == bindparam("b_trial"), Report.epoch == bindparam("b_epoch"))
+    add = insert(Report).values(trial_id=bindparam("b_trial"), epoch=bindparam("b_epoch"),
+                                row=bindparam("b_row", type_=Report.__table__.c.row.type))
+    return mark, drop, add
 
 
 class TrialsMixin(StoreBase):
@@ -39,24 +88,20 @@ class TrialsMixin(StoreBase):
         the claim exclusive; `claim` makes it idempotent: a retry of a claim whose commit landed
         but whose answer was lost (a failover) returns the trial that claim took, not a second."""
         claim = claim or uuid.uuid4().hex
-        # Two statements on the hot path (one per trial the run starts): the claim as one
-        # conditional UPDATE of the group's first free trial (skipped when this claim already
-        # took one: a retry), then the row it took, found by the claim's index.
-        first = (select(Trial.id).where(Trial.study_id == study_id, Trial.optimizer == optimizer,
-                                        Trial.stage == stage, Trial.status == "pending", Trial.claim.is_(None))
-                 .order_by(Trial.index).limit(1).scalar_subquery())
-        taken = select(Trial.id).where(Trial.claim == claim).exists()
+        # Two statements on the hot path (one per trial the run starts), built once: the claim
+        # as one conditional UPDATE of the group's first free trial (skipped when this claim
+        # already took one: a retry), then the row it took, found by the claim's index.
+        params = {"b_study": study_id, "b_optimizer": optimizer, "b_stage": stage, "b_claim": claim}
+        take, mine, first = _claim_statements()
         with self.session() as s:
             for _ in range(3):
-                s.execute(update(Trial).where(Trial.id == first, Trial.status == "pending", Trial.claim.is_(None),
-                                              ~taken)
-                          .values(claim=claim).execution_options(synchronize_session=False))
-                mine = s.scalar(select(Trial).where(Trial.claim == claim))
+                s.execute(take, params, execution_options={"synchronize_session": False})
+                t = s.scalar(mine, params)
                 s.commit()
-                if mine is not None:
-                    return mine
+                if t is not None:
+                    return t
                 # nothing taken: the group has no free trial, or a concurrent claim won the race
-                if s.scalar(select(first)) is None:
+                if s.scalar(first, params) is None:
                     return None
             return None
 
@@ -117,12 +162,9 @@ class TrialsMixin(StoreBase):
     def mark_started(self, trial_id: int) -> None:
         """The trial's worker has started it: a claimed (pending) trial is `running` from now on
         (a restart after a worker failure only moves `started_at`)."""
-        pending = Trial.status == "pending"
-        with self.session() as s:  # one statement: it runs for every trial the runner starts
-            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.in_(("pending", "running")))
-                      .values(status="running", started_at=now(),
-                              runs=case((pending, Trial.runs + 1), else_=Trial.runs))
-                      .execution_options(synchronize_session=False))
+        with self.session() as s:  # one statement, built once: it runs for every trial the runner starts
+            s.execute(_started_statement(), {"b_trial": trial_id, "b_at": now()},
+                      execution_options={"synchronize_session": False})
             s.commit()
 
     def record_result(self, trial_id: int, row: dict[str, Any], metric: str) -> str | None:
@@ -132,34 +174,24 @@ class TrialsMixin(StoreBase):
         and the report was not stored)."""
         epoch = int(row.get("epoch") or 0)
         status = row.get("status")
-        stamp = now()
-        values: dict[str, Any] = {
-            "epochs": case((func.coalesce(Trial.epochs, 0) < epoch, epoch), else_=Trial.epochs)}
+        final = status if status in ("completed", "diverged") else None
         value = row.get(metric)
-        if isinstance(value, int | float) and math.isfinite(value):
-            values["metrics"] = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
-            values["objective"] = float(value)
-        if status in ("completed", "diverged"):
-            values.update(status=status, finished_at=stamp)
-            if status == "diverged":
-                values["objective"] = None  # a diverged trial never counts as best
-            after = status
-        else:
-            pending = Trial.status == "pending"
-            values.update(status=case((pending, "running"), else_=Trial.status),
-                          started_at=case((pending, stamp), else_=Trial.started_at))
-            after = "running"
-        with self.session() as s:  # three statements, no row load: one report per trial epoch
+        has_value = isinstance(value, int | float) and math.isfinite(value)
+        params: dict[str, Any] = {"b_trial": trial_id, "b_epoch": epoch, "b_at": now(), "b_row": row}
+        if has_value:
+            params["b_metrics"] = {k: row[k] for k in ("train_loss", metric, "epoch") if k in row}
+            params["b_objective"] = float(value)
+        mark, drop, add = _result_statements(final, has_value)
+        with self.session() as s:  # three statements, built once, no row load: one report per trial epoch
             # never overwrite a finished trial (a duplicate report after a restart)
-            n = s.execute(update(Trial).where(Trial.id == trial_id, Trial.status.not_in(FINISHED))
-                          .values(**values).execution_options(synchronize_session=False)).rowcount
+            n = s.execute(mark, params, execution_options={"synchronize_session": False}).rowcount
             if not n:
                 s.rollback()
                 return None
-            s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
-            s.execute(insert(Report).values(trial_id=trial_id, epoch=epoch, row=row))
+            s.execute(drop, params)
+            s.execute(add, params)
             s.commit()
-        return after
+        return final or "running"
 
     def set_checkpoint(self, trial_id: int, path: str | None) -> None:
         """Where the trial's last per-epoch checkpoint is (a resumed trial starts from it; a
