@@ -10,13 +10,14 @@ from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.statuses import FINISHED
 from service.store.engine import StoreBase, now
 from service.store.locks import lock_study_claims
 from service.store.models import Report, Trial
+from service.store.trials import report_statements
 
 
 class ClaimsMixin(StoreBase):
@@ -146,8 +147,10 @@ class ClaimsMixin(StoreBase):
             outcome, got = self._fenced(s, study_id, trial_id, token, values, Trial.epochs <= epoch)
             if outcome != "ok":  # nothing was written (closing the session ends the transaction)
                 return ("epoch" if outcome == "condition" else outcome), got
-            s.execute(delete(Report).where(Report.trial_id == trial_id, Report.epoch == epoch))
-            s.execute(insert(Report).values(trial_id=trial_id, epoch=epoch, row=row))
+            drop, add = report_statements()
+            params = {"b_trial": trial_id, "b_epoch": epoch, "b_row": row}
+            s.execute(drop, params)
+            s.execute(add, params)
             s.commit()
             return outcome, got
 

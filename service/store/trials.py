@@ -57,10 +57,17 @@ def _result_statements(final: str | None, has_value: bool):
         values.update(status=case((pending, "running"), else_=Trial.status),
                       started_at=case((pending, at), else_=Trial.started_at))
     mark = (update(Trial).where(Trial.id == bindparam("b_trial"), Trial.status.not_in(FINISHED)).values(**values))
+    return mark, *report_statements()
+
+
+@functools.cache
+def report_statements():
+    """Storing one epoch's report row (b_trial, b_epoch, b_row): drop the row a repeated epoch
+    left, add the new one. The runner's reports and external clients' share them."""
     drop = delete(Report).where(Report.trial_id == bindparam("b_trial"), Report.epoch == bindparam("b_epoch"))
     add = insert(Report).values(trial_id=bindparam("b_trial"), epoch=bindparam("b_epoch"),
                                 row=bindparam("b_row", type_=Report.__table__.c.row.type))
-    return mark, drop, add
+    return drop, add
 
 
 class TrialsMixin(StoreBase):
