@@ -19,9 +19,10 @@ from search_spaces import SearchSpace, fresh_seeds, narrow
 from service.control.samplers import Samplers
 from service.control.scheduler import Group
 from service.spec import ResolvedSpec
+from service.statuses import FINISHED
+from service.store.interface import RunnerCalls
 from service.store.models import Study
 from service.store.study_log import StudyLog
-from service.store.study_store import FINISHED, StudyStore
 
 log = logging.getLogger("rootfree.stages")
 
@@ -58,7 +59,7 @@ class StageMachine:
     """Advances studies through their stages (the Optuna view follows the store on its own:
     service/followers/optuna_view.py)."""
 
-    def __init__(self, store: StudyStore, samplers: Samplers | None = None):
+    def __init__(self, store: RunnerCalls, samplers: Samplers | None = None):
         self.store = store
         self.samplers = samplers if samplers is not None else Samplers(store)
         self._empty: set[tuple[str, str, int]] = set()  # seed stages with no search result to re-run

@@ -20,9 +20,9 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
+from service.store.interface import Store
 from service.store.models import Study, Trial
 from service.store.optuna_mapping import finite, last_report, optuna_state
-from service.store.study_store import StudyStore
 
 STUDY_ATTR = "rootfree_study_id"
 TRIAL_ATTR = "rootfree_trial_id"
@@ -88,7 +88,7 @@ def optuna_params(space_dict: dict, config: dict) -> tuple[dict, dict]:
 class OptunaView:
     """Writes the store's studies to Optuna studies in `url` (default: the store's database)."""
 
-    def __init__(self, store: StudyStore, url: str | None = None):
+    def __init__(self, store: Store, url: str | None = None):
         self.store = store
         self.url = url or store.engine.url.render_as_string(hide_password=False)
         self._storage = None

@@ -134,15 +134,3 @@ class StudiesMixin(StoreBase):
             if owner is not None:
                 q = q.where(Study.owner == owner)
             return s.scalar(q) or 0
-
-    def delete_optuna_studies(self, study_id: str) -> int:
-        """Removes the study's Optuna views (service/followers/optuna_view.py, and the per-stage ones of before)."""
-        from service.store.optuna_mirror import OptunaView
-
-        view = OptunaView(self)
-        try:
-            return view.delete(study_id)
-        except Exception:  # noqa: BLE001 - no Optuna tables yet: nothing to remove
-            return 0
-        finally:
-            view.close()

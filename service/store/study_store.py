@@ -9,8 +9,9 @@ studies in the same database (Optuna's RDBStorage), named ``<study name>/<optimi
 `StudyStore` is one class composed of one part per concern (as Optuna's RDBStorage is one facade
 over its tables): studies.py, suites.py, trials.py, ranking.py, reports.py, claims.py (external
 trials), cluster.py; engine.py makes the engine and runs the migrations, locks.py holds the
-admission and claim locks, runner_store.py the runner's lease-fenced, retried view. Every name
-this module exported before the split is still importable from it.
+admission and claim locks, runner_store.py the runner's lease-fenced, retried view. What the
+other layers may call is listed in interface.py (`Store`, `RunnerCalls`). Every name this module
+exported before the split is still importable from it (the store's parts never import it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from service.store.engine import MIGRATIONS, StoreBase, StoreUnavailable, make_e
 from service.store.follow import FollowMixin
 from service.store.locks import ADMISSION_LOCK, CLAIM_LOCK, QuotaExceeded, active_studies, lock_owner, lock_study_claims
 from service.store.models import AuditEntry, ClusterRecord, Report, Study, Suite, Trial
+from service.store.optuna_mirror import OptunaView
 from service.store.ranking import RankingMixin
 from service.store.reports import ReportsMixin
 from service.store.runner_store import RunnerStore, log
@@ -46,3 +48,15 @@ class StudyStore(StudiesMixin, SuitesMixin, TrialsMixin, RankingMixin, ReportsMi
         self.engine = make_engine(url)
         migrate(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def delete_optuna_studies(self, study_id: str) -> int:
+        """Removes the study's Optuna views (service/followers/optuna_view.py, and the per-stage
+        ones of before). Here, not in studies.py: the mirror reads the store through its
+        interface, and the study rows' SQL needs nothing of the mirror."""
+        view = OptunaView(self)
+        try:
+            return view.delete(study_id)
+        except Exception:  # noqa: BLE001 - no Optuna tables yet: nothing to remove
+            return 0
+        finally:
+            view.close()
