@@ -1,12 +1,16 @@
 """Admission and claim locks: what makes a count and the write that follows it one decision when
 several controllers or requests race (an owner's quota of active studies, a study's cap on
-concurrently claimed external trials)."""
+concurrently claimed external trials), and the one admission of studies and suites built on them
+(`admit`)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import false, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.statuses import ACTIVE
@@ -63,3 +67,37 @@ def active_studies(s: Session, owner: str | None) -> int:
         Study.status.in_(ACTIVE),
         Study.owner.is_(None) if owner is None else Study.owner == owner)) or 0
 
+
+
+Row = TypeVar("Row")
+
+
+def admit(s: Session, model: type[Row], key: str | None, owner: str | None, max_active: int | None,
+          adding: int, build: Callable[[Session], Row]) -> tuple[Row, bool]:
+    """Admits a submission (a study, or a suite of `adding` studies) in `s`'s transaction and
+    returns (row, created). A repeated idempotency key returns the first row: per owner (the owner
+    and the key are two columns, unique as a pair; never one joined string: user names may contain
+    ":"), so one user's key never returns another user's row. With `max_active`, raises
+    `QuotaExceeded` when the owner's queued or running studies plus `adding` would pass it. The
+    key's lookup, the count and the insert (`build` adds the rows and returns the one to answer)
+    are one transaction under the per-owner lock, so parallel requests cannot all pass the count;
+    a concurrent retry with the same key that commits first wins, and its row is returned."""
+    same_key: tuple[Any, ...] = (model.idempotency_key == key,  # type: ignore[attr-defined]
+                                 model.owner.is_(None) if owner is None else model.owner == owner)  # type: ignore[attr-defined]
+    if max_active is not None or key:
+        lock_owner(s, owner)
+    if key:
+        existing = s.scalar(select(model).where(*same_key))
+        if existing:
+            return existing, False
+    if max_active is not None:
+        active = active_studies(s, owner)
+        if active + adding > max_active:
+            raise QuotaExceeded(active, max_active)
+    row = build(s)
+    try:
+        s.commit()
+    except IntegrityError:  # a concurrent retry with the same key won the race
+        s.rollback()
+        return s.scalar(select(model).where(*same_key)), False
+    return row, True

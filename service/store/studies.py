@@ -8,13 +8,13 @@ import uuid
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from service.spec import ResolvedSpec, spec_json
 from service.statuses import ACTIVE, TERMINAL
 from service.store.engine import StoreBase, now
-from service.store.locks import QuotaExceeded, active_studies, lock_owner
+from service.store.locks import admit
 from service.store.models import AuditEntry, Report, Study, Trial
 
 
@@ -28,33 +28,18 @@ class StudiesMixin(StoreBase):
         one transaction under a per-owner lock, so parallel requests cannot all pass the count."""
         spec = spec_json(spec)
         key = idempotency_key or None
-        # The owner and the key are two columns, unique as a pair (never one joined string: user
-        # names may contain ":").
-        same_key = (Study.idempotency_key == key,
-                    Study.owner.is_(None) if owner is None else Study.owner == owner)
-        with self.session() as s:
-            if max_active is not None or key:
-                lock_owner(s, owner)
-            if key:
-                existing = s.scalar(select(Study).where(*same_key))
-                if existing:
-                    return existing, False
-            if max_active is not None:
-                active = active_studies(s, owner)
-                if active >= max_active:
-                    raise QuotaExceeded(active, max_active)
+
+        def build(s: Session) -> Study:
             study = Study(id=str(uuid.uuid4()), name=spec["name"], status="queued", spec=spec,
                           stage_spaces={}, notes=[], idempotency_key=key, owner=owner)
             s.add(study)
             if audit is not None:
                 s.add(AuditEntry(at=now(), action="study.create", target=study.id, detail={"name": spec["name"]},
                                  **audit))
-            try:
-                s.commit()
-            except IntegrityError:  # a concurrent retry with the same key won the race
-                s.rollback()
-                return s.scalar(select(Study).where(*same_key)), False
-            return study, True
+            return study
+
+        with self.session() as s:
+            return admit(s, Study, key, owner, max_active, 1, build)
 
     def get_study(self, study_id: str) -> Study | None:
         with self.session() as s:

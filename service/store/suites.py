@@ -7,11 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.spec import ResolvedSpec, spec_json
 from service.store.engine import StoreBase, now
-from service.store.locks import QuotaExceeded, active_studies, lock_owner
+from service.store.locks import admit
 from service.store.models import AuditEntry, Study, Suite
 
 
@@ -26,19 +26,8 @@ class SuitesMixin(StoreBase):
         lock as a study's admission, so parallel submissions cannot all pass the count."""
         study_specs = [spec_json(s) for s in study_specs]
         key = idempotency_key or None
-        same_key = (Suite.idempotency_key == key,
-                    Suite.owner.is_(None) if owner is None else Suite.owner == owner)
-        with self.session() as s:
-            if max_active is not None or key:
-                lock_owner(s, owner)
-            if key:
-                existing = s.scalar(select(Suite).where(*same_key))
-                if existing:
-                    return existing, False
-            if max_active is not None:
-                active = active_studies(s, owner)
-                if active + len(study_specs) > max_active:
-                    raise QuotaExceeded(active, max_active)
+
+        def build(s: Session) -> Suite:
             suite = Suite(id=str(uuid.uuid4()), name=spec["name"], spec=spec, owner=owner,
                           idempotency_key=key, created_at=now())
             ids = [str(uuid.uuid4()) for _ in study_specs]
@@ -53,12 +42,10 @@ class SuitesMixin(StoreBase):
             if audit is not None:
                 s.add(AuditEntry(at=now(), action="suite.create", target=suite.id,
                                  detail={"name": spec["name"], "studies": len(study_specs)}, **audit))
-            try:
-                s.commit()
-            except IntegrityError:  # a concurrent retry with the same key won the race
-                s.rollback()
-                return s.scalar(select(Suite).where(*same_key)), False
-            return suite, True
+            return suite
+
+        with self.session() as s:
+            return admit(s, Suite, key, owner, max_active, len(study_specs), build)
 
     def get_suite(self, suite_id: str) -> Suite | None:
         with self.session() as s:
