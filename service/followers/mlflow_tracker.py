@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 import time
 from datetime import UTC
 from typing import Any
 
-from service.statuses import ACTIVE
+from service.followers.base import Follower
+from service.statuses import ACTIVE, FINISHED
+from service.store.interface import Store
 from service.store.models import Study
-from service.store.study_store import FINISHED, StudyStore
 
 log = logging.getLogger("rootfree.mlflow")
 
@@ -38,7 +38,7 @@ def _flat(prefix: str, d: dict) -> dict[str, str]:
 
 
 class MlflowTracker:
-    def __init__(self, store: StudyStore, tracking_uri: str, experiment: str = "rootfree"):
+    def __init__(self, store: Store, tracking_uri: str, experiment: str = "rootfree"):
         from mlflow.tracking import MlflowClient
 
         self.store = store
@@ -149,40 +149,23 @@ class MlflowTracker:
         return len(trials)
 
 
-class MlflowFollower:
+class MlflowFollower(Follower):
     """One daemon thread: follows the store's active studies into MLflow (see the module docstring)."""
 
-    def __init__(self, store: StudyStore, tracking_uri: str, interval_s: float = 2.0, experiment: str = "rootfree"):
-        self.store, self.uri, self.interval_s, self.experiment = store, tracking_uri, interval_s, experiment
+    thread_name = "rootfree-mlflow"
+    what = "mlflow"
+    max_delay_s = 60.0
+    log = log
+
+    def __init__(self, store: Store, tracking_uri: str, interval_s: float = 2.0, experiment: str = "rootfree"):
+        super().__init__(interval_s)
+        self.store, self.uri, self.experiment = store, tracking_uri, experiment
         self.tracker: MlflowTracker | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._watch: set[str] | None = None
-        self.errors = 0
 
-    def start(self) -> MlflowFollower:
-        self._thread = threading.Thread(target=self._run, name="rootfree-mlflow", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        delay = self.interval_s
-        while not self._stop.is_set():
-            try:
-                self.poll()
-                delay = self.interval_s
-            except Exception:  # noqa: BLE001 - MLflow is down or misconfigured: the study goes on
-                self.errors += 1
-                log.warning("mlflow: write failed (retrying in %.0f s)", delay, exc_info=True)
-                if self.tracker is not None:
-                    self.tracker.forget()
-                delay = min(delay * 2, 60.0)
-            self._stop.wait(delay)
+    def recover(self) -> None:  # MLflow is down or misconfigured: the study goes on
+        if self.tracker is not None:
+            self.tracker.forget()
 
     def poll(self) -> None:
         if self.tracker is None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 
+from service.followers.base import Follower
 from service.statuses import ACTIVE as WATCHED
 from service.store.models import Study
 from service.store.optuna_mirror import OptunaView
@@ -23,50 +23,30 @@ from service.store.study_store import StudyStore
 log = logging.getLogger("rootfree.optuna_view")
 
 
-class OptunaFollower:
+class OptunaFollower(Follower):
     """Follows the store into an `OptunaView` from one daemon thread (see the module docstring)."""
+
+    thread_name = "rootfree-optuna-view"
+    what = "optuna view"
+    log = log
 
     def __init__(self, store: StudyStore, interval_s: float = 1.0, url: str | None = None,
                  view: bool = True, metrics: bool = True):
+        super().__init__(interval_s)
         self.view = OptunaView(store, url)
         self.write_view, self.write_metrics = view, metrics
         self.store = store
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._cursor: int | None = None  # the last report row written
         self._watch: set[str] = set()
-        self.errors = 0
         self.polls = 0
-        self.busy_s = 0.0  # time spent in passes (bench/optuna_view.py)
         self.metrics = None  # per-study Ray metrics (service/followers/ray_metrics.py), once Ray is connected
 
-    def start(self) -> OptunaFollower:
-        self._thread = threading.Thread(target=self._run, name="rootfree-optuna-view", daemon=True)
-        self._thread.start()
-        return self
+    def recover(self) -> None:
+        self.view.forget()  # re-read Optuna's state: a half-done write is completed next time
+        self._cursor = None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def close(self) -> None:
         self.view.close()
-
-    def _run(self, alive=lambda: True) -> None:
-        delay = self.interval_s
-        while not self._stop.is_set() and alive():
-            t0 = time.monotonic()
-            try:
-                self.poll()
-                delay = self.interval_s
-            except Exception:  # noqa: BLE001 - the view never stops the runner: retry, say why
-                self.errors += 1
-                log.warning("optuna view: write failed (retrying in %.0f s)", delay, exc_info=True)
-                self.view.forget()  # re-read Optuna's state: a half-done write is completed next time
-                self._cursor = None
-                delay = min(delay * 2, 30.0)
-            self.busy_s += time.monotonic() - t0
-            self._stop.wait(delay)
 
     def poll(self) -> None:
         """One pass: new and changed trials of the watched studies, then new reports."""
