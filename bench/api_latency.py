@@ -39,7 +39,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from service.testing import finished_trials, free_port, wait_healthy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, and this tree's service
+
+from tests.support import finished_trials, free_port, wait_healthy  # noqa: E402 - after the path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {

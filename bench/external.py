@@ -37,7 +37,9 @@ from pathlib import Path
 
 import httpx
 
-from service.testing import free_port, wait_healthy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, and this tree's service
+
+from tests.support import free_port, wait_healthy  # noqa: E402 - after the path
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

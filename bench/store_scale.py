@@ -34,11 +34,13 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from service.auth import create_token
-from service.schemas import StudySpec
-from service.store.models import Report, Trial
-from service.store.study_store import StudyStore
-from service.testing import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, and this tree's service
+
+from service.auth import create_token  # noqa: E402 - after the path
+from service.schemas import StudySpec  # noqa: E402 - after the path
+from service.store.models import Report, Trial  # noqa: E402 - after the path
+from service.store.study_store import StudyStore  # noqa: E402 - after the path
+from tests.support import free_port  # noqa: E402 - after the path
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ["sgd", "adamw", "rfrmsprop"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from service.client import Client
 from service.live import watch
+from service.localhost import free_port, ray_auth_token_file, wait_healthy
 from service.render import comparison_table, console, verdict_table
-from service.testing import free_port, ray_auth_token_file, wait_healthy
 
 
 def cmd_demo(args) -> int:

@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from service.testing import wait_healthy
+from tests.support import wait_healthy
 
 AUTH: dict[str, str] = {}  # the admin token of the database the last `serve` uses
 AUTH_DB = [None]

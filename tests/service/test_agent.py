@@ -15,7 +15,7 @@ import uvicorn
 from service.app import create_app
 from service.client import Client
 from service.settings import Settings
-from service.testing import free_port, wait_healthy
+from tests.support import free_port, wait_healthy
 
 from .conftest import make_token
 from .test_external_api import SPEC, open_stages

@@ -15,7 +15,7 @@ from service import auth
 from service.app import create_app
 from service.settings import Settings
 from service.store.study_store import StudyStore
-from service.testing import free_port
+from tests.support import free_port
 
 from .conftest import bearer, make_token
 

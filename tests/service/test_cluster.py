@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.testing import free_port, wait_healthy
+from tests.support import free_port, wait_healthy
 
 from .serving import AUTH, admin_token, api
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.testing import finished_trials, free_port, ray_auth_token_file
+from tests.support import finished_trials, free_port, ray_auth_token_file
 
 from .serving import api, kill, serve, wait_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.client import Client
-from service.testing import free_port
+from tests.support import free_port
 
 from .conftest import make_token
 from .serving import api, kill, serve, wait_for

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.testing import finished_trials, free_port
+from tests.support import finished_trials, free_port
 
 from .serving import api, health, kill, serve, wait_for
 from .tcp_proxy import TcpProxy

@@ -33,7 +33,7 @@ def ran(tmp_path_factory):
     import ray
 
     from service.control.runner import StudyRunner
-    from service.testing import free_port, ray_auth_token_file
+    from tests.support import free_port, ray_auth_token_file
 
     tmp = tmp_path_factory.mktemp("optuna-live")
     metrics_port = free_port()
@@ -130,7 +130,7 @@ def test_optuna_dashboard_shows_the_study_and_its_learning_curves(ran):
 
     import httpx
 
-    from service.testing import free_port
+    from tests.support import free_port
 
     from .test_report import _chromium
 

@@ -9,7 +9,7 @@ import pytest
 
 from service.preflight import PLACEHOLDER, ConfigError, check_ray, check_secrets, ray_endpoint
 from service.settings import Settings
-from service.testing import free_port
+from tests.support import free_port
 
 
 def _serve(*args, timeout=60):

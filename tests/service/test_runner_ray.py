@@ -7,74 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from service.control.runner import StudyRunner
-from service.schemas import StudySpec
-from service.settings import Settings
-from service.store.study_store import StudyStore
+from tests.support.ray_runner import ended, max_concurrency, ray_runner_fixtures, spans, submit, wait
 from workers.tune import CHECKPOINT_FILE
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
-             log_to_driver=False, namespace="rootfree-test-slots")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture
-def harness(tmp_path):
-    store = StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")
-    runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp_path / "runs"),
-                                         poll_interval_s=0.2, cluster_refresh_s=0.5))
-    runner.start()
-    yield store, runner
-    runner.stop()
-
-
-def submit(store, name, stages=(4,), cap=2, pace_ms=400, epochs=2, priority=0):
-    spec = StudySpec(name=name, workload="noisy_quadratic", optimizers=["sgd"],
-                     protocol={"stages": list(stages), "top_k": 2},
-                     budget={"epochs": epochs, "pace_ms": pace_ms}, max_concurrent_trials=cap,
-                     priority=priority, resources={"cpu": 1, "gpu": 0}).resolved()
-    return store.create_study(spec, None)[0].id
-
-
-def wait(cond, timeout=180):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def ended(store, *sids):
-    return all(store.get_study(s).status in ("completed", "failed", "cancelled") for s in sids)
-
-
-def spans(store, *sids):
-    return [(t.started_at, t.finished_at) for sid in sids for t in store.trials(sid)]
-
-
-def max_concurrency(intervals) -> int:
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    best = cur = 0
-    for _, d in events:
-        cur += d
-        best = max(best, cur)
-    return best
+local_ray, harness = ray_runner_fixtures("rootfree-test-slots")
 
 
 def test_a_study_after_a_finished_one_and_two_studies_together_fill_both_slots(harness):
     store, runner = harness
-    first = submit(store, "first", stages=(2,))
+    first = submit(store, "first", stages=(2,), pace_ms=400)
     wait(lambda: ended(store, first))
     time.sleep(2)  # the same Tune run goes on; the first study's actors are idle now
-    second = submit(store, "second", stages=(6,))
+    second = submit(store, "second", stages=(6,), pace_ms=400)
     running_seen: list[int] = []
     wait(lambda: running_seen.append(sum(t.status == "running" for t in store.trials(second)))
          or ended(store, second))
@@ -82,7 +29,8 @@ def test_a_study_after_a_finished_one_and_two_studies_together_fill_both_slots(h
     assert max_concurrency(spans(store, second)) == 2, spans(store, second)
     assert max(running_seen) <= 2
     time.sleep(2)
-    a, b = submit(store, "a", stages=(4,), cap=1), submit(store, "b", stages=(4,), cap=1, priority=10)
+    a = submit(store, "a", stages=(4,), cap=1, pace_ms=400)
+    b = submit(store, "b", stages=(4,), cap=1, priority=10, pace_ms=400)
     wait(lambda: ended(store, a, b))
     assert store.get_study(a).status == "completed" and store.get_study(b).status == "completed"
     assert max_concurrency(spans(store, a, b)) == 2, spans(store, a, b)

@@ -2,60 +2,18 @@
 workload: groups and studies overlap, priority and fair share order the starts, fractional GPUs
 share a GPU, cancel stops one study without touching the other, the cluster is recorded."""
 
-import time
 from datetime import datetime
 
 import pytest
 
-from service.control.runner import StudyRunner
-from service.schemas import StudySpec
-from service.settings import Settings
-from service.store.study_store import StudyStore
+from tests.support.ray_runner import ended, max_concurrency, ray_runner_fixtures, submit, wait
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 FINISHED = ("completed", "diverged", "failed")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, num_gpus=1, object_store_memory=100 * 2**20, include_dashboard=False,
-             log_to_driver=False, namespace="rootfree-test")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture
-def harness(tmp_path):
-    store = StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")
-    runner = StudyRunner(store, Settings(database_url=store.url, storage_path=str(tmp_path / "runs"),
-                                         poll_interval_s=0.2, cluster_refresh_s=0.5))
-    runner.start()
-    yield store, runner
-    runner.stop()
-
-
-def submit(store, name, optimizers=("sgd",), stages=(4,), priority=0, cap=2, pace_ms=300,
-           resources=None, epochs=2):
-    spec = StudySpec(name=name, workload="noisy_quadratic", optimizers=list(optimizers),
-                     protocol={"stages": list(stages), "top_k": 2},
-                     budget={"epochs": epochs, "pace_ms": pace_ms}, max_concurrent_trials=cap,
-                     priority=priority, resources=resources or {"cpu": 1, "gpu": 0}).resolved()
-    return store.create_study(spec, None)[0].id
-
-
-def wait(store, cond, timeout=180):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
-def ended(store, *sids):
-    return all(store.get_study(s).status in ("completed", "failed", "cancelled") for s in sids)
+local_ray, harness = ray_runner_fixtures("rootfree-test", num_gpus=1)
 
 
 def intervals(store, sid, **kw):
@@ -66,15 +24,6 @@ def overlaps(a, b) -> bool:
     return any(s1 < e2 and s2 < e1 for s1, e1 in a for s2, e2 in b)
 
 
-def max_concurrency(spans) -> int:
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
-    best = cur = 0
-    for _, d in events:
-        cur += d
-        best = max(best, cur)
-    return best
-
-
 def test_groups_and_studies_overlap_and_stages_follow_each_other(harness):
     store, _ = harness
     # Half a CPU each: four slots, so both studies hold two at once from the first pass and the
@@ -82,7 +31,7 @@ def test_groups_and_studies_overlap_and_stages_follow_each_other(harness):
     half = {"cpu": 0.5, "gpu": 0}
     x = submit(store, "x", optimizers=("sgd", "adamw"), stages=(3, 2), resources=half)
     y = submit(store, "y", stages=(4,), resources=half)
-    wait(store, lambda: ended(store, x, y))
+    wait(lambda: ended(store, x, y))
     assert store.get_study(x).status == "completed" and store.get_study(y).status == "completed"
     for sid, opts, stages in ((x, ("sgd", "adamw"), (3, 2)), (y, ("sgd",), (4,))):
         for opt in opts:
@@ -107,11 +56,11 @@ def test_groups_and_studies_overlap_and_stages_follow_each_other(harness):
 def test_priority_then_fair_share_no_head_of_line_blocking(harness):
     store, _ = harness
     big = submit(store, "big", stages=(12,), pace_ms=400)
-    wait(store, lambda: sum(t.status == "completed" for t in store.trials(big)) >= 2)
+    wait(lambda: sum(t.status == "completed" for t in store.trials(big)) >= 2)
     small = submit(store, "small", stages=(2,))
     urgent = submit(store, "urgent", stages=(2,), priority=10)
     submitted = store.get_study(urgent).created_at
-    wait(store, lambda: ended(store, big, small, urgent), timeout=240)
+    wait(lambda: ended(store, big, small, urgent), timeout=240)
 
     def starts(sid):
         return sorted(t.started_at for t in store.trials(sid))
@@ -134,7 +83,7 @@ def _aware(t: datetime) -> datetime:
 def test_fractional_gpus_share_one_logical_gpu(harness):
     store, _ = harness
     half = submit(store, "half", stages=(4,), cap=4, resources={"cpu": 0.5, "gpu": 0.5})
-    wait(store, lambda: ended(store, half))
+    wait(lambda: ended(store, half))
     trials = store.trials(half)
     assert store.get_study(half).status == "completed" and all(t.status == "completed" for t in trials)
     # CPUs would allow 4 at once; the one GPU allows two halves
@@ -143,9 +92,9 @@ def test_fractional_gpus_share_one_logical_gpu(harness):
 
 def test_infeasible_study_queued_before_the_record_fails_with_a_reason(harness):
     store, _ = harness
-    wait(store, lambda: store.cluster().get("nodes"))
+    wait(lambda: store.cluster().get("nodes"))
     huge = submit(store, "huge", resources={"cpu": 8, "gpu": 0})
-    wait(store, lambda: ended(store, huge), timeout=60)
+    wait(lambda: ended(store, huge), timeout=60)
     study = store.get_study(huge)
     assert study.status == "failed" and "CPU" in study.error and store.trials(huge) == []
 
@@ -154,10 +103,10 @@ def test_cancel_stops_one_study_and_leaves_the_other(harness):
     store, _ = harness
     keep = submit(store, "keep", stages=(4,), cap=1, pace_ms=300)
     stop = submit(store, "stop", stages=(6,), cap=1, pace_ms=1000, epochs=6)
-    wait(store, lambda: any(t.status == "running" and store.history(t.id) for t in store.trials(stop)))
+    wait(lambda: any(t.status == "running" and store.history(t.id) for t in store.trials(stop)))
     store.set_status(stop, "cancelled", only_from=("queued", "running"))
-    wait(store, lambda: all(t.status in FINISHED + ("pending",) for t in store.trials(stop)), timeout=30)
-    wait(store, lambda: ended(store, keep))
+    wait(lambda: all(t.status in FINISHED + ("pending",) for t in store.trials(stop)), timeout=30)
+    wait(lambda: ended(store, keep))
     assert store.get_study(keep).status == "completed"
     assert all(t.status == "completed" and t.runs == 1 for t in store.trials(keep))
     stopped = [t for t in store.trials(stop) if t.status == "failed"]

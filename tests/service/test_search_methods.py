@@ -11,7 +11,7 @@ from service.control.pruners.asha import Asha
 from service.schemas import StudySpec
 from service.settings import Settings
 from service.spec import load_spec, spec_json
-from service.testing import free_port
+from tests.support import free_port
 
 from .conftest import bearer, make_token
 from .serving import api, kill, run_to_end, serve, wait_for

@@ -22,7 +22,7 @@ from service.auth import create_token, list_tokens, new_token, token_hash
 from service.settings import Settings
 from service.store.models import ApiToken
 from service.store.study_store import MIGRATIONS, StudyStore, make_engine
-from service.testing import free_port, wait_healthy
+from tests.support import free_port, wait_healthy
 
 from .conftest import bearer, make_token
 

@@ -42,10 +42,9 @@ def test_the_runner_store_has_exactly_the_runner_calls_each_declared():
 
 def test_fenced_calls_refuse_a_lapsed_lease_and_retried_reads_do_not(db_url):
     store = StudyStore(db_url)
-    study, _ = store.create_study(SPEC, None)
-    lease = Lease(store.engine, "old", ttl_s=1.0, fence_margin_s=0.2)
+    runner = RunnerStore(store, lease := Lease(store.engine, "old", ttl_s=1.0, fence_margin_s=0.2), retry_s=0)
     assert lease.acquire()
-    runner = RunnerStore(store, lease, retry_s=0)
+    study = store.create_study(SPEC, None)[0]
     assert runner.get_study(study.id).id == study.id  # held: reads and writes pass
     time.sleep(1.1)
     fenced = {"get_study": (study.id,), "studies_with_status": ("queued",), "trials": (study.id,),

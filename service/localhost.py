@@ -1,6 +1,6 @@
-"""A local rootfree service for tests, benchmarks and `rootfree demo`: a free port, waiting until a
-just-started `rootfree serve` answers, counting a study's ended trials, and where Ray keeps the
-dashboard's token."""
+"""A rootfree service on this machine, as `rootfree demo` starts one: a free port, waiting until a
+just-started server answers, and where Ray keeps the dashboard's token. (The tests and bench/
+use them through tests/support.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from service.client import Client
-from service.render import finished
 
 
 def free_port() -> int:
@@ -30,11 +29,6 @@ def wait_healthy(url: str, timeout_s: float = 60.0, alive=lambda: True) -> bool:
                 return True
             time.sleep(0.2)
     return False
-
-
-def finished_trials(study: dict) -> int:
-    """Trials that have ended, over every optimizer and stage of a `GET /studies/{id}` body."""
-    return sum(finished(c["by_status"]) for o in study["optimizers"] for c in o["stages"].values())
 
 
 def ray_auth_token_file() -> Path:
