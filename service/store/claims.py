@@ -20,7 +20,7 @@ from service.store.models import Report, Trial
 from service.store.trials import report_statements
 
 
-class ClaimsMixin(StoreBase):
+class ClaimsRepository(StoreBase):
     def expire_claims(self, study_id: str) -> int:
         """Claims of the study whose lease has passed go back to pending; their reports go (the
         next claimant trains from the start). Returns how many."""

@@ -10,7 +10,7 @@ from service.store.engine import StoreBase, now
 from service.store.models import ClusterRecord
 
 
-class ClusterMixin(StoreBase):
+class ClusterRepository(StoreBase):
     def record_cluster(self, **values: Any) -> None:
         """Stores what the runner sees of the Ray cluster (keys: nodes, total, available)."""
         with self.session() as s:

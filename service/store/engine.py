@@ -4,6 +4,7 @@ caller needs to tell an outage from a bug (`StoreUnavailable`, `transient`)."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,19 @@ def transient(e: BaseException) -> bool:
 
 
 class StoreBase:
-    """What every part of the study store shares: the URL, the engine and its sessions (made by
-    `StudyStore`; `RunnerStore` swaps `sessions` for fenced ones, so every part must open its
-    sessions through `session()`)."""
+    """What every repository of the study store (one per table group: studies.py, trials.py, ...)
+    and the `StudyStore` facade over them share: the URL, the engine and the sessions every
+    transaction opens through (`session()`: the runner's store swaps in fenced ones with
+    `with_sessions`, so no part may open a session another way)."""
 
-    url: str
-    engine: Engine
-    sessions: sessionmaker
+    def __init__(self, url: str, engine: Engine, sessions: sessionmaker):
+        self.url, self.engine, self.sessions = url, engine, sessions
 
     def session(self) -> Session:
         return self.sessions()
+
+    def with_sessions(self, sessions: sessionmaker):
+        """This store with its transactions opened through `sessions` (the same engine)."""
+        other = copy.copy(self)
+        other.sessions = sessions
+        return other

@@ -12,7 +12,7 @@ from service.store.engine import StoreBase
 from service.store.models import Report, Study, Trial
 
 
-class FollowMixin(StoreBase):
+class FollowRepository(StoreBase):
     def watched_study_ids(self, recent_s: float = 3600.0) -> set[str]:
         """Queued or running studies, and those that ended in the last `recent_s` seconds (what a
         follower that starts, e.g. after a controller restart, catches up on)."""

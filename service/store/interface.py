@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, sessionmaker
 
     from service.spec import ResolvedSpec
     from service.store.models import Study, Suite, Trial
@@ -35,6 +35,9 @@ class Store(Protocol):
     def session(self) -> Session:
         """A new ORM session (every call of the store opens its transactions through it: the
         runner's store swaps in fenced ones)."""
+
+    def with_sessions(self, sessions: sessionmaker) -> Store:
+        """The same store whose transactions open through `sessions` (the runner's fenced ones)."""
 
     # ------------------------------------------------------------------ studies (api; runner: fenced)
     def create_study(self, spec: ResolvedSpec, idempotency_key: str | None, owner: str | None = None,

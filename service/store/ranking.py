@@ -38,7 +38,7 @@ def _counts_of_one():
             .group_by(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status))
 
 
-class RankingMixin(StoreBase):
+class RankingRepository(StoreBase):
     def best_trials(self, study_id: str, mode: str, k: int, max_stage: int | None = None) -> dict[str, list[Any]]:
         """The top-k completed trials of every optimizer, best first (ties: stage, then index),
         as rows with id, optimizer, stage, index, objective, config.

@@ -17,7 +17,7 @@ def _or_inf(x: float | None) -> float:
 
 
 
-class ReportsMixin(StoreBase):
+class ReportsRepository(StoreBase):
     def histories(self, trial_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
         """The per-epoch reports of some trials, in epoch order: trial id -> rows."""
         out: dict[int, list[dict[str, Any]]] = {tid: [] for tid in trial_ids}

@@ -14,7 +14,6 @@ below as fenced or only retried, with the signature and docstring of the interfa
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import time
@@ -51,18 +50,18 @@ def _retried(call: Callable) -> Callable:
 
 class RunnerStore:
     """The runner's view of the store (see the module docstring). `store` is the SQL store
-    (`StudyStore`, or anything built on `StoreBase`); this object works on a copy of it whose
-    sessions are fenced by `lease` (None: not fenced, only retried)."""
+    (`StudyStore`, or anything built on `StoreBase`); this object works on the same store with
+    sessions fenced by `lease` (`with_sessions`; None: not fenced, only retried)."""
 
     def __init__(self, store: StoreBase, lease=None, retry_s: float = 600.0, stop=None):
-        self._store = copy.copy(store)
         engine = store.engine
         if engine.dialect.name == "sqlite":  # PostgreSQL: the check's FOR SHARE does it
             engine = make_engine(store.url, immediate=True)
-        self._store.sessions = sessionmaker(engine, expire_on_commit=False)
+        sessions = sessionmaker(engine, expire_on_commit=False)
         if lease is not None:
-            event.listen(self._store.sessions, "after_begin",
+            event.listen(sessions, "after_begin",
                          lambda session, transaction, connection: lease.check(connection))
+        self._store = store.with_sessions(sessions)
         self.retry_s, self._stop = retry_s, stop
         self.retries = 0  # transient failures seen (exposed for tests and health)
 

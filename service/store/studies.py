@@ -18,7 +18,7 @@ from service.store.locks import admit
 from service.store.models import AuditEntry, Report, Study, Trial
 
 
-class StudiesMixin(StoreBase):
+class StudiesRepository(StoreBase):
     def create_study(self, spec: ResolvedSpec, idempotency_key: str | None, owner: str | None = None,
                      audit: dict[str, Any] | None = None, max_active: int | None = None) -> tuple[Study, bool]:
         """Returns (study, created). A repeated idempotency key (per owner: one user's key never

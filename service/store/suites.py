@@ -15,7 +15,7 @@ from service.store.locks import admit
 from service.store.models import AuditEntry, Study, Suite
 
 
-class SuitesMixin(StoreBase):
+class SuitesRepository(StoreBase):
     def create_suite(self, spec: dict[str, Any], study_specs: list[ResolvedSpec], idempotency_key: str | None,
                      owner: str | None = None, audit: dict[str, Any] | None = None,
                      max_active: int | None = None) -> tuple[Suite, bool]:

@@ -70,7 +70,7 @@ def report_statements():
     return drop, add
 
 
-class TrialsMixin(StoreBase):
+class TrialsRepository(StoreBase):
     def ensure_trials(self, study_id: str, optimizer: str, stage: int,
                       configs: list[dict[str, Any]], seeds: list[int] | None = None) -> int:
         """Creates the stage's trials that do not exist yet (pending), trial i training with

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import service.control
 import service.store
 from service.store.interface import RunnerCalls, Store
 from service.store.lease import Lease, LeaseLost
 from service.store.runner_store import RunnerStore
-from service.store.study_store import StudyStore
+from service.store.study_store import PARTS, StudyStore
 from tests.service.test_lease import SPEC
 
 
@@ -25,9 +26,20 @@ def _params(fn) -> list[tuple]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
 
-def test_the_sql_store_implements_every_call_of_the_interface():
+def test_the_sql_store_implements_every_call_of_the_interface_and_no_other():
+    """A call the other layers need is added to the interface too (this fails until it is)."""
+    public = {n for n in dir(StudyStore) if not n.startswith("_") and callable(getattr(StudyStore, n))}
+    assert public == _members(Store)
     for name in _members(Store):
         assert _params(getattr(StudyStore, name)) == _params(getattr(Store, name)), name
+
+
+def test_each_call_of_the_sql_store_is_one_repositorys():
+    store_calls = {name: part for part, repository in PARTS.items()
+                   for name in vars(repository) if not name.startswith("_")}
+    assert set(store_calls) | {"with_sessions", "delete_optuna_studies", "session"} == _members(Store)
+    assert all(StudyStore.__dict__[name].__wrapped__ is PARTS[part].__dict__[name]
+               for name, part in store_calls.items())
 
 
 def test_the_runner_store_has_exactly_the_runner_calls_each_declared():
@@ -90,3 +102,17 @@ def test_no_import_circle_in_the_store():
     for node in graph:
         visit(node)
     assert "study_store" not in graph["optuna_mirror"] | graph["runner_store"]
+
+
+def test_the_runners_parts_call_only_what_the_runner_store_has():
+    """The runner hands its `RunnerStore` to its parts (dispatch, stages, samplers, the Tune
+    callback): every `<...>.store.X` they name in service/control is one of its calls."""
+    root = Path(service.control.__file__).parent
+    called = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                    and node.value.attr == "store":
+                called.add(node.attr)
+    assert {"record_result", "claim_pending", "get_study"} <= called
+    assert called <= _members(RunnerCalls), called - _members(RunnerCalls)
