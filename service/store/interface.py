@@ -1,10 +1,11 @@
 """What the rest of the service may call on the study store, in one place (as Optuna's
 `BaseStorage` is for its storages): `Store` lists every call of api/, control/, results/ and
 followers/, grouped by the tables they touch; `RunnerCalls` is the part the runner (control/) may
-make, each one fenced by the runner lease and retried through a database outage by
-`RunnerStore` (service/store/runner_store.py says which, call by call).
+make: `RunnerStore` retries each through a database outage and fences each by the runner lease
+but one read (service/store/runner_store.py says which, call by call).
 
-`StudyStore` (service/store/study_store.py) is the SQL implementation; callers that only need
+`StudyStore` (service/store/study_store.py) is the SQL implementation, a facade whose calls are
+delegated to one repository per table group (the groups below); callers that only need
 the calls (the Optuna view, the followers, the runner's parts) annotate with these protocols, so
 nothing in the store imports the class that implements them. The lease, the tokens and the audit
 trail are functions over `Store.engine` (service/store/lease.py, tokens.py, audit.py): they run

@@ -9,10 +9,11 @@ studies in the same database (Optuna's RDBStorage), named ``<study name>/<optimi
 `StudyStore` is one facade (as Optuna's RDBStorage is one over its tables) composed by delegation
 of one repository per table group: studies.py, suites.py, trials.py, ranking.py, reports.py,
 claims.py (external trials), cluster.py, follow.py; each call of the facade is the call of one
-repository (`PARTS` says which holds which); engine.py makes the engine and runs the migrations, locks.py holds the
-admission and claim locks, runner_store.py the runner's lease-fenced, retried view. What the
-other layers may call is listed in interface.py (`Store`, `RunnerCalls`). Every name this module
-exported before the split is still importable from it (the store's parts never import it).
+repository (`PARTS` says which). engine.py makes the engine and runs the migrations, locks.py
+holds the admission and claim locks, runner_store.py the runner's lease-fenced, retried view.
+What the other layers may call is listed in interface.py (`Store`, `RunnerCalls`). Every name
+this module exported before the split is still importable from it (the store's parts never
+import it).
 """
 
 from __future__ import annotations
