@@ -1,4 +1,4 @@
-"""The ``rootfree`` command: serve, submit, watch, export, demo."""
+"""The ``rootfree`` command: serve, submit, watch, export, demo, verdict."""
 
 # The docstring is --help's description. The commands' parts: service/client.py (every call to the
 # API), service/cli_token.py (the token they send), service/render.py (what they show),
@@ -24,6 +24,7 @@ from service.demo import cmd_demo
 from service.live import follow_logs, watch
 from service.render import comparison_table, console, queue_table, suite_tables, verdict_table
 from service.statuses import TERMINAL
+from service.verdict_cli import add_command as add_verdict_command
 
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--output", default="rootfree-export.yaml")
     d.set_defaults(func=cmd_demo)
     add_optuna_commands(sub)
+    add_verdict_command(sub)
     args = ap.parse_args(argv)
     with api_errors():
         return args.func(args)

@@ -134,10 +134,11 @@ def verdict_table(data: dict) -> str:
         f"<td><strong>{html.escape(c['verdict'])}</strong></td><td>{_fmt(c['seeds_needed'])}</td></tr>"
         for c in comps)
     return ("<h3>Verdicts</h3><table class='verdicts'><thead><tr><th>a</th><th>b</th><th>diff = a − b</th>"
-            "<th>95% interval</th><th>p</th><th>verdict</th><th>seeds needed</th></tr></thead><tbody>"
+            "<th>95% interval</th><th>p</th><th>p (Holm)</th><th>verdict</th><th>seeds needed</th></tr></thead><tbody>"
             + rows + "</tbody></table><p><small>"
             + html.escape(f"{'Paired by seed. ' if m.get('paired') else ''}Interval: {m.get('interval')}. "
-                          f"p: {m.get('p')}. {m.get('verdict')}. Seeds needed: {m.get('seeds_needed')}.")
+                          f"p: {m.get('p')}. p (Holm): {m.get('p_adjusted')}. {m.get('verdict')}. "
+                          f"Seeds needed: {m.get('seeds_needed')}.")
             + "</small></p>")
 
 

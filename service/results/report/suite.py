@@ -24,7 +24,8 @@ def _verdicts(w: dict) -> str:
         f"<td><strong>{html.escape(c['verdict'])}</strong></td><td>{_fmt(c['seeds_needed'])}</td></tr>"
         for c in w["comparisons"])
     return ("<table class='verdicts'><thead><tr><th>a</th><th>b</th><th>diff = a − b</th><th>95% interval</th>"
-            "<th>p</th><th>verdict</th><th>seeds needed</th></tr></thead><tbody>" + rows + "</tbody></table>")
+            "<th>p</th><th>p (Holm)</th><th>verdict</th><th>seeds needed</th></tr></thead><tbody>" + rows
+            + "</tbody></table>")
 
 
 def render_suite_report(data: dict) -> str:
