@@ -95,8 +95,15 @@ def cmd_submit(args) -> int:
     spec = yaml.safe_load(Path(args.file).read_text())  # YAML is a superset of JSON
     with connect(args) as client:
         study = client.submit(spec, idempotency_key=args.idempotency_key)
+    print_warnings(study.data.get("warnings"))
     print(study.id)
     return 0
+
+
+def print_warnings(warnings: list[str] | None) -> None:
+    """The spec's warnings (it cannot produce a resolved verdict), on stderr: stdout keeps the id alone."""
+    for w in warnings or []:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def cmd_watch(args) -> int:
@@ -143,7 +150,9 @@ def _suite(client: Client, args) -> int:
         docs = [d for d in yaml.safe_load_all(Path(args.target).read_text()) if d is not None]
         for i, spec in enumerate(docs):
             key = args.idempotency_key and (args.idempotency_key if len(docs) == 1 else f"{args.idempotency_key}-{i}")
-            print(client.submit_suite(spec, idempotency_key=key)["id"], flush=True)
+            suite = client.submit_suite(spec, idempotency_key=key)
+            print_warnings(suite.get("warnings"))
+            print(suite["id"], flush=True)
         return 0
     if args.action == "watch":
         last = ""
