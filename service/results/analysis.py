@@ -184,6 +184,13 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
             entry["time_to_target"] = mine_costs.get("time_to_target") or time_to_target([], metric, mode, target)
         out["optimizers"][opt] = entry
     out.update(study_comparisons(spec, trials))  # comparisons, comparison_method, no_verdict
+    # imported here: search_luck builds on this module's expected-best functions
+    from service.results.search_luck import METHOD as LUCK_METHOD
+    from service.results.search_luck import add_robustness, search_comparisons
+
+    add_robustness(spec, stage_spaces, trials, out["comparisons"])
+    out["comparison_method"] = {**out["comparison_method"], **LUCK_METHOD}
+    out["search_comparisons"] = search_comparisons(spec, trials)
     return out
 
 
