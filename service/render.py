@@ -121,6 +121,20 @@ def pairs_table(comps: list[dict], title: str):
     return table
 
 
+def search_line(analysis: dict):
+    """The search-level line under the verdicts: per pair, P(a's k-trial random search ends better
+    than b's) at the stage-1 size, from `GET /studies/{id}/analysis`'s search_comparisons."""
+    from rich.text import Text
+
+    luck = analysis.get("search_comparisons") or []
+    if not luck:
+        return Text("search level: no pair of optimizers has stage-1 results")
+    k = max(x["k"] for x in luck)
+    parts = [f"P({x['a']} beats {x['b']}) = {x['p_a_wins']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}]"
+             for x in luck if x["k"] == k]
+    return Text(f"search level ({k}-trial random searches, resampled stage-1 trials, 90% band): " + "; ".join(parts))
+
+
 def console(stream=None):
     from rich.console import Console
 
