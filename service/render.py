@@ -117,7 +117,9 @@ def pairs_table(comps: list[dict], title: str):
     fmt = lambda v: f"{v:.4g}" if v is not None else "-"  # noqa: E731
     for c in comps:
         table.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]",
-                      fmt(c["p"]), fmt(c.get("p_adjusted")), Text(c["verdict"]), fmt(c["seeds_needed"]))
+                      fmt(c["p"]), fmt(c.get("p_adjusted")),
+                      Text(c["verdict"] + (" (search level)" if c.get("level") == "search" else "")),
+                      fmt(c.get("seeds_needed", c.get("repeats_needed"))))
     return table
 
 

@@ -4,7 +4,8 @@ the resolved spec as the store keeps it). `POST /studies` and `POST /suites` ans
 
 A verdict needs seed runs of two or more optimizers, and enough of them: fewer than
 `MIN_UNPAIRED` unpaired (`MIN_PAIRED` paired) runs per optimizer leave the t test too little power
-to resolve any but a huge difference once Holm's adjustment divides alpha among the pairs; each
+to resolve any but a huge difference once Holm's adjustment divides alpha among the pairs (the
+same for `protocol.repeats`, whose search outcomes are compared unpaired); each
 warning says the power at a true difference of two standard deviations (of a run, or of the
 per-seed difference when paired) and the minimum."""
 
@@ -54,4 +55,10 @@ def spec_warnings(spec: dict[str, Any], prefix: str = "") -> list[str]:
                    f"{'s' if family > 1 else ''}); the minimum is {minimum}"
                    + ("" if paired else f" (or {MIN_PAIRED} with protocol.paired: true, which removes the "
                                         "seed-to-seed spread both optimizers share)"))
+    repeats = int(protocol.get("repeats") or 1)
+    if 2 <= repeats < MIN_UNPAIRED:
+        out.append(f"{prefix}protocol.repeats is {repeats}: {repeats} search outcomes per optimizer can hardly resolve "
+                   f"a search-level verdict (chance {power_at(repeats, EFFECT_SD, False, family):.0%} at a true "
+                   f"difference of {EFFECT_SD:g} standard deviations); the minimum is {MIN_UNPAIRED} (the "
+                   "seed-level verdicts are unaffected)")
     return out

@@ -217,12 +217,35 @@ def safe_stat(fn, values: Sequence[float]) -> float | None:
 
 
 def runs_from_trials(spec: dict, trials: Sequence[dict]) -> dict[str, list[tuple[Any, float]]]:
-    """(seed, objective) of each optimizer's completed seed runs, from the store's trial dicts."""
-    stage = len(spec["protocol"]["stages"]) + 1
+    """(seed, objective) of each optimizer's completed seed runs of one search (repeat 0's: the
+    first protocol.seeds indices of the seed stage), from the store's trial dicts."""
+    stage, n = len(spec["protocol"]["stages"]) + 1, spec["protocol"].get("seeds") or 0
     out: dict[str, list[tuple[Any, float]]] = {}
     for t in sorted(trials, key=lambda t: (t["optimizer"], t["index"])):
-        if t["stage"] == stage and t["status"] == "completed" and usable(t["objective"]):
+        if t["stage"] == stage and t["index"] < n and t["status"] == "completed" and usable(t["objective"]):
             out.setdefault(t["optimizer"], []).append((t.get("seed"), t["objective"]))
+    return out
+
+
+def search_outcomes(spec: dict, trials: Sequence[dict]) -> dict[str, list[tuple[Any, float]]]:
+    """(repeat, outcome) per optimizer and repeat: the mean of the repeat's completed seed runs, or
+    without seed runs the best objective of the repeat's search trials (what "tune it with this
+    protocol, then use it" gives once)."""
+    p = spec["protocol"]
+    stages, seeds, sign = p["stages"], p.get("seeds") or 0, 1.0 if spec["mode"] == "min" else -1.0
+    per: dict[str, dict[int, list[float]]] = {}
+    for t in trials:
+        if not usable(t["objective"]):
+            continue
+        if seeds and t["stage"] == len(stages) + 1 and t["status"] == "completed":
+            per.setdefault(t["optimizer"], {}).setdefault(t["index"] // seeds, []).append(t["objective"])
+        elif not seeds and t["stage"] <= len(stages) and t["status"] in ("completed", "stopped"):
+            per.setdefault(t["optimizer"], {}).setdefault(t["index"] // stages[t["stage"] - 1], []).append(
+                t["objective"])
+    out = {}
+    for opt, by_repeat in per.items():
+        out[opt] = [(r, statistics.fmean(v) if seeds else sign * min(sign * x for x in v))
+                    for r, v in sorted(by_repeat.items())]
     return out
 
 
@@ -236,10 +259,13 @@ def runs_from_seed_runs(seed_runs: dict[str, dict[str, Any] | None]) -> dict[str
     return out
 
 
-def no_verdict_reason(spec: dict, runs: dict[str, Sequence]) -> str | None:
-    """Why a study has no verdict at all (None: it has at least one comparison)."""
+def no_verdict_reason(spec: dict, runs: dict[str, Sequence], searches: int = 0) -> str | None:
+    """Why a study has no verdict at all (None: it has at least one comparison; `searches`: how many
+    search-level comparisons it has)."""
     if len(spec["optimizers"]) < 2:
         return "the study has one optimizer: there is nothing to compare it with"
+    if searches:
+        return None
     if not spec["protocol"].get("seeds"):
         return ("the study has no seed runs (protocol.seeds is 0): a verdict needs each optimizer's best "
                 "configuration re-trained with several seeds, and one best trial per optimizer says nothing "
@@ -250,18 +276,37 @@ def no_verdict_reason(spec: dict, runs: dict[str, Sequence]) -> str | None:
 
 
 def study_comparisons(spec: dict, trials: Sequence[dict]) -> dict[str, Any]:
-    """The analysis's additions: comparisons, the method, and why there are none (if so)."""
+    """The analysis's additions: comparisons (level "seed": one search's best, re-run with seeds;
+    with protocol.repeats >= 2 also level "search": the per-repeat outcomes, unpaired, `repeats_needed`
+    in place of `seeds_needed`; each level its own Holm family), the method, and why there are none."""
     runs = runs_from_trials(spec, trials)
     paired = bool(spec["protocol"].get("paired"))
-    return {"comparisons": comparisons(runs, spec["optimizers"], spec["mode"], paired),
-            "comparison_method": {**METHOD, "paired": paired},
-            "no_verdict": no_verdict_reason(spec, runs)}
+    comps = [{**c, "level": "seed"} for c in comparisons(runs, spec["optimizers"], spec["mode"], paired)]
+    searches = []
+    if (spec["protocol"].get("repeats") or 1) >= 2:
+        for c in comparisons(search_outcomes(spec, trials), spec["optimizers"], spec["mode"]):
+            needed = c.pop("seeds_needed")
+            searches.append({**c, "verdict": c["verdict"].replace(" seeds", " repeats"),
+                             "repeats_needed": needed, "level": "search"})
+    return {"comparisons": comps + searches,
+            "comparison_method": {**METHOD, "paired": paired, **(SEARCH_METHOD if searches else {})},
+            "no_verdict": no_verdict_reason(spec, runs, len(searches))}
+
+
+SEARCH_METHOD = {
+    "search_level": ("level search: each repeat's outcome (its best configuration's seed-run mean, or without "
+                     "seed runs its best search trial) per optimizer, compared unpaired with the same test; "
+                     "Holm's family: the search-level pairs"),
+    "repeats_needed": "repeats per optimizer for 80% power, as seeds_needed",
+}
 
 
 def unresolved_with(comps: Sequence[dict], optimizer: str) -> list[str]:
     """The optimizers whose comparison with `optimizer` is not resolved (ties in a ranking)."""
     out = []
     for c in comps:
+        if c.get("level", "seed") != "seed":
+            continue
         if c["verdict"].startswith("not resolved") and optimizer in (c["a"], c["b"]):
             out.append(c["b"] if c["a"] == optimizer else c["a"])
     return out

@@ -49,6 +49,9 @@ def test_the_rules_and_their_minimum():
     w = spec_warnings(resolved(protocol={"stages": [2], "seeds": 5, "paired": True}))
     assert len(w) == 1 and "paired seed runs" in w[0] and "the minimum is 6" in w[0]
     assert spec_warnings(resolved(protocol={"stages": [2], "seeds": 6, "paired": True})) == []
+    (w,) = spec_warnings(resolved(protocol={"stages": [2], "seeds": 4, "repeats": 2}))
+    assert w.startswith("protocol.repeats is 2:") and "the minimum is 4" in w
+    assert spec_warnings(resolved(protocol={"stages": [2], "seeds": 4, "repeats": 4})) == []
     # the power quoted grows with the seeds and shrinks with the pairs Holm divides alpha among
     assert power_at(3, 2, False, 1) > power_at(3, 2, False, 3) and power_at(6, 2, True, 3) > power_at(3, 2, True, 3)
 
@@ -63,6 +66,10 @@ def test_post_studies_and_suites_answer_the_warnings(tmp_path):
         assert r.status_code == 201 and r.json()["warnings"][0].startswith("protocol.seeds is 3")
         ok = c.post("/studies", json={**body, "protocol": {"stages": [2], "seeds": 4}})
         assert ok.status_code == 201 and ok.json()["warnings"] == []
+        for protocol, field in (({"repeats": 11}, "protocol.repeats"), ({"repeats": 2, "method": "tpe"},
+                                                                          "protocol.repeats")):
+            bad = c.post("/studies", json={**body, "protocol": {"stages": [2], **protocol}})
+            assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == field, bad.text
         suite = {"name": "s", "workloads": [{"name": "noisy_quadratic", "budget": {"epochs": 2}}],
                  "optimizers": ["sgd", "adamw"], "baseline": "sgd", "protocol": {"stages": [2], "seeds": 2}}
         r = c.post("/suites", json=suite)

@@ -191,7 +191,8 @@ def test_a_suite_of_two_noisy_quadratic_variants_runs_and_reports(tmp_path):
     assert second["target"] == 1e6 and all(v["reached"] for v in second["time_to_target"].values())
     for w in r["workloads"]:
         assert [(c["a"], c["b"]) for c in w["comparisons"]] == [("sgd", "rfrmsprop")]
-        assert set(w["comparisons"][0]) == {"a", "b", "diff", "lo", "hi", "p", "p_adjusted", "verdict", "seeds_needed"}
+        assert set(w["comparisons"][0]) == {"a", "b", "diff", "lo", "hi", "p", "p_adjusted", "verdict", "seeds_needed",
+                                            "level"}
         assert w["comparisons"][0]["p"] is not None
     assert set(r["scores"]) == {"sgd", "rfrmsprop"} and all(0 <= v <= 1 for v in r["scores"].values())
     assert max(r["scores"].values()) > 0  # someone is the fastest on the second workload at least

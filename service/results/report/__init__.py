@@ -110,7 +110,8 @@ def _comparison_table(data: dict) -> str:
 
 def ranking_text(data: dict) -> str:
     """The ranking with ">" where the seed runs resolve the neighbours' order and "≈" where not."""
-    comps = {frozenset((c["a"], c["b"])): c for c in data["analysis"].get("comparisons") or []}
+    comps = {frozenset((c["a"], c["b"])): c for c in data["analysis"].get("comparisons") or []
+             if c.get("level", "seed") == "seed"}
     order = data["ranking"]
     out = html.escape(order[0]) if order else ""
     for prev, opt in itertools.pairwise(order):
@@ -131,8 +132,8 @@ def verdict_table(data: dict) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(c['a'])}</td><td>{html.escape(c['b'])}</td><td>{_fmt(c['diff'])}</td>"
         f"<td>[{_fmt(c['lo'])}, {_fmt(c['hi'])}]</td><td>{_fmt(c['p'], 3)}</td><td>{_fmt(c.get('p_adjusted'), 3)}</td>"
-        f"<td><strong>{html.escape(c['verdict'])}</strong></td><td>{_robustness(c.get('robustness'))}</td>"
-        f"<td>{_fmt(c['seeds_needed'])}</td></tr>"
+        f"<td><strong>{html.escape(c['verdict'])}</strong>{_level(c)}</td><td>{_robustness(c.get('robustness'))}</td>"
+        f"<td>{_needed(c)}</td></tr>"
         for c in comps)
     return ("<h3>Verdicts</h3><table class='verdicts'><thead><tr><th>a</th><th>b</th><th>diff = a − b</th>"
             "<th>95% interval</th><th>p</th><th>p (Holm)</th><th>verdict</th><th>search-space audit</th>"
@@ -143,6 +144,14 @@ def verdict_table(data: dict) -> str:
                           f"Seeds needed: {m.get('seeds_needed')}. Search-space audit: {m.get('robustness')}. "
                           f"Search level: {m.get('search_comparisons')}.")
             + "</small></p>")
+
+
+def _level(c: dict) -> str:
+    return " (search level: per-repeat outcomes)" if c.get("level") == "search" else ""
+
+
+def _needed(c: dict) -> str:
+    return _fmt(c["seeds_needed"]) if "seeds_needed" in c else f"{_fmt(c.get('repeats_needed'))} repeats"
 
 
 def _robustness(r: dict | None) -> str:
