@@ -91,3 +91,25 @@ def test_repeats_are_refused_with_tpe_and_past_ten():
     for protocol, message in (({"repeats": 2, "method": "tpe"}, "repeats"), ({"repeats": 11}, "repeats")):
         with pytest.raises(ValueError, match=message):
             StudySpec(name="x", workload="noisy_quadratic", optimizers=["sgd"], protocol=protocol)
+
+
+@pytest.mark.slow
+def test_a_study_with_two_repeats_runs_end_to_end_on_ray(tmp_path):
+    """The runner (real Ray, noisy_quadratic) with repeats: 2 runs every stage twice and the analysis
+    has seed- and search-level comparisons."""
+    pytest.importorskip("ray")
+    from .serving import run_to_end as run_on_ray
+
+    spec = StudySpec(name="rep", workload="noisy_quadratic", optimizers=["sgd", "rfrmsprop"],
+                     protocol={"stages": [3, 2], "top_k": 2, "seeds": 2, "paired": True, "repeats": 2},
+                     budget={"epochs": 2, "pace_ms": 0}).resolved()
+    store, (sid,) = run_on_ray(tmp_path, [spec])
+    st = store.get_study(sid)
+    assert st.status == "completed"
+    counts: dict = {}
+    for o, s, _, n in store.count_trials(sid):  # per status: every trial, whatever its status
+        counts[(o, s)] = counts.get((o, s), 0) + n
+    assert counts == {(o, s): n for o in ("sgd", "rfrmsprop") for s, n in ((1, 6), (2, 4), (3, 4))}
+    a = analyse(st.spec, st.stage_spaces, store.trial_dicts(sid, history=False))
+    assert [c["level"] for c in a["comparisons"]] == ["seed", "search"]
+    assert a["comparisons"][1]["p"] is not None
