@@ -52,7 +52,8 @@ METHOD = {
           "scipy.stats"),
     "multiplicity": "holm",
     "p_adjusted": "Holm's step-down over every pair of the study (family-wise error at most alpha)",
-    "verdict": f"resolved when p_adjusted < {ALPHA}; the better optimizer is named first",
+    "verdict": (f"resolved when p_adjusted < {ALPHA}; the better optimizer is named first (the interval is the "
+                "pair's own: it can exclude 0 where Holm's p_adjusted does not resolve)"),
     "seeds_needed": (f"runs per optimizer for {POWER:.0%} power against a true difference of the observed size "
                      f"(noncentral t of the same test at alpha {ALPHA} / the pairs in the family), at least "
                      f"{MIN_UNPAIRED} unpaired, {MIN_PAIRED} paired"),
@@ -86,7 +87,8 @@ def holm(ps: Sequence[float | None]) -> list[float | None]:
     """Holm's step-down adjusted p-values (None stays None and is no hypothesis of the family):
     sorted ascending, p_(j) -> max over i <= j of min(1, (m - i + 1) p_(i))."""
     tested = sorted((p, i) for i, p in enumerate(ps) if p is not None)
-    m, out, running = len(tested), list[float | None]([None] * len(ps)), 0.0
+    out: list[float | None] = [None] * len(ps)
+    m, running = len(tested), 0.0
     for rank, (p, i) in enumerate(tested):
         running = max(running, min(1.0, (m - rank) * p))
         out[i] = running
