@@ -1,7 +1,7 @@
 """The chance of at least one false verdict when every optimizer is equal (issue 32's table), git
 main's procedure before issue 32 ("old") against `compare_runs` ("new"), on the same simulated runs.
 
-    python bench/verdict_errors.py [--reps 2000] [--seed 0]
+    python bench/verdict_errors.py [--reps 2000] [--seed 0] [--grid]
 
 old: per pair at 0.05, no multiplicity control; Welch's t interval (Satterthwaite df) must exclude 0
      and a permutation p of |mean difference| (exact over every split, the sizes here are all
@@ -11,6 +11,9 @@ new: `service.results.verdicts.compare_runs`: Welch's statistic on Hsu's df (pai
 Runs are standard normal (a shared seed effect of sd 2 in paired cases, which pairing removes);
 the 3 vs 8 case has sd 3 vs 1. Also: the power to find a 2-sd difference with 5 unpaired seeds.
 The Monte-Carlo error column is one binomial standard error at the new rate.
+--grid adds the calibration grid behind the choice of test: the false-verdict rate of one pair
+(two equal-mean optimizers) through compare_runs at n = 3..10 with equal and unequal variances and
+normal, exponential (skewed) and lognormal (very skewed) noise.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grid", action="store_true", help="also the calibration grid (n = 3..10, skew, variances)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
@@ -96,7 +100,42 @@ def main() -> None:
         wrong += c["verdict"] == "bad better than good"
     print(f"{'power, 2-sd difference, 5 unpaired seeds':<40}{old / args.reps:>8.3f}{new / args.reps:>8.3f}"
           f"   (wrong direction, new: {wrong})")
+    if args.grid:
+        grid(rng, args.reps)
     print(f"[{time.perf_counter() - t0:.1f} s]")
+
+
+def noise(rng, kind: str, sd: float, n: int) -> np.ndarray:
+    """Mean-0 noise of standard deviation sd."""
+    if kind == "normal":
+        return rng.normal(0, sd, n)
+    if kind == "exponential":
+        return (rng.exponential(1, n) - 1) * sd
+    x = rng.lognormal(0, 1, n)
+    return (x - math.exp(0.5)) / math.sqrt((math.e - 1) * math.e) * sd
+
+
+def grid(rng, reps: int) -> None:
+    print(f"\none pair, equal means: P(false verdict) through compare_runs, {reps} repetitions per cell")
+    print(f"{'n_a vs n_b':<12}{'sd_a/sd_b':<11}{'normal':>9}{'exponential':>13}{'lognormal':>11}")
+    for na, nb in ((3, 3), (3, 8), (3, 10), (5, 5), (10, 10)):
+        for sa, sb in ((1.0, 1.0), (3.0, 1.0), (1.0, 3.0)):
+            rates = []
+            for kind in ("normal", "exponential", "lognormal"):
+                hits = sum(not compare_runs({"a": list(noise(rng, kind, sa, na)),
+                                             "b": list(noise(rng, kind, sb, nb))})[0]["verdict"].startswith("not")
+                           for _ in range(reps))
+                rates.append(hits / reps)
+            print(f"{f'{na} vs {nb}':<12}{f'{sa:g}/{sb:g}':<11}{rates[0]:>9.3f}{rates[1]:>13.3f}{rates[2]:>11.3f}")
+    print(f"{'paired n':<12}{'sd_a/sd_b':<11}")
+    for n in (3, 6, 10):
+        for sa, sb in ((1.0, 1.0), (1.0, 3.0)):
+            rates = []
+            for kind in ("normal", "exponential", "lognormal"):
+                hits = sum(not compare_runs({"a": list(noise(rng, kind, sa, n)), "b": list(noise(rng, kind, sb, n))},
+                                            paired=True)[0]["verdict"].startswith("not") for _ in range(reps))
+                rates.append(hits / reps)
+            print(f"{n:<12}{f'{sa:g}/{sb:g}':<11}{rates[0]:>9.3f}{rates[1]:>13.3f}{rates[2]:>11.3f}")
 
 
 if __name__ == "__main__":
