@@ -191,7 +191,13 @@ def compare_runs(runs: dict[str, list[float]], mode: str = "min", paired: bool =
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    seeded = {o: [(i, float(v)) for i, v in enumerate(vs) if usable(v)] for o, vs in runs.items()}
+    seeded = {}
+    for o, vs in runs.items():
+        try:
+            values = [float(v) for v in vs]
+        except (TypeError, ValueError):
+            raise ValueError(f"runs[{o!r}] must be a list of numbers") from None
+        seeded[o] = [(i, v) for i, v in enumerate(values) if usable(v)]  # NaN/inf: a failed run, left out
     return _family(seeded, list(runs), mode, paired, alpha)
 
 

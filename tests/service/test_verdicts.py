@@ -115,7 +115,12 @@ def test_compare_runs_validates_its_arguments():
         verdicts.compare_runs({"a": [1, 2]}, mode="best")
     with pytest.raises(ValueError, match="alpha"):
         verdicts.compare_runs({"a": [1, 2]}, alpha=1.5)
+    with pytest.raises(ValueError, match="runs\\['b'\\]"):
+        verdicts.compare_runs({"a": [1, 2], "b": ["x", 2]})
     assert verdicts.compare_runs({"a": [1.0, 2.0]}) == []
+    # a failed run (NaN) is left out; paired, its pair with it
+    (c,) = verdicts.compare_runs({"a": [1.0, 2.0, float("nan"), 4.0], "b": [2.0, 3.5, 3.0, 5.0]}, paired=True)
+    assert c["diff"] == pytest.approx(-1.1666667)
 
 
 def spec(**protocol):
