@@ -1,4 +1,4 @@
-"""The ``rootfree`` command: serve, submit, watch, export, demo."""
+"""The ``rootfree`` command: serve, submit, watch, export, demo, verdict."""
 
 # The docstring is --help's description. The commands' parts: service/client.py (every call to the
 # API), service/cli_token.py (the token they send), service/render.py (what they show),
@@ -24,6 +24,7 @@ from service.demo import cmd_demo
 from service.live import follow_logs, watch
 from service.render import comparison_table, console, queue_table, suite_tables, verdict_table
 from service.statuses import TERMINAL
+from service.verdict_cli import add_command as add_verdict_command
 
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
@@ -94,8 +95,15 @@ def cmd_submit(args) -> int:
     spec = yaml.safe_load(Path(args.file).read_text())  # YAML is a superset of JSON
     with connect(args) as client:
         study = client.submit(spec, idempotency_key=args.idempotency_key)
+    print_warnings(study.data.get("warnings"))
     print(study.id)
     return 0
+
+
+def print_warnings(warnings: list[str] | None) -> None:
+    """The spec's warnings (it cannot produce a resolved verdict), on stderr: stdout keeps the id alone."""
+    for w in warnings or []:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def cmd_watch(args) -> int:
@@ -142,7 +150,9 @@ def _suite(client: Client, args) -> int:
         docs = [d for d in yaml.safe_load_all(Path(args.target).read_text()) if d is not None]
         for i, spec in enumerate(docs):
             key = args.idempotency_key and (args.idempotency_key if len(docs) == 1 else f"{args.idempotency_key}-{i}")
-            print(client.submit_suite(spec, idempotency_key=key)["id"], flush=True)
+            suite = client.submit_suite(spec, idempotency_key=key)
+            print_warnings(suite.get("warnings"))
+            print(suite["id"], flush=True)
         return 0
     if args.action == "watch":
         last = ""
@@ -333,15 +343,17 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=cmd_token)
     d = sub.add_parser("demo", help="the README's main job: a real comparison study end to end")
     d.add_argument("--optimizers", nargs="+", default=["sgd", "adamw", "rfrmsprop"])
-    d.add_argument("--stages", nargs="+", type=int, default=[6, 6])
+    d.add_argument("--stages", nargs="+", type=int, default=[6, 3])
+    d.add_argument("--seeds", type=int, default=6, help="paired seed runs per optimizer (the verdicts)")
     d.add_argument("--epochs", type=int, default=3)
-    d.add_argument("--train-subset", type=int, default=6000)
+    d.add_argument("--train-subset", type=int, default=4000)
     d.add_argument("--num-cpus", type=int, default=2)
     d.add_argument("--db", default="rootfree-demo.db")
     d.add_argument("--port", type=int, default=None)
     d.add_argument("--output", default="rootfree-export.yaml")
     d.set_defaults(func=cmd_demo)
     add_optuna_commands(sub)
+    add_verdict_command(sub)
     args = ap.parse_args(argv)
     with api_errors():
         return args.func(args)

@@ -92,7 +92,6 @@ def comparison_table(study: dict):
 def verdict_table(study: dict):
     """The pairwise verdicts of the seed runs (service/results/verdicts.py), or why there are none; user
     strings (optimizer names) go in as plain Text, never as rich markup."""
-    from rich.table import Table
     from rich.text import Text
 
     from service.results.verdicts import export_comparisons, no_verdict_reason, runs_from_seed_runs
@@ -103,15 +102,39 @@ def verdict_table(study: dict):
         why = no_verdict_reason(study["spec"], runs) or "no pair of optimizers has seed runs"
         return Text(f"No verdict is possible: {why}")
     paired = " (paired by seed)" if study["spec"]["protocol"].get("paired") else ""
-    table = Table(title=Text(f"verdicts{paired}: diff = a - b, 95% Welch interval, permutation p"),
-                  title_justify="left")
-    for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
+    return pairs_table(comps, f"verdicts{paired}")
+
+
+def pairs_table(comps: list[dict], title: str):
+    """Pairwise comparisons (service/results/verdicts.py) as a rich table; names as plain Text."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(f"{title}: diff = a - b, 95% interval and p of one t test (Welch-Hsu, or paired t), "
+                             "Holm-adjusted p over every pair"), title_justify="left")
+    for col in ("a", "b", "diff", "95% interval", "p", "p (Holm)", "verdict", "seeds needed"):
         table.add_column(col)
     fmt = lambda v: f"{v:.4g}" if v is not None else "-"  # noqa: E731
     for c in comps:
         table.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]",
-                      fmt(c["p"]), Text(c["verdict"]), fmt(c["seeds_needed"]))
+                      fmt(c["p"]), fmt(c.get("p_adjusted")),
+                      Text(c["verdict"] + (" (search level)" if c.get("level") == "search" else "")),
+                      fmt(c.get("seeds_needed", c.get("repeats_needed"))))
     return table
+
+
+def search_line(analysis: dict):
+    """The search-level line under the verdicts: per pair, P(a's k-trial random search ends better
+    than b's) at the stage-1 size, from `GET /studies/{id}/analysis`'s search_comparisons."""
+    from rich.text import Text
+
+    luck = analysis.get("search_comparisons") or []
+    if not luck:
+        return Text("search level: no pair of optimizers has stage-1 results")
+    k = max(x["k"] for x in luck)
+    parts = [f"P({x['a']} beats {x['b']}) = {x['p_a_wins']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}]"
+             for x in luck if x["k"] == k]
+    return Text(f"search level ({k}-trial random searches, resampled stage-1 trials, 90% band): " + "; ".join(parts))
 
 
 def console(stream=None):
@@ -170,11 +193,5 @@ def suite_tables(report: dict) -> list:
         if not w["comparisons"]:
             out.append(Text(f"{w['key']}: no verdict is possible: {w.get('no_verdict')}"))
             continue
-        v = Table(title=Text(f"{w['key']}: verdicts"), title_justify="left")
-        for col in ("a", "b", "diff", "95% interval", "p", "verdict", "seeds needed"):
-            v.add_column(col)
-        for c in w["comparisons"]:
-            v.add_row(Text(c["a"]), Text(c["b"]), fmt(c["diff"]), f"[{fmt(c['lo'])}, {fmt(c['hi'])}]", fmt(c["p"], 3),
-                      Text(c["verdict"]), fmt(c["seeds_needed"]))
-        out.append(v)
+        out.append(pairs_table(w["comparisons"], f"{w['key']}: verdicts"))
     return out

@@ -151,6 +151,8 @@ class StudyOut(BaseModel):
     dashboard_log_url: str | None = None
     queue: QueuePlace | None = None  # where a queued or running study stands (None once ended)
     links: dict[str, str]
+    # why the spec cannot produce a resolved verdict, each naming the field (service/results/feasibility.py)
+    warnings: list[str] = []
 
 
 class QueuePlace(BaseModel):
@@ -336,3 +338,5 @@ class SuiteOut(BaseModel):
     created_at: datetime
     studies: list[SuiteStudy]
     links: dict[str, str]
+    # why its studies cannot produce a resolved verdict, each naming the suite's field
+    warnings: list[str] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class EarlyStopping(BaseModel):
@@ -72,6 +72,18 @@ class ProtocolSpec(BaseModel):
     scheme: Literal["modern", "original"] = "modern"
     # None: every trial trains its whole budget.
     early_stopping: EarlyStopping | None = None
+    # Each optimizer's whole search (every stage, and its seed runs) runs this many times with
+    # independent sampler (and training) seeds: repeat r holds trials r*N..(r+1)*N-1 of each stage of
+    # N; each repeat's best is one search outcome, which the search-level verdicts compare.
+    repeats: int = Field(default=1, ge=1, le=10)
+
+    @field_validator("repeats")
+    @classmethod
+    def _repeats_need_fixed_samplers(cls, v: int, info: ValidationInfo) -> int:
+        if v > 1 and info.data.get("method") == "tpe":  # method is declared (so validated) before repeats
+            raise ValueError("repeated searches need method random or halton (TPE's trials learn from each "
+                             "other, so its repeats would not be independent searches)")
+        return v
 
     @field_validator("stages")
     @classmethod
@@ -84,6 +96,11 @@ class ProtocolSpec(BaseModel):
     @property
     def search_stages(self) -> int:
         return len(self.stages)
+
+    def repeat_of(self, stage: int, index: int) -> int:
+        """The repeat a trial of `stage` (search or seed stage) at `index` belongs to."""
+        n = self.stages[stage - 1] if stage <= len(self.stages) else self.seeds
+        return index // n if n else 0
 
     @property
     def seed_stage(self) -> int | None:

@@ -20,6 +20,7 @@ from service.auth import Principal, audit, client_address, current_user
 from service.control.queue_view import place
 from service.control.scheduler import infeasible
 from service.control.stages import planned_trials
+from service.results.feasibility import spec_warnings
 from service.results.summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
 from service.results.verdicts import export_comparisons
 from service.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
@@ -57,6 +58,7 @@ def study_out(store: StudyStore, study: Study, request: Request,
         queue=place(queue_snapshot(request), study.id) if study.status in ACTIVE else None,
         links={"self": base, "trials": f"{base}/trials", "best": f"{base}/best",
                "export": f"{base}/export", "logs": f"{base}/logs"},
+        warnings=spec_warnings(study.spec),
     )
 
 

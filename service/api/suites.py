@@ -13,6 +13,7 @@ from service.api.errors import ApiError
 from service.api.results import render_lock, results
 from service.api.studies import check_admission
 from service.auth import Principal, client_address, current_user
+from service.results.feasibility import spec_warnings
 from service.results.report.suite import render_suite_report
 from service.results.suites import jsonable, suite_report, suite_status
 from service.schemas import SuiteOut, SuiteSpec, SuiteStudy
@@ -42,7 +43,8 @@ def suite_out(store: StudyStore, suite: Suite) -> SuiteOut:
         studies=[SuiteStudy(id=sid, name=s.name if s else "(deleted)", workload=w["name"], budget=w["budget"],
                             target=w.get("target"), status=s.status if s else "deleted")
                  for sid, s, w in zip(suite.spec["study_ids"], studies, entries, strict=True)],
-        links={"self": f"/suites/{suite.id}", "report": f"/suites/{suite.id}/report"})
+        links={"self": f"/suites/{suite.id}", "report": f"/suites/{suite.id}/report"},
+        warnings=spec_warnings(suite.spec))
 
 
 @router.post("", status_code=201, response_model=SuiteOut, dependencies=[Depends(adopt_cluster_catalog)])

@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from search_spaces import SearchSpace, fresh_seeds, narrow
 from service.control.samplers import Samplers
 from service.control.scheduler import Group
 from service.spec import ResolvedSpec
-from service.statuses import FINISHED
+from service.statuses import FINISHED, RESULTS
 from service.store.interface import RunnerCalls
 from service.store.models import Study
 from service.store.study_log import StudyLog
@@ -39,20 +41,35 @@ class Progress:
 
 def planned_trials(spec: ResolvedSpec) -> int:
     """Every trial the protocol will run for the study (all stages of all optimizers, and the
-    seed re-runs)."""
-    return (sum(spec.protocol.stages) + spec.protocol.seeds) * len(spec.optimizers)
-
-
-def seed_run_seeds(spec: ResolvedSpec, optimizer: str) -> list[int]:
-    """The training seeds of an optimizer's seed runs. Paired studies: the same for every optimizer
-    (so run i of each sees the same data order and initialisation and the runs pair up by seed);
-    otherwise each optimizer its own (independent samples, as Welch's interval assumes)."""
+    seed re-runs, in every repeat)."""
     p = spec.protocol
-    n = p.seeds
+    return (sum(p.stages) + p.seeds) * p.repeats * len(spec.optimizers)
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The sampler (and search-training) seed of a repeat: the study's seed for repeat 0 (a study
+    without repeats is unchanged), else a 32-bit pure function of (seed, repeat)."""
+    if repeat == 0:
+        return seed
+    return int(np.random.SeedSequence((seed, 0xE9EA7, repeat)).generate_state(1)[0])
+
+
+def seed_run_seeds(spec: ResolvedSpec, optimizer: str, repeat: int = 0) -> list[int]:
+    """The training seeds of an optimizer's seed runs (of one repeat). Paired studies: the same for
+    every optimizer (so run i of each sees the same data order and initialisation and the runs pair
+    up by seed); otherwise each optimizer its own (independent samples, as Welch's interval assumes)."""
+    p = spec.protocol
+    n, base = p.seeds, repeat_seed(p.seed, repeat)
     if p.paired:
-        return fresh_seeds(p.seed, n)
+        return fresh_seeds(base, n)
     order = spec.optimizers.index(optimizer)
-    return fresh_seeds(p.seed, n * (order + 1))[order * n:]
+    return fresh_seeds(base, n * (order + 1))[order * n:]
+
+
+def repeat_key(optimizer: str, repeat: int) -> str:
+    """Where a repeat's stage spaces are kept in the study's stage_spaces: repeat 0 under the
+    optimizer itself (what every reader of one search reads), repeat r >= 1 beside it."""
+    return optimizer if repeat == 0 else f"{optimizer}/repeat {repeat}"
 
 
 class StageMachine:
@@ -72,7 +89,8 @@ class StageMachine:
         for opt, stage, status, n in self.store.count_trials(study.id):
             counts.setdefault((opt, stage), {})[status] = n
         groups: list[Group] = []
-        sizes = list(spec.protocol.stages) + ([spec.protocol.seeds] if spec.protocol.seed_stage else [])
+        r = spec.protocol.repeats
+        sizes = [n * r for n in spec.protocol.stages] + ([spec.protocol.seeds * r] if spec.protocol.seed_stage else [])
         for order, opt in enumerate(spec.optimizers):
             for stage, n in enumerate(sizes, start=1):
                 c = counts.get((opt, stage), {})
@@ -93,13 +111,30 @@ class StageMachine:
         return Progress(tuple(groups), done)
 
     def _open_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> int:
-        """Creates the stage's missing trials; returns how many it created."""
+        """Creates the stage's missing trials (every repeat's, repeat r at indices r*n..); returns how
+        many it created."""
+        spec = study.resolved
+        p = spec.protocol
+        if stage == p.seed_stage:
+            return self._open_seed_stage(study, optimizer, stage, slog)
+        n = p.stages[stage - 1]
+        configs: list[dict] = []
+        seeds: list[int] = []
+        for repeat in range(p.repeats):
+            configs += self._repeat_configs(study, optimizer, stage, repeat, slog)
+            seeds += [repeat_seed(p.seed, repeat)] * n
+        return self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=seeds)
+
+    def _repeat_configs(self, study: Study, optimizer: str, stage: int, repeat: int,
+                        slog: StudyLog | None) -> list[dict]:
+        """One repeat's configurations of a search stage: its space (saved once, so a restart
+        re-creates the same trials), narrowed around that repeat's previous stage."""
         spec = study.resolved
         p = spec.protocol
         sampler = self.samplers[p.method]
-        if stage == p.seed_stage:
-            return self._open_seed_stage(study, optimizer, stage, slog)
-        saved = (self.store.get_study(study.id).stage_spaces or {}).get(optimizer, {})
+        key = repeat_key(optimizer, repeat)
+        saved = (self.store.get_study(study.id).stage_spaces or {}).get(key, {})
+        label = optimizer if p.repeats == 1 else f"{optimizer} repeat {repeat}"
         if str(stage) in saved:  # opened before a restart: the same space, the missing trials
             space = SearchSpace.from_dict(saved[str(stage)])
         else:
@@ -107,44 +142,56 @@ class StageMachine:
             notes: list[str] = []
             if stage > 1:
                 prev_space = SearchSpace.from_dict(saved.get(str(stage - 1), spec.search_spaces[optimizer]))
-                prev = self.store.trials(study.id, optimizer=optimizer, stage=stage - 1)
+                lo, hi = repeat * p.stages[stage - 2], (repeat + 1) * p.stages[stage - 2]
+                prev = [t for t in self.store.trials(study.id, optimizer=optimizer, stage=stage - 1)
+                        if lo <= t.index < hi]
                 space = narrow(prev_space, [(t.config, t.objective) for t in prev],
                                mode=spec.mode, top_k=p.top_k, margin=p.margin)
                 notes = space.notes
             if sampler.note:
                 notes = [*notes, sampler.note]
-            self.store.save_stage_space(study.id, optimizer, stage, space.to_dict(), notes)
+            self.store.save_stage_space(study.id, key, stage, space.to_dict(), notes)
             for note in notes:
                 if slog:
-                    slog.event("%s stage %d: %s", optimizer, stage, note)
+                    slog.event("%s stage %d: %s", label, stage, note)
         n = p.stages[stage - 1]
-        # a sampler that asks as slots free up (TPE) leaves {} here, filled when the trial is claimed
-        configs = sampler.stage_configs(space, n, p.seed, stage)
-        created = self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=[p.seed] * n)
         if slog:
-            slog.event("%s stage %d: %d trials over %s", optimizer, stage, n, describe(space.to_dict()))
-        return created
+            slog.event("%s stage %d: %d trials over %s", label, stage, n, describe(space.to_dict()))
+        # a sampler that asks as slots free up (TPE) leaves {} here, filled when the trial is claimed
+        return sampler.stage_configs(space, n, repeat_seed(p.seed, repeat), stage)
 
     def _open_seed_stage(self, study: Study, optimizer: str, stage: int, slog: StudyLog | None) -> int:
-        """The best search configuration of the optimizer, trained again with fresh seeds."""
+        """Each repeat's best search configuration of the optimizer, trained again with fresh seeds
+        (repeats after one without a completed search trial are left out: indices stay contiguous)."""
         spec = study.resolved
         p = spec.protocol
-        best = self.store.best_trials(study.id, spec.mode, 1, max_stage=p.search_stages).get(optimizer)
-        if not best:
+        # the ranking of store.best_trials: the furthest trained first, then the objective, stage, index
+        search = [t for t in self.store.trials(study.id, optimizer=optimizer)
+                  if t.stage <= p.search_stages and t.status in RESULTS and t.objective is not None]
+        sign = 1.0 if spec.mode == "min" else -1.0
+        configs: list[dict] = []
+        seeds: list[int] = []
+        for repeat in range(p.repeats):
+            mine = [t for t in search if p.repeat_of(t.stage, t.index) == repeat]
+            if not mine:
+                if slog:
+                    slog.event("%s seed runs%s: no completed search trial to re-run", optimizer,
+                               f" of repeat {repeat}" if p.repeats > 1 else "", level=logging.WARNING)
+                break
+            best = min(mine, key=lambda t: (-(t.epochs or 0), sign * t.objective, t.stage, t.index))
+            config = dict(best.config)
+            run_seeds = seed_run_seeds(spec, optimizer, repeat)
+            self.store.save_stage_space(study.id, repeat_key(optimizer, repeat), stage,
+                                        {k: {"kind": "fixed", "value": v} for k, v in config.items()},
+                                        [f"seed runs of trial {best.id} (stage {best.stage}, "
+                                         f"index {best.index}), {p.seeds} seeds"])
+            configs += [config] * len(run_seeds)
+            seeds += run_seeds
             if slog:
-                slog.event("%s seed runs: no completed search trial to re-run", optimizer, level=logging.WARNING)
-            return 0
-        config = dict(best[0].config)
-        seeds = seed_run_seeds(spec, optimizer)
-        self.store.save_stage_space(study.id, optimizer, stage,
-                                    {k: {"kind": "fixed", "value": v} for k, v in config.items()},
-                                    [f"seed runs of trial {best[0].id} (stage {best[0].stage}, "
-                                     f"index {best[0].index}), {p.seeds} seeds"])
-        created = self.store.ensure_trials(study.id, optimizer, stage, [config] * len(seeds), seeds=seeds)
-        if slog:
-            slog.event("%s seed runs (stage %d): the best configuration (trial %d, %s %.4g) with seeds %s",
-                       optimizer, stage, best[0].id, spec.metric, best[0].objective, seeds)
-        return created
+                slog.event("%s seed runs (stage %d%s): the best configuration (trial %d, %s %.4g) with seeds %s",
+                           optimizer, stage, f", repeat {repeat}" if p.repeats > 1 else "", best.id,
+                           spec.metric, best.objective, run_seeds)
+        return self.store.ensure_trials(study.id, optimizer, stage, configs, seeds=seeds)
 
 
 def describe(space: dict) -> str:

@@ -161,7 +161,8 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
                 mine_costs["time_to_target"] = time_to_target(mine, metric, mode, target)
         else:
             mine_costs = costs.get(opt) or {"time_per_epoch_s": None, "peak_memory_mb": None}
-        seed_stage = [t for t in mine if t["stage"] == search_stages + 1]
+        # one search's seed runs (repeat 0's; the search-level comparisons take every repeat's)
+        seed_stage = [t for t in mine if t["stage"] == search_stages + 1 and t["index"] < spec["protocol"]["seeds"]]
         seed_values = [t["objective"] for t in seed_stage if t["status"] == "completed" and usable(t["objective"])]
         entry = {
             "search_trials": len(search),
@@ -184,6 +185,13 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
             entry["time_to_target"] = mine_costs.get("time_to_target") or time_to_target([], metric, mode, target)
         out["optimizers"][opt] = entry
     out.update(study_comparisons(spec, trials))  # comparisons, comparison_method, no_verdict
+    # imported here: search_luck builds on this module's expected-best functions
+    from service.results.search_luck import METHOD as LUCK_METHOD
+    from service.results.search_luck import add_robustness, search_comparisons
+
+    add_robustness(spec, stage_spaces, trials, out["comparisons"])
+    out["comparison_method"] = {**out["comparison_method"], **LUCK_METHOD}
+    out["search_comparisons"] = search_comparisons(spec, trials)
     return out
 
 

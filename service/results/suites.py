@@ -41,6 +41,8 @@ METHOD = {
     "score": "integral of the performance profile over tau in [1, 4], divided by 3 (AlgoPerf)",
     "speedup": "geometric mean over workloads (where both reach the target) of the baseline's time / the time",
     "tuning_cost": "trials run; CPU- and GPU-seconds: each trial's training wall time x its reserved CPUs, GPUs",
+    "verdicts": ("per workload: Holm's step-down over all of the suite's pairs of optimizers on that workload "
+                 "(each workload is one family; service/results/verdicts.py)"),
 }
 
 

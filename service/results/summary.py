@@ -35,7 +35,7 @@ def optimizer_summaries_many(store: StudyStore, studies: list[Study]) -> dict[st
             best = ranked.get(opt, [])
             top = [t.objective for t in best]
             stages = {}
-            sizes = list(p["stages"]) + ([p["seeds"]] if p.get("seeds") else [])
+            sizes = [n * (p.get("repeats") or 1) for n in list(p["stages"]) + ([p["seeds"]] if p.get("seeds") else [])]
             for i, n in enumerate(sizes, start=1):
                 by = counts.get(study.id, {}).get(opt, {}).get(str(i), {})
                 stages[str(i)] = {"total": n, "by_status": by}
@@ -63,7 +63,10 @@ def seed_runs_many(store: StudyStore, studies: list[Study]) -> dict[str, dict[st
     """`seed_runs` of several studies, in one query."""
     stages = {s.id: len(s.spec["protocol"]["stages"]) + 1 for s in studies if s.spec["protocol"].get("seeds")}
     out: dict[str, dict[str, dict[str, Any]]] = {}
+    seeds = {s.id: s.spec["protocol"]["seeds"] for s in studies}
     for t in store.seed_trials_many(stages):
+        if t.index >= seeds[t.study_id]:
+            continue  # a later repeat's seed runs: the summary is one search's (repeat 0's)
         entry = out.setdefault(t.study_id, {}).setdefault(t.optimizer, {"n": 0, "values": [], "seeds": []})
         if t.status in ("completed", "diverged", "failed"):
             entry["n"] += 1

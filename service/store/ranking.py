@@ -100,7 +100,7 @@ class RankingRepository(StoreBase):
             return []
         stage = (literal(next(iter(stages.values()))) if len(stages) == 1
                  else case(stages, value=Trial.study_id))
-        q = (select(Trial.study_id, Trial.optimizer, Trial.status, Trial.objective, Trial.seed)
+        q = (select(Trial.study_id, Trial.optimizer, Trial.index, Trial.status, Trial.objective, Trial.seed)
              .where(Trial.study_id.in_(list(stages)), Trial.stage == stage)
              .order_by(Trial.study_id, Trial.optimizer, Trial.index))
         with self.engine.connect() as conn:

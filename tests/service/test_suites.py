@@ -191,7 +191,8 @@ def test_a_suite_of_two_noisy_quadratic_variants_runs_and_reports(tmp_path):
     assert second["target"] == 1e6 and all(v["reached"] for v in second["time_to_target"].values())
     for w in r["workloads"]:
         assert [(c["a"], c["b"]) for c in w["comparisons"]] == [("sgd", "rfrmsprop")]
-        assert set(w["comparisons"][0]) == {"a", "b", "diff", "lo", "hi", "p", "verdict", "seeds_needed"}
+        assert set(w["comparisons"][0]) == {"a", "b", "diff", "lo", "hi", "p", "p_adjusted", "verdict", "seeds_needed",
+                                            "level"}
         assert w["comparisons"][0]["p"] is not None
     assert set(r["scores"]) == {"sgd", "rfrmsprop"} and all(0 <= v <= 1 for v in r["scores"].values())
     assert max(r["scores"].values()) > 0  # someone is the fastest on the second workload at least
@@ -240,7 +241,7 @@ def test_the_paper_suites_ask_the_papers_questions():
     for path in sorted(root.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             spec, studies = SuiteSpec.model_validate(doc).resolved()
-            # verdicts can resolve: paired seed runs, enough of them for p < 0.05 (2 / 2^6)
+            # verdicts can resolve: paired seed runs, six of them (the minimum the warnings ask for)
             assert spec["protocol"]["paired"] and spec["protocol"]["seeds"] >= 6, path
             if path.stem == "paper":
                 for s in studies:

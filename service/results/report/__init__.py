@@ -110,7 +110,8 @@ def _comparison_table(data: dict) -> str:
 
 def ranking_text(data: dict) -> str:
     """The ranking with ">" where the seed runs resolve the neighbours' order and "≈" where not."""
-    comps = {frozenset((c["a"], c["b"])): c for c in data["analysis"].get("comparisons") or []}
+    comps = {frozenset((c["a"], c["b"])): c for c in data["analysis"].get("comparisons") or []
+             if c.get("level", "seed") == "seed"}
     order = data["ranking"]
     out = html.escape(order[0]) if order else ""
     for prev, opt in itertools.pairwise(order):
@@ -130,15 +131,49 @@ def verdict_table(data: dict) -> str:
     m = a.get("comparison_method") or {}
     rows = "".join(
         f"<tr><td>{html.escape(c['a'])}</td><td>{html.escape(c['b'])}</td><td>{_fmt(c['diff'])}</td>"
-        f"<td>[{_fmt(c['lo'])}, {_fmt(c['hi'])}]</td><td>{_fmt(c['p'], 3)}</td>"
-        f"<td><strong>{html.escape(c['verdict'])}</strong></td><td>{_fmt(c['seeds_needed'])}</td></tr>"
+        f"<td>[{_fmt(c['lo'])}, {_fmt(c['hi'])}]</td><td>{_fmt(c['p'], 3)}</td><td>{_fmt(c.get('p_adjusted'), 3)}</td>"
+        f"<td><strong>{html.escape(c['verdict'])}</strong>{_level(c)}</td><td>{_robustness(c.get('robustness'))}</td>"
+        f"<td>{_needed(c)}</td></tr>"
         for c in comps)
     return ("<h3>Verdicts</h3><table class='verdicts'><thead><tr><th>a</th><th>b</th><th>diff = a − b</th>"
-            "<th>95% interval</th><th>p</th><th>verdict</th><th>seeds needed</th></tr></thead><tbody>"
-            + rows + "</tbody></table><p><small>"
+            "<th>95% interval</th><th>p</th><th>p (Holm)</th><th>verdict</th><th>search-space audit</th>"
+            "<th>seeds needed</th></tr></thead><tbody>"
+            + rows + "</tbody></table>" + _search_line(a) + "<p><small>"
             + html.escape(f"{'Paired by seed. ' if m.get('paired') else ''}Interval: {m.get('interval')}. "
-                          f"p: {m.get('p')}. {m.get('verdict')}. Seeds needed: {m.get('seeds_needed')}.")
+                          f"p: {m.get('p')}. p (Holm): {m.get('p_adjusted')}. {m.get('verdict')}. "
+                          f"Seeds needed: {m.get('seeds_needed')}. Search-space audit: {m.get('robustness')}. "
+                          f"Search level: {m.get('search_comparisons')}.")
             + "</small></p>")
+
+
+def _level(c: dict) -> str:
+    return " (search level: per-repeat outcomes)" if c.get("level") == "search" else ""
+
+
+def _needed(c: dict) -> str:
+    return _fmt(c["seeds_needed"]) if "seeds_needed" in c else f"{_fmt(c.get('repeats_needed'))} repeats"
+
+
+def _robustness(r: dict | None) -> str:
+    """"holds in 3 of 4 sub-spaces (flips: lr upper half)", or – for an unresolved verdict."""
+    if not r:
+        return "–"
+    if not r["subspaces"]:
+        return "no sub-space with enough trials"
+    flips = f" (flips: {', '.join(r['flips'])})" if r.get("flips") else ""
+    return html.escape(f"holds in {r['agree']} of {r['subspaces']} sub-spaces{flips}")
+
+
+def _search_line(a: dict) -> str:
+    """The search-level line: per pair, P(a's k-trial search ends better than b's) at the stage-1 size."""
+    luck = a.get("search_comparisons") or []
+    if not luck:
+        return ""
+    k = max(x["k"] for x in luck)
+    parts = [f"P({x['a']} beats {x['b']}) = {x['p_a_wins']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}]"
+             for x in luck if x["k"] == k]
+    return ("<p class='search-level'>" + html.escape(f"Search level ({k}-trial random searches, 90% band): "
+                                                       + "; ".join(parts)) + "</p>")
 
 
 def _study_section(data: dict) -> str:

@@ -20,11 +20,13 @@ def _verdicts(w: dict) -> str:
         return f"<p><strong>No verdict is possible:</strong> {html.escape(w.get('no_verdict') or '')}</p>"
     rows = "".join(
         f"<tr><td>{html.escape(c['a'])}</td><td>{html.escape(c['b'])}</td><td>{_fmt(c['diff'])}</td>"
-        f"<td>[{_fmt(c['lo'])}, {_fmt(c['hi'])}]</td><td>{_fmt(c['p'], 3)}</td>"
-        f"<td><strong>{html.escape(c['verdict'])}</strong></td><td>{_fmt(c['seeds_needed'])}</td></tr>"
+        f"<td>[{_fmt(c['lo'])}, {_fmt(c['hi'])}]</td><td>{_fmt(c['p'], 3)}</td><td>{_fmt(c.get('p_adjusted'), 3)}</td>"
+        f"<td><strong>{html.escape(c['verdict'])}</strong></td>"
+        f"<td>{_fmt(c.get('seeds_needed', c.get('repeats_needed')))}</td></tr>"
         for c in w["comparisons"])
     return ("<table class='verdicts'><thead><tr><th>a</th><th>b</th><th>diff = a − b</th><th>95% interval</th>"
-            "<th>p</th><th>verdict</th><th>seeds needed</th></tr></thead><tbody>" + rows + "</tbody></table>")
+            "<th>p</th><th>p (Holm)</th><th>verdict</th><th>seeds needed</th></tr></thead><tbody>" + rows
+            + "</tbody></table>")
 
 
 def render_suite_report(data: dict) -> str:
