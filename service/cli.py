@@ -241,7 +241,8 @@ def cmd_agent(args) -> int:
               file=sys.stderr)
         return 2
     with connect(args) as client:
-        return run_agent(client, args.study_id, args.command, count=args.count, poll_s=args.poll)
+        return run_agent(client, args.study_id, args.command, count=args.count, poll_s=args.poll,
+                         timeout_s=args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ag.add_argument("--url", default=DEFAULT_URL)
     ag.add_argument("--token", default=None, help=TOKEN_HELP)
     ag.add_argument("--poll", type=float, default=2.0, help="seconds between claims while none may start")
+    ag.add_argument("--timeout", type=float, default=None, metavar="S",
+                    help="seconds one trial's command may run: a hung command is killed, its trial failed, "
+                         "and the agent goes on (default: no limit)")
     ag.add_argument("command", nargs="+", help="after --: the command and its arguments")
     ag.set_defaults(func=cmd_agent)
     t = sub.add_parser("token", help="API tokens: create, list, revoke (on the study database)")

@@ -340,10 +340,15 @@ class Trial:
             return  # ended inside the block
         if exc is None:
             self.complete()
-        elif isinstance(exc, KeyboardInterrupt):
-            self.fail("interrupted (Ctrl-C)")
-        else:
-            self.fail(traceback.format_exception_only(exc_type, exc)[-1].strip())
+            return
+        # The user's exception is what the caller sees: a failure to record it (the service
+        # unreachable, the claim lost) must not replace it (issue 30).
+        reason = ("interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt)
+                  else traceback.format_exception_only(exc_type, exc)[-1].strip())
+        try:
+            self.fail(reason)
+        except (ClientError, httpx.HTTPError) as e:
+            print(f"rootfree: could not record trial {self.id} as failed ({e})", file=sys.stderr)
 
 
 class Heartbeat:
