@@ -6,7 +6,8 @@ ROOTFREE_STUDY_ID, ROOTFREE_URL, ROOTFREE_TOKEN; it reports epochs with the Pyth
 (`service.client.current_trial()`) or plain HTTP. Exit 0 completes the trial (unless the script
 already ended it); another exit code fails it with the tail of its stderr; with `--timeout S` a
 command still running after S seconds is killed and its trial failed. A trial's failure never
-stops the agent (it goes on to the next trial); Ctrl-C fails the running trial and stops it. While the command runs the agent renews the claim's lease
+stops the agent (it goes on to the next trial); Ctrl-C fails the running trial and stops it.
+While the command runs the agent renews the claim's lease
 (a heartbeat every third of it), so only a dead agent loses its trial. The agent waits while
 nothing may start (stage 2 opens when stage 1 has ended) and exits 0 once the study has nothing
 left.
