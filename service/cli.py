@@ -171,11 +171,12 @@ def _suite(client: Client, args) -> int:
 def cmd_token(args) -> int:
     """rootfree token create|list|revoke: straight on the study database (the operator's tool)."""
     from service.auth import create_token, list_tokens, revoke_tokens
+    from service.store.engine import MigrationRefused
     from service.store.study_store import StoreUnavailable, StudyStore
 
     try:
         store = StudyStore(_settings(args).database_url)
-    except StoreUnavailable as e:
+    except (StoreUnavailable, MigrationRefused) as e:
         print(f"rootfree token: {e}", file=sys.stderr)
         return 2
     actor = f"cli:{os.environ.get('USER') or os.getuid()}"
