@@ -12,6 +12,8 @@ from service.live import watch
 from service.render import comparison_table, console, verdict_table
 from service.testing import free_port, ray_auth_token_file, wait_healthy
 
+DEMO_CLIENT_TIMEOUT_S = 600.0
+
 
 def cmd_demo(args) -> int:
     """Starts the service on SQLite + local Ray, runs a real comparison study, exports it."""
@@ -45,7 +47,8 @@ def cmd_demo(args) -> int:
                    "test_subset": 2000, "width": 8, "batch_size": 64},
         "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": args.num_cpus or 2,
     }
-    with Client(url, token) as client:
+    # the demo follows its own service: a machine busy with other work slows it, never ends the demo
+    with Client(url, token, timeout=DEMO_CLIENT_TIMEOUT_S) as client:
         study = client.submit(spec)
         print(f"rootfree demo: API {url}/docs  study {study.id}")
         if study.data.get("dashboard_url"):
