@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rootfree.plugins")
 ENTRY_POINT_GROUP = "rootfree.optimizers"
+DEFAULT_IMPORT_TIMEOUT_S = 30.0  # ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,39 @@ def entry_points(group: str):
     return list(installed(group=group))
 
 
+def import_timeout_s() -> float:
+    """ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S (default 30): the longest one plugin's import may take."""
+    try:
+        value = float(os.environ.get("ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S", DEFAULT_IMPORT_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_IMPORT_TIMEOUT_S
+    return value if value > 0 else DEFAULT_IMPORT_TIMEOUT_S
+
+
+def _load_within(ep, kind: type, limit_s: float) -> Any:
+    """`ep.load()` (and the factory call of a factory entry point) in a daemon thread, waited for
+    `limit_s`: a plugin whose import hangs (a network mount, a lock) raises TimeoutError and is
+    refused like a broken one, and the process goes on starting (issue 30). The hung thread is
+    left behind; an import cannot be interrupted from outside."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            obj = ep.load()
+            out["obj"] = obj() if not isinstance(obj, kind) and callable(obj) else obj
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, which decides
+            out["error"] = e
+
+    thread = threading.Thread(target=run, name=f"rootfree-plugin-import-{ep.name}", daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    if thread.is_alive():
+        raise TimeoutError(ep.name)
+    if "error" in out:
+        raise out["error"]
+    return out["obj"]
+
+
 def load_entry_points(group: str, kind: type, builtin: frozenset[str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Imports every entry point of `group`: {name: (object, "module:attr")} and the errors, each
     ``{"name", "source", "error"}``. A plugin that fails to import, is not a `kind`, is named unlike
@@ -160,12 +196,15 @@ def load_entry_points(group: str, kind: type, builtin: frozenset[str]) -> tuple[
         errors.append({"name": name, "source": source, "error": error[:500]})
         log.error("plugin %r (%s, entry point group %s) refused: %s", name, source, group, error)
 
+    limit_s = import_timeout_s()
     for ep in entry_points(group):
         source = f"{ep.value}" + (f" ({ep.dist.name})" if getattr(ep, "dist", None) else "")
         try:
-            obj = ep.load()
-            if not isinstance(obj, kind) and callable(obj):
-                obj = obj()  # a factory returning the plugin
+            obj = _load_within(ep, kind, limit_s)
+        except TimeoutError:
+            refuse(ep.name, source, f"import did not finish within {limit_s:g} s "
+                                    "(ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S): it hangs")
+            continue
         except BaseException as e:  # noqa: BLE001 - anything a plugin's import raises, even SystemExit
             if isinstance(e, KeyboardInterrupt):
                 raise

@@ -4,8 +4,10 @@ this machine by running COMMAND once per claimed trial (as `wandb agent` runs a 
 The command gets its trial in the environment: ROOTFREE_TRIAL (the claim response, JSON),
 ROOTFREE_STUDY_ID, ROOTFREE_URL, ROOTFREE_TOKEN; it reports epochs with the Python client
 (`service.client.current_trial()`) or plain HTTP. Exit 0 completes the trial (unless the script
-already ended it); another exit code fails it with the tail of its stderr; Ctrl-C fails the
-running trial and stops the agent. While the command runs the agent renews the claim's lease
+already ended it); another exit code fails it with the tail of its stderr; with `--timeout S` a
+command still running after S seconds is killed and its trial failed. A trial's failure never
+stops the agent (it goes on to the next trial); Ctrl-C fails the running trial and stops it.
+While the command runs the agent renews the claim's lease
 (a heartbeat every third of it), so only a dead agent loses its trial. The agent waits while
 nothing may start (stage 2 opens when stage 1 has ended) and exits 0 once the study has nothing
 left.
@@ -54,7 +56,10 @@ def _tee(stream, out, tail: collections.deque) -> None:
     stream.close()
 
 
-def _run(trial: Trial, command: Sequence[str], client: Client, study_id: str) -> tuple[int, str]:
+def _run(trial: Trial, command: Sequence[str], client: Client, study_id: str,
+         timeout_s: float | None = None) -> tuple[int | None, str]:
+    """Runs the command for the trial: (its exit code, or None when it outlived `timeout_s` and
+    was killed; the tail of its stderr)."""
     env = {**os.environ, "ROOTFREE_TRIAL": json.dumps(trial.claim), "ROOTFREE_STUDY_ID": study_id,
            "ROOTFREE_URL": client.url, "ROOTFREE_TOKEN": client.token or ""}
     proc = subprocess.Popen(list(command), env=env, stderr=subprocess.PIPE,
@@ -64,7 +69,15 @@ def _run(trial: Trial, command: Sequence[str], client: Client, study_id: str) ->
     reader.start()
     heartbeat = trial.keep_alive()  # the claim lives as long as this agent does
     try:
-        rc = proc.wait()
+        rc: int | None = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # a hung command: its trial fails, the agent goes on
+        rc = None
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     except KeyboardInterrupt:
         # The terminal's Ctrl-C reached the command too (same process group): give it a moment.
         try:
@@ -80,9 +93,9 @@ def _run(trial: Trial, command: Sequence[str], client: Client, study_id: str) ->
 
 
 def run_agent(client: Client, study_id: str, command: Sequence[str], count: int | None = None,
-              poll_s: float = 2.0) -> int:
+              poll_s: float = 2.0, timeout_s: float | None = None) -> int:
     """Claims and runs trials until the study has nothing left (0) or `count` trials ran (0);
-    Ctrl-C: 130."""
+    Ctrl-C: 130. `timeout_s`: the most one trial's command may run."""
     taken, waiting, reached = 0, False, False
     while count is None or taken < count:
         try:
@@ -114,14 +127,17 @@ def run_agent(client: Client, study_id: str, command: Sequence[str], count: int 
                       for k, v in trial.hyperparameters.items())
         _say(f"{label}: {hp}")
         try:
-            rc, tail = _run(trial, command, client, study_id)
+            rc, tail = _run(trial, command, client, study_id, timeout_s)
         except KeyboardInterrupt:
             _end(trial, label, fail="interrupted (Ctrl-C on the agent)")
             return 130
         except OSError as e:  # the command cannot start: every trial would fail the same way
             _end(trial, label, fail=f"the command could not start: {e}")
             return 2
-        if rc == 0:
+        if rc is None:
+            _end(trial, label, fail=f"the command did not finish within {timeout_s:g} s (--timeout); it was killed"
+                                    + (f": {tail}" if tail else ""))
+        elif rc == 0:
             _end(trial, label)
         else:
             why = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
@@ -132,18 +148,20 @@ def run_agent(client: Client, study_id: str, command: Sequence[str], count: int 
 
 def _end(trial: Trial, label: str, fail: str | None = None) -> None:
     """Completes or fails the trial; a trial the script already ended keeps its status (the
-    service answers the retry with it)."""
+    service answers the retry with it). Whatever the service answers, the agent goes on: a
+    trial's end never stops it (issue 30)."""
     try:
-        status = trial.fail(fail) if fail is not None else trial.complete("completed")
+        try:
+            status = trial.fail(fail) if fail is not None else trial.complete("completed")
+        except ClientError as e:
+            if e.status != 422 or fail is not None:
+                raise
+            # exited 0 without ever reporting the study's metric
+            status = trial.fail(f"the command exited 0 without reporting {trial.metric!r}")
     except httpx.TransportError as e:  # its claim lapses and the trial goes back to pending
         _say(f"{label}: could not reach the service to end it ({e})")
         return
-    except ClientError as e:
-        if e.status == 422 and fail is None:  # exited 0 without ever reporting the study's metric
-            status = trial.fail(f"the command exited 0 without reporting {trial.metric!r}")
-        elif e.status in (409, 410):  # ended before (another status) or the study has ended
-            _say(f"{label}: {e.detail}")
-            return
-        else:
-            raise
+    except ClientError as e:  # 409/410: ended before (another status) or the study has ended
+        _say(f"{label}: {e.detail}")
+        return
     _say(f"{label}: {status}")

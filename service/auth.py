@@ -29,8 +29,8 @@ from service.store.audit import append as audit  # the routers and the runner ap
 from service.store.models import ApiToken
 
 __all__ = ["CACHE_S", "LAST_USED_EVERY_S", "LOCAL_ADMIN", "TOKEN_PREFIX", "USER_NAME", "Principal", "TokenCache",
-           "audit", "client_address", "create_token", "current_user", "list_tokens", "new_token", "require_admin",
-           "revoke_tokens", "token_hash", "unauthorized"]
+           "audit", "client_address", "create_token", "current_user", "fold_user", "list_tokens", "new_token",
+           "require_admin", "revoke_tokens", "token_hash", "unauthorized"]
 
 TOKEN_PREFIX = "rf_"
 # User names: plain ASCII, no ":" or spaces (a name is shown, logged and compared; issue 19). Stores
@@ -54,6 +54,12 @@ class Principal:
 LOCAL_ADMIN = Principal("local", admin=True)
 
 
+def fold_user(name: str) -> str:
+    """User names compare case-insensitively: `Alice` and `alice` are one user, stored folded
+    (migration 0014 folded the names stored before; issue 30)."""
+    return name.casefold()
+
+
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)  # 256 bits
 
@@ -65,7 +71,7 @@ def token_hash(token: str) -> str:
 def create_token(engine: Engine, user: str, admin: bool = False, actor: str = "cli",
                  client: str | None = None) -> tuple[str, int]:
     """Makes a token for `user`; returns (the token, shown this once; its id)."""
-    user = user.strip()
+    user = fold_user(user.strip())
     if not USER_NAME.fullmatch(user):
         raise ValueError(f"user {user!r}: a user name is 1 to 64 of the characters A-Z a-z 0-9 . _ @ - "
                          "(letters, digits, dot, underscore, at sign, hyphen)")
@@ -82,7 +88,8 @@ def revoke_tokens(engine: Engine, *, user: str | None = None, token_id: int | No
     """Revokes every live token of `user`, or the token `token_id`; returns how many."""
     if (user is None) == (token_id is None):
         raise ValueError("give exactly one of user or token id")
-    return token_rows.revoke_tokens(engine, user=user, token_id=token_id, actor=actor, client=client)
+    return token_rows.revoke_tokens(engine, user=None if user is None else fold_user(user.strip()),
+                                    token_id=token_id, actor=actor, client=client)
 
 
 class TokenCache:

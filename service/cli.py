@@ -19,7 +19,7 @@ import httpx
 import yaml
 
 from service.cli_token import resolve_token, save_token, token_file
-from service.client import Client, ClientError, Study
+from service.client import Client, ClientError, ServiceUnavailable, Study
 from service.demo import cmd_demo
 from service.live import follow_logs, watch
 from service.render import comparison_table, console, queue_table, suite_tables, verdict_table
@@ -32,19 +32,27 @@ TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token
 REPORT_TIMEOUT_S = 1800.0  # `rootfree report --timeout`: a 5000-trial study's first report is not instant
 
 
+CLIENT_TIMEOUT_HELP = ("seconds to keep trying a service that does not answer, retries with backoff included "
+                       "(default: $ROOTFREE_CLIENT_TIMEOUT_S, else 60)")
+
+
 def connect(args) -> Client:
     """The client of a command that talks to a running service: --url, --token (else
-    ROOTFREE_TOKEN, else the token file)."""
-    return Client(args.url, resolve_token(args.token))
+    ROOTFREE_TOKEN, else the token file), --timeout (else ROOTFREE_CLIENT_TIMEOUT_S)."""
+    return Client(args.url, resolve_token(args.token), timeout=getattr(args, "client_timeout", None))
 
 
 @contextmanager
 def api_errors() -> Iterator[None]:
-    """An error answer of the API ends the command: `error STATUS: DETAIL` on stderr, exit code 1."""
+    """An error answer of the API ends the command: `error STATUS: DETAIL` on stderr, exit code 1;
+    a service that did not answer within the client's limit: one line, exit code 2."""
     try:
         yield
     except ClientError as e:
         sys.exit(f"error {e.status}: {e.detail}")
+    except ServiceUnavailable as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def _settings(args):
@@ -181,11 +189,12 @@ def _suite(client: Client, args) -> int:
 def cmd_token(args) -> int:
     """rootfree token create|list|revoke: straight on the study database (the operator's tool)."""
     from service.auth import create_token, list_tokens, revoke_tokens
+    from service.store.engine import MigrationRefused
     from service.store.study_store import StoreUnavailable, StudyStore
 
     try:
         store = StudyStore(_settings(args).database_url)
-    except StoreUnavailable as e:
+    except (StoreUnavailable, MigrationRefused) as e:
         print(f"rootfree token: {e}", file=sys.stderr)
         return 2
     actor = f"cli:{os.environ.get('USER') or os.getuid()}"
@@ -251,7 +260,8 @@ def cmd_agent(args) -> int:
               file=sys.stderr)
         return 2
     with connect(args) as client:
-        return run_agent(client, args.study_id, args.command, count=args.count, poll_s=args.poll)
+        return run_agent(client, args.study_id, args.command, count=args.count, poll_s=args.poll,
+                         timeout_s=args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("file" if name == "submit" else "study_id")
         p.add_argument("--url", default=DEFAULT_URL)
         p.add_argument("--token", default=None, help=TOKEN_HELP)
+        p.add_argument("--timeout", type=float, default=None, dest="client_timeout", help=CLIENT_TIMEOUT_HELP)
         p.set_defaults(func=func)
         if name == "submit":
             p.add_argument("--idempotency-key", default=None)
@@ -293,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("queue", help="the cluster's nodes and the queue of active studies")
     q.add_argument("--url", default=DEFAULT_URL)
     q.add_argument("--token", default=None, help=TOKEN_HELP)
+    q.add_argument("--timeout", type=float, default=None, dest="client_timeout", help=CLIENT_TIMEOUT_HELP)
     q.set_defaults(func=cmd_queue)
     r = sub.add_parser("report", help="write a study report (HTML, self-contained); several ids: one page")
     r.add_argument("study_ids", nargs="+", metavar="ID")
@@ -308,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     su.add_argument("target", metavar="FILE_OR_ID")
     su.add_argument("--url", default=DEFAULT_URL)
     su.add_argument("--token", default=None, help=TOKEN_HELP)
+    su.add_argument("--timeout", type=float, default=None, dest="client_timeout", help=CLIENT_TIMEOUT_HELP)
     su.add_argument("--idempotency-key", default=None)
     su.add_argument("--interval", type=float, default=5.0)
     su.add_argument("-o", "--output", default=None, help="report: also write the HTML page here")
@@ -316,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("audit", help="the audit trail of state changes (admins)")
     a.add_argument("--url", default=DEFAULT_URL)
     a.add_argument("--token", default=None, help=TOKEN_HELP)
+    a.add_argument("--timeout", type=float, default=None, dest="client_timeout", help=CLIENT_TIMEOUT_HELP)
     a.add_argument("--limit", type=int, default=100)
     a.add_argument("--offset", type=int, default=0)
     a.set_defaults(func=cmd_audit)
@@ -325,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     ag.add_argument("--url", default=DEFAULT_URL)
     ag.add_argument("--token", default=None, help=TOKEN_HELP)
     ag.add_argument("--poll", type=float, default=2.0, help="seconds between claims while none may start")
+    ag.add_argument("--timeout", type=float, default=None, metavar="S",
+                    help="seconds one trial's command may run: a hung command is killed, its trial failed, "
+                         "and the agent goes on (default: no limit)")
     ag.add_argument("command", nargs="+", help="after --: the command and its arguments")
     ag.set_defaults(func=cmd_agent)
     t = sub.add_parser("token", help="API tokens: create, list, revoke (on the study database)")

@@ -37,13 +37,12 @@ from typing import Any
 
 import httpx
 
+from service.client_retry import ServiceUnavailable, client_timeout_s, send  # noqa: F401 - re-exported
 from service.statuses import FINISHED as TRIAL_FINISHED
 from service.statuses import TERMINAL
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 REPORT_TIMEOUT_S = 300.0  # a report is computed on the first request: longer than a plain call
-
-
 class ClientError(RuntimeError):
     """The API answered an error: `status` (HTTP) and `detail` (its message)."""
 
@@ -57,14 +56,17 @@ class StudyEnded(ClientError):
 
 
 class Client:
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float | None = None,
                  http: httpx.Client | None = None):
-        """`url` and `token` default to ROOTFREE_URL and ROOTFREE_TOKEN; `http`: a ready
-        httpx.Client to send through instead (e.g. FastAPI's TestClient)."""
+        """`url` and `token` default to ROOTFREE_URL and ROOTFREE_TOKEN; `timeout`: how long a
+        call keeps trying a service that does not answer (default ROOTFREE_CLIENT_TIMEOUT_S, else
+        60 s); `http`: a ready httpx.Client to send through instead (e.g. FastAPI's TestClient)."""
         self.url = (url or os.environ.get("ROOTFREE_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else os.environ.get("ROOTFREE_TOKEN")
+        self.timeout = client_timeout_s(timeout)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.http = http or httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._own_http = http is None
+        self.http = http or httpx.Client(base_url=self.url, headers=headers, timeout=min(self.timeout, 30.0))
 
     def __enter__(self) -> Client:
         return self
@@ -77,12 +79,14 @@ class Client:
 
     # ------------------------------------------------------------------ plumbing
     def request(self, method: str, path: str, *, body: Any = None, ok: Iterable[int] = (),
-                **kwargs: Any) -> httpx.Response:
-        """One call; an answer >= 400 (not in `ok`) raises ClientError with the API's detail."""
+                retry: bool = True, **kwargs: Any) -> httpx.Response:
+        """One call; an answer >= 400 (not in `ok`) raises ClientError with the API's detail. No
+        answer: tried again until the client's `timeout`, then ServiceUnavailable (client_retry.py)."""
         if body is not None:
             kwargs["content"] = json.dumps(body)
             kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
-        r = self.http.request(method, path, **kwargs)
+        r = send(self.http, method, path, kwargs, url=self.url, limit_s=self.timeout, own_http=self._own_http,
+                 retry=retry)
         if r.status_code >= 400 and r.status_code not in ok:
             try:
                 payload = r.json()
@@ -138,7 +142,7 @@ class Client:
     def healthy(self) -> bool:
         """Whether the service answers `GET /healthz` with 200 (False too while it cannot be reached)."""
         try:
-            return self.request("GET", "/healthz", ok=range(400, 600)).status_code == 200
+            return self.request("GET", "/healthz", ok=range(400, 600), retry=False).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -340,10 +344,15 @@ class Trial:
             return  # ended inside the block
         if exc is None:
             self.complete()
-        elif isinstance(exc, KeyboardInterrupt):
-            self.fail("interrupted (Ctrl-C)")
-        else:
-            self.fail(traceback.format_exception_only(exc_type, exc)[-1].strip())
+            return
+        # The user's exception is what the caller sees: a failure to record it (the service
+        # unreachable, the claim lost) must not replace it (issue 30).
+        reason = ("interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt)
+                  else traceback.format_exception_only(exc_type, exc)[-1].strip())
+        try:
+            self.fail(reason)
+        except (ClientError, httpx.HTTPError) as e:
+            print(f"rootfree: could not record trial {self.id} as failed ({e})", file=sys.stderr)
 
 
 class Heartbeat:

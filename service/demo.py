@@ -15,6 +15,8 @@ from service.live import watch
 from service.localhost import free_port, ray_auth_token_file, wait_healthy
 from service.render import comparison_table, console, search_line, verdict_table
 
+DEMO_CLIENT_TIMEOUT_S = 600.0
+
 
 def cmd_demo(args) -> int:
     """Starts the service on SQLite + local Ray, runs a real comparison study, exports it."""
@@ -49,7 +51,8 @@ def cmd_demo(args) -> int:
                    "test_subset": 2000, "width": 8, "batch_size": 64},
         "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": args.num_cpus or 2,
     }
-    with Client(url, token) as client:
+    # the demo follows its own service: a machine busy with other work slows it, never ends the demo
+    with Client(url, token, timeout=DEMO_CLIENT_TIMEOUT_S) as client:
         study = client.submit(spec)
         for w in study.data.get("warnings") or []:
             print(f"warning: {w}", file=sys.stderr)

@@ -59,10 +59,13 @@ class ConfigError(RuntimeError):
 def check_database(url: str) -> None:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    from service.store.engine import MigrationRefused
     from service.store.study_store import StoreUnavailable, StudyStore
 
     try:
         StudyStore(url).engine.dispose()
+    except MigrationRefused as e:
+        raise ConfigError(f"the study database cannot be migrated: {e}") from None
     except (ArgumentError, NoSuchModuleError) as e:
         raise ConfigError(f"the database URL {safe_url(url)!r} (ROOTFREE_DATABASE_URL / --db) is not usable: "
                           f"{type(e).__name__}") from None

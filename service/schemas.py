@@ -10,21 +10,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError
 from service import catalog
-from service.api.limits import CONTROL
+from service.api.limits import CONTROL, has_format_character
 from service.spec import EarlyStopping, ProtocolSpec, ResolvedSpec, Resources, SpecFields  # noqa: F401 - re-exported
 from workers import workloads
 
 
 def reject_control_characters(value: Any, path: str = "") -> None:
-    """Raises ValueError naming the first string (key or value) with a control character."""
+    """Raises ValueError naming the first string (key or value) with a control character or a
+    Unicode format character (category Cf: U+202E and the other bidi overrides would make a name
+    display as another in tables and logs)."""
     if isinstance(value, str):
         if CONTROL.search(value):
             raise ValueError(f"{path or 'body'}: control characters (NUL, newline, ...) are not allowed")
+        if has_format_character(value):
+            raise ValueError(f"{path or 'body'}: Unicode format characters (bidi overrides such as U+202E, "
+                             "zero-width characters) are not allowed")
     elif isinstance(value, dict):
         for k, v in value.items():
             where = f"{path}.{k}" if path else str(k)
-            if isinstance(k, str) and CONTROL.search(k):
-                raise ValueError(f"{path or 'body'}: a key contains control characters")
+            if isinstance(k, str) and (CONTROL.search(k) or has_format_character(k)):
+                raise ValueError(f"{path or 'body'}: a key contains control or Unicode format characters")
             reject_control_characters(v, where)
     elif isinstance(value, list):
         for i, v in enumerate(value):

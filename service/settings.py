@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +33,10 @@ class Settings(BaseSettings):
     scheduler: str = "fair"
     cluster_refresh_s: float = 5.0  # how often the runner records the cluster's nodes
     max_trials_per_study: int = 5000  # every stage of every optimizer
+    # A trial whose worker dies for a reason outside its own code (Ray's out-of-memory kill, a dead
+    # node, a lost actor) runs again from its last checkpoint this many times before it is failed;
+    # an exception in its own code fails it at once (issue 30).
+    trial_retries: int = Field(default=2, ge=0, le=100)
     max_active_studies: int = 50  # queued + running
     # The runner lease (service/store/lease.py): a standby takes over within lease_ttl_s of the
     # leader's death; the leader renews every lease_renew_s and stops its own trials when it has

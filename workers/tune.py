@@ -84,7 +84,47 @@ def trainable(config: dict[str, Any]) -> None:
             torch.save(state, os.path.join(d, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=Checkpoint.from_directory(d))
 
-    run_trial(trial_config, report=report, resume=resume)
+    run_reporting_failures(trial_config, report, resume)
+
+
+def outside_the_trial(e: BaseException) -> bool:
+    """Whether an exception is the machine's trouble rather than the trial's own code: memory
+    (the process's, the GPU's), a full disk, Ray itself. Those end the worker as an error, which
+    Tune retries from the last checkpoint (ROOTFREE_TRIAL_RETRIES); anything else is a result."""
+    import errno
+
+    if isinstance(e, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return type(e).__module__.startswith("ray")
+
+
+def run_reporting_failures(trial_config: dict[str, Any], report, resume) -> None:
+    """`run_trial`, but an exception of the trial's own code (its workload, model, optimizer,
+    hyperparameters) ends it with a final report {"status": "failed", "error": ...} instead of
+    failing the worker: Tune would retry it as if the machine had failed (issue 30). Exceptions
+    from inside a report (Tune's own) and from outside the trial still fail the worker."""
+    import traceback
+
+    reporting = False
+
+    def watched(metrics: dict, state: dict, final: bool) -> None:
+        nonlocal reporting
+        reporting = True
+        try:
+            report(metrics, state, final)
+        finally:
+            reporting = False
+
+    try:
+        run_trial(trial_config, report=watched, resume=resume)
+    except Exception as e:
+        if reporting or outside_the_trial(e):
+            raise
+        lines = [line for line in traceback.format_exception(e) if line.strip()]
+        error = f"{type(e).__name__}: {e}\n" + "".join(lines[-3:-1])
+        report({"status": "failed", "error": error[-2000:]}, {}, True)
 
 
 def resources_for(cpu: float = 1, gpu: float = 0) -> dict[str, float]:

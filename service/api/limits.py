@@ -7,10 +7,32 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from urllib.parse import parse_qsl, unquote
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a study spec is a few KiB
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_FREE_TEXT = 10_000  # characters of a client's free text (a failure's reason) that are kept
+# ANSI escape sequences (colours, cursor moves: a terminal's progress bars) are dropped whole.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 controls but newline and tab
+
+
+def has_format_character(text: str) -> bool:
+    """Unicode format characters (category Cf: bidi overrides like U+202E, zero-width joiners):
+    invisible, and able to make a name display as another (issue 30)."""
+    return any(unicodedata.category(c) == "Cf" for c in text)
+
+
+def clean_text(text: str, limit: int = MAX_FREE_TEXT) -> str:
+    """A client's free text (a stderr tail, a traceback) made safe to store and show, rather than
+    refused: ANSI sequences dropped, carriage returns as newlines (a progress bar's redraws),
+    other control and format characters as U+FFFD, and only its last `limit` characters kept
+    (the end of a stderr tail says why)."""
+    text = _ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _UNSAFE.sub("\ufffd", text)
+    text = "".join("\ufffd" if unicodedata.category(c) == "Cf" else c for c in text)
+    return text[-limit:]
 
 
 class InputLimits:

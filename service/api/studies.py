@@ -117,9 +117,17 @@ def list_studies(request: Request,
                      limit=limit, offset=offset)
 
 
+def _expire_lapsed(store: StudyStore, study: Study) -> None:
+    """An external study's claims whose lease passed read as pending when read (the counts of
+    `GET /studies/{id}` and `watch`, the trials), not only once the next claim arrives."""
+    if study.resolved.external and study.status == "running" and store.has_lapsed_claims(study.id):
+        store.expire_claims(study.id)
+
+
 @router.get("/{study_id}", response_model=StudyOut)
 def get_study(request: Request, study: Study = Depends(get_study_or_404),
               store: StudyStore = Depends(get_store)):
+    _expire_lapsed(store, study)
     return study_out(store, study, request)
 
 
@@ -140,6 +148,7 @@ def list_trials(response: Response,
                 include: Literal["history"] | None = Query(None, description="history: add per-epoch reports "
                                                            "(of this page's trials only)"),
                 study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+    _expire_lapsed(store, study)
     after = None
     if after_id is not None:
         after = store.trial(study.id, after_id)
@@ -155,6 +164,7 @@ def list_trials(response: Response,
 @router.get("/{study_id}/trials/{trial_id}", response_model=TrialOut)
 def get_trial(trial_id: int = Path(ge=1, le=MAX_ID), study: Study = Depends(get_study_or_404),
               store: StudyStore = Depends(get_store)):
+    _expire_lapsed(store, study)
     t = store.trial(study.id, trial_id)
     if t is None:
         raise HTTPException(404, f"trial {trial_id} not found in study {study.id!r}")
@@ -187,6 +197,8 @@ def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
         raise HTTPException(409, f"study {study.id!r} is already {study.status}")
     if store.set_status(study.id, "cancelled", only_from=ACTIVE):
         audit(store.engine, user.user, "study.cancel", study.id, client_address(request))
+        if study.resolved.external:  # its claims end now; their later calls answer 410
+            store.end_claims(study.id, "stopped: the study was cancelled")
         request.app.state.queue_snapshot = None
         forget_tpe(request.app, study.id)
     return study_out(store, store.get_study(study.id), request)
@@ -200,7 +212,9 @@ def delete_study(request: Request, study: Study = Depends(get_study_or_404),
         raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
     forget_tpe(request.app, study.id)
-    audit(store.engine, user.user, "study.delete", study.id, client_address(request), {"name": study.name})
+    # the owner too: a claimant's late call on the deleted study answers 410 (service/api/trials.py)
+    audit(store.engine, user.user, "study.delete", study.id, client_address(request),
+          {"name": study.name, "owner": study.owner})
     # Then what lives beside the rows: checkpoints and results under the storage path, the study
     # log, the Optuna views. The rows are gone first, so a failure here never resurrects a study.
     remove_study_files(settings.storage_path, study.id)

@@ -20,7 +20,6 @@ the same call retried under the same claim answers as the first did.
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
@@ -31,18 +30,19 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from service.api.deps import get_app_settings, get_store, get_study_or_404
 from service.api.errors import ApiError
-from service.auth import current_user
+from service.api.limits import clean_text
+from service.auth import Principal, current_user
 from service.control.external import claim_body, next_group
 from service.control.pruners import Report, pruner_for
 from service.schemas import reject_control_characters
 from service.settings import Settings
 from service.statuses import TERMINAL
+from service.store.audit import deleted_study_owner
 from service.store.models import Study
 from service.store.study_store import StudyStore
 
 router = APIRouter(prefix="/studies", tags=["trials (external)"], dependencies=[Depends(current_user)])
 MAX_ID = 2**31 - 1
-_REASON_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 MAX_METRIC = 1e100  # |the study's metric| above this is treated as non-finite (the trial diverges)
 RESERVED_METRICS = ("wall_time_s", "epoch_time_s", "peak_memory_mb")  # what the service's own trials report
 MAX_RESERVED = 1e9
@@ -94,16 +94,17 @@ class CompleteIn(_Body):
 class FailIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     claim_token: str = Field(min_length=1, max_length=64)
-    # a stderr tail or a traceback: several lines, but no other control characters
-    reason: str = Field(default="the client failed the trial", max_length=10_000)
+    # a stderr tail or a traceback (tqdm's carriage returns, ANSI colours): sanitised and capped,
+    # never refused, so a failing trial is always recorded as failed (issue 30)
+    reason: str = Field(default="the client failed the trial")
 
     @model_validator(mode="before")
     @classmethod
     def _no_control_characters(cls, data: Any) -> Any:
         if isinstance(data, dict):
             reject_control_characters({k: v for k, v in data.items() if k != "reason"})
-            if isinstance(data.get("reason"), str) and _REASON_CONTROL.search(data["reason"]):
-                raise ValueError("reason: control characters other than newline and tab are not allowed")
+            if isinstance(data.get("reason"), str):
+                data = {**data, "reason": clean_text(data["reason"]).strip() or "the client failed the trial"}
         return data
 
 
@@ -221,26 +222,49 @@ def _refused(store: StudyStore, study: Study, trial_id: int, outcome: str) -> HT
     return _conflict(outcome, trial_id)
 
 
+def stop_reason(study: Study) -> str:
+    return f"stopped: the study was {study.status}"
+
+
 def _end_with_study(request: Request, store: StudyStore, study: Study, trial_id: int, token: str) -> None:
-    """A heartbeat or completion after the study ended: the trial ends as the study's end ends
-    a trial that still runs (failed, "stopped: the study was ..."), and the answer is 410. A
-    trial already ended under this claim returns, for the caller's usual answer to a retry."""
-    outcome, _ = store.finish_external(study.id, trial_id, token, "failed",
-                                       error=f"stopped: the study was {study.status}")
+    """A report, heartbeat, completion or failure after the study ended: the trial ends as the
+    study's end ends a trial that still runs (failed, "stopped: the study was ..."), and the
+    answer is 410, as it is for a claim the study's cancel ended. A trial the client itself
+    ended under this claim before returns, for the caller's usual answer to a retry."""
+    reason = stop_reason(study)
+    outcome, _ = store.finish_external(study.id, trial_id, token, "failed", error=reason)
     if outcome == "finished":
-        return
-    if outcome != "ok":
+        t = store.trial(study.id, trial_id)
+        if t is None or t.error != reason:
+            return
+    elif outcome != "ok":
         raise _refused(store, study, trial_id, outcome)
-    _tell_sampler(request, store, study, trial_id)
+    else:
+        _tell_sampler(request, store, study, trial_id)
     raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): trial {trial_id} was recorded "
-                             f"as failed (stopped: the study was {study.status})")
+                             f"as failed ({reason})")
+
+
+def get_claimed_study(request: Request, study_id: str = Path(max_length=64),
+                      user: Principal = Depends(current_user)) -> Study:
+    """`get_study_or_404` for a claimant's writes, but a study deleted since its claim answers
+    410 (its claims ended with it), not 404: the audit trail remembers the deletion and its owner."""
+    try:
+        return get_study_or_404(request, study_id, user)
+    except HTTPException:
+        store: StudyStore = request.app.state.store
+        if deleted_study_owner(store.engine, study_id, user):
+            raise HTTPException(410, f"study {study_id!r} was deleted: its claims have ended") from None
+        raise
 
 
 @router.post("/{study_id}/trials/{trial_id}/reports", response_model=ReportOut)
 def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
-                 study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
+                 study: Study = Depends(get_claimed_study), store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings)):
     _external(study)
+    if study.status in TERMINAL:
+        _end_with_study(request, store, study, trial_id, body.claim_token)
     spec = study.resolved
     metric, epochs = spec.metric, spec.budget["epochs"]
     if not 1 <= body.epoch <= epochs:  # 1-based, as the service's own trials report them
@@ -268,14 +292,14 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
         reason, status = decision.reason, "stopped" if decision.stop else None
     if status is None:
         return ReportOut(should_stop=False)
-    store.finish_external(study.id, trial_id, body.claim_token, status, error=reason)
+    store.finish_external(study.id, trial_id, body.claim_token, status, error=reason, metric=metric)
     _tell_sampler(request, store, study, trial_id)
     return ReportOut(should_stop=True, reason=reason)
 
 
 @router.post("/{study_id}/trials/{trial_id}/heartbeat", response_model=HeartbeatOut)
 def heartbeat(body: HeartbeatIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
-              study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store),
+              study: Study = Depends(get_claimed_study), store: StudyStore = Depends(get_store),
               settings: Settings = Depends(get_app_settings)):
     """Renews a claim's lease without a report: `rootfree agent` and the Python client send it
     while the claimant is alive (an epoch may outlast the lease; a dead claimant sends nothing)."""
@@ -294,20 +318,24 @@ def heartbeat(body: HeartbeatIn, request: Request, trial_id: int = Path(ge=1, le
 
 @router.post("/{study_id}/trials/{trial_id}/complete", response_model=FinishOut)
 def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
-                   study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+                   study: Study = Depends(get_claimed_study), store: StudyStore = Depends(get_store)):
     _external(study)
     if study.status in TERMINAL:
         _end_with_study(request, store, study, trial_id, body.claim_token)
     metric = study.resolved.metric
     metrics = _checked_metrics(body.metrics, metric, required=False) if body.metrics else None
-    outcome, status = store.finish_external(study.id, trial_id, body.claim_token, body.status, metrics=metrics,
-                                            metric=metric)
+    wanted, error = body.status, None
+    if metrics is not None and metric in metrics and metrics[metric] is None:
+        # a non-finite (or beyond MAX_METRIC) final value is a divergence, as in a report
+        wanted, error = "diverged", f"diverged: {metric} is not finite in the final metrics"
+    outcome, status = store.finish_external(study.id, trial_id, body.claim_token, wanted, metrics=metrics,
+                                            metric=metric, error=error)
     if outcome == "metric":
         raise ApiError(422, f"metrics.{metric}", f"a completed trial needs the study's metric {metric!r}: "
                                                  "report it for an epoch or send it in `metrics`")
     if outcome not in ("ok", "finished"):
         raise _refused(store, study, trial_id, outcome)
-    if outcome == "finished" and status != body.status:  # a retry answers as before; another status is no retry
+    if outcome == "finished" and status != wanted:  # a retry answers as before; another status is no retry
         raise ApiError(409, "status", f"trial {trial_id} has already ended as {status!r} under this claim; "
                                       f"it cannot be completed as {body.status!r}")
     if outcome == "ok":
@@ -317,12 +345,17 @@ def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1
 
 @router.post("/{study_id}/trials/{trial_id}/fail", response_model=FinishOut)
 def fail_trial(body: FailIn, request: Request, trial_id: int = Path(ge=1, le=MAX_ID),
-               study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
+               study: Study = Depends(get_claimed_study), store: StudyStore = Depends(get_store)):
     _external(study)
+    if study.status in TERMINAL:  # as complete and heartbeat: the study's end is the reason
+        _end_with_study(request, store, study, trial_id, body.claim_token)
     outcome, status = store.finish_external(study.id, trial_id, body.claim_token, "failed",
                                             error=body.reason or "failed")
     if outcome not in ("ok", "finished"):
         raise _refused(store, study, trial_id, outcome)
+    if outcome == "finished" and status != "failed":  # as complete with another status: no retry
+        raise ApiError(409, "status", f"trial {trial_id} has already ended as {status!r} under this claim; "
+                                      "it cannot be failed")
     if outcome == "ok":
         _tell_sampler(request, store, study, trial_id)
     return FinishOut(trial_id=trial_id, status=status)

@@ -157,7 +157,7 @@ class Dispatcher:
     def prune(self, meta: dict, result: dict) -> Decision:
         """The study's pruner on this report (seed re-runs and final reports are never pruned)."""
         a = self.active.get(meta["study_id"])
-        if a is None or a.pruner is None or result.get("status") in ("completed", "diverged"):
+        if a is None or a.pruner is None or result.get("status") in ("completed", "diverged", "failed"):
             return GO_ON
         epoch, metric = result.get("epoch"), a.spec.metric
         report = Report(meta["study_id"], meta["optimizer"], meta["stage"], meta["trial_id"], epoch,

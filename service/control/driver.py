@@ -42,7 +42,7 @@ os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "10000")
 IDLE_END_S = 120.0
 PRUNED = "rootfree_pruned"  # the report key that carries the pruner's reason from stopper to callback
 KEEP = ("epoch", "train_loss", "lr", "examples_per_s", "epoch_time_s", "wall_time_s", "peak_memory_mb",
-        "status", "resumed_from_epoch", "node_ip", "node_id")  # what of a report the store keeps
+        "status", "resumed_from_epoch", "node_ip", "node_id", "pid")  # what of a report the store keeps
 
 
 @contextlib.contextmanager
@@ -88,6 +88,11 @@ def trial_error(trial) -> str:
     return "\n".join(lines[-3:])[-2000:] if lines else str(path or "error")
 
 
+def _first_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else text[:300]
+
+
 def _meta(trial) -> dict:
     return trial.config["trial"]["meta"]
 
@@ -130,6 +135,11 @@ class StoreCallback(_LiveOnly, tune.Callback):
 
     def _on_result(self, trial, result) -> None:
         meta = _meta(trial)
+        if result.get("status") == "failed":  # its own code raised (workers.tune): a result, no retry
+            self.runner.store.mark_failed(meta["trial_id"], str(result.get("error") or "the trial failed"))
+            self.runner.dispatcher.recorded(trial.trial_id, "failed")
+            self._say(trial, "failed in its own code: %s", result.get("error"), level=logging.ERROR)
+            return
         try:
             metric = self.runner.dispatcher.metric_of(meta["study_id"])
             row = {k: result[k] for k in (*KEEP, metric) if k in result}
@@ -150,9 +160,20 @@ class StoreCallback(_LiveOnly, tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._say(trial, "finished")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """Its worker died for a reason outside its own code (the trainable turns the code's own
+        exceptions into a failed report): it runs again from its last checkpoint, counted."""
+        self._fenced(self.runner.store.count_attempt, _meta(trial)["trial_id"])
+        self._say(trial, "lost its worker (%s); retrying from its last checkpoint (retry %s of %s, "
+                  "ROOTFREE_TRIAL_RETRIES)", _first_line(self.runner.failure_reason(trial)),
+                  getattr(trial, "num_failures", "?"), self.runner.settings.trial_retries, level=logging.WARNING)
+
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._fenced(self.runner.store.mark_failed, _meta(trial)["trial_id"],
-                     self.runner.failure_reason(trial), refine=True)
+        retries = self.runner.settings.trial_retries
+        reason = self.runner.failure_reason(trial)
+        if retries:
+            reason = f"{reason}\n(its worker failed {retries + 1} times; ROOTFREE_TRIAL_RETRIES is {retries})"
+        self._fenced(self.runner.store.mark_failed, _meta(trial)["trial_id"], reason, refine=True)
         self._say(trial, "failed (error file: %s)", getattr(trial, "error_file", None), level=logging.ERROR)
 
 
@@ -233,7 +254,7 @@ def run_tune(runner) -> None:
         run_config=RunConfig(
             name=f"rootfree-{int(time.time() * 1000)}", storage_path=storage,
             callbacks=[StoreCallback(runner)], stop=CancelStopper(runner),
-            failure_config=FailureConfig(max_failures=2), verbose=0,
+            failure_config=FailureConfig(max_failures=runner.settings.trial_retries), verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),  # the dispatcher prunes
     )
     runner.dispatcher.busy()

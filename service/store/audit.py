@@ -29,3 +29,12 @@ def page(engine: Engine, limit: int, offset: int) -> tuple[list[AuditEntry], int
         total = s.scalar(select(func.count()).select_from(AuditEntry)) or 0
         rows = list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit).offset(offset)))
     return rows, total
+
+
+def deleted_study_owner(engine: Engine, study_id: str, user) -> bool:
+    """Whether the audit trail records the deletion of study `study_id` owned by `user` (a
+    Principal; an admin: anyone's). A claimant's late call on a deleted study answers 410."""
+    with Session(engine) as s:
+        rows = s.scalars(select(AuditEntry.detail).where(AuditEntry.action == "study.delete",
+                                                         AuditEntry.target == study_id).limit(5))
+        return any(user.owns((d or {}).get("owner")) for d in rows)

@@ -29,6 +29,25 @@ class ClaimsRepository(StoreBase):
             s.commit()
             return n
 
+    def end_claims(self, study_id: str, reason: str) -> int:
+        """The study's claimed trials still running end now as failed with `reason` (cancel: its
+        claims end at once, not when their leases lapse). The claim token stays, so the
+        claimant's later calls find their trial ended by the study (410). Returns how many."""
+        with self.session() as s:
+            n = s.execute(update(Trial).where(
+                Trial.study_id == study_id, Trial.status == "running", Trial.claim_token.is_not(None))
+                .values(status="failed", error=reason, finished_at=now(), lease_expires_at=None)).rowcount
+            s.commit()
+            return n
+
+    def has_lapsed_claims(self, study_id: str) -> bool:
+        """Whether a claim of the study has outlived its lease (one indexed read: a GET then
+        expires it, so lapsed claims read as pending when read, not at the next claim)."""
+        with self.session() as s:
+            return s.scalar(select(Trial.id).where(
+                Trial.study_id == study_id, Trial.status == "running", Trial.claim_token.is_not(None),
+                Trial.lease_expires_at < now()).limit(1)) is not None
+
     @staticmethod
     def _expire(s: Session, study_id: str) -> int:
         at = now()
@@ -171,6 +190,8 @@ class ClaimsRepository(StoreBase):
             values["objective"] = float(value)
         if status == "diverged":
             values["objective"] = None  # a diverged trial never counts as best
+            if metric:  # and its metrics say so, not an earlier epoch's finite value (issue 30)
+                values["metrics"] = {metric: None, "diverged": True}
         # completed needs the study's metric: sent now, or reported for an epoch before
         needs = [Trial.objective.is_not(None)] if status == "completed" and metric and not has_value else []
         with self.session() as s:

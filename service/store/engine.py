@@ -19,6 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+class MigrationRefused(RuntimeError):
+    """A migration found data it must not change on its own (it names what, for the operator)."""
+
+
 class StoreUnavailable(RuntimeError):
     """The database named by the settings cannot be reached."""
 

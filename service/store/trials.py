@@ -225,6 +225,14 @@ class TrialsRepository(StoreBase):
             s.execute(update(Trial).where(Trial.id == trial_id).values(config=config))
             s.commit()
 
+    def count_attempt(self, trial_id: int) -> None:
+        """A running trial starts again after its worker died (Tune retries it from its last
+        checkpoint): `attempts` counts it."""
+        with self.session() as s:
+            s.execute(update(Trial).where(Trial.id == trial_id, Trial.status == "running")
+                      .values(runs=Trial.runs + 1))
+            s.commit()
+
     def mark_failed(self, trial_id: int, error: str, refine: bool = False) -> None:
         """`refine`: this error (the trial's own) replaces the one a failed trial has: Tune tells
         the searcher of a failure (the runner marks it failed) before the callback that reads it."""

@@ -28,6 +28,9 @@ SCRIPT = textwrap.dedent("""
     if mode == "fail":
         print("loading data", file=sys.stderr)
         raise SystemExit("RuntimeError: CUDA out of memory on this box")
+    if mode == "tqdm":  # a progress bar's carriage returns and ANSI colours, then a failure
+        print("\\r 10%|#    |\\r 50%|##   |\\x1b[31m boom \\x1b[0m\\u202e", file=sys.stderr)
+        raise SystemExit(3)
     if mode == "sleep":
         trial.report(1, loss=1.0)
         time.sleep(60)
@@ -158,3 +161,30 @@ def test_submit_goes_through_the_client(server, tmp_path):
     assert server["client"].study(r.stdout.strip()).data["spec"]["execution"] == "external"
     r = subprocess.run([*run, str(bad)], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error 422: workload")
+
+
+def test_agent_goes_on_after_a_trial_fails_with_control_characters_in_its_stderr(server):
+    """Issue 30, item 1: the fail's reason is sanitised by the service (not refused with 422),
+    and the agent goes on to its next trial instead of exiting."""
+    c = server["client"]
+    study = c.submit(SPEC)
+    open_stages(server["db"], study.id)
+    p = agent(server, study.id, "--count", "2", mode="tqdm")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    failed = c.get(f"/studies/{study.id}/trials", params={"status": "failed"})
+    assert len(failed) == 2 and "running" not in statuses(server, study.id)
+    for t in failed:
+        assert "exit code 3" in t["error"] and " 50%|##" in t["error"] and "boom" in t["error"]
+        assert not any(ch in t["error"] for ch in "\r\x1b\u202e")
+
+
+def test_agent_timeout_kills_a_hung_command_and_goes_on(server):
+    c = server["client"]
+    study = c.submit(SPEC)
+    open_stages(server["db"], study.id)
+    p = agent(server, study.id, "--count", "2", "--timeout", "3", mode="sleep")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    failed = c.get(f"/studies/{study.id}/trials", params={"status": "failed"})
+    assert len(failed) == 2 and all("did not finish within 3 s" in t["error"] for t in failed)
