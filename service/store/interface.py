@@ -120,6 +120,9 @@ class Store(Protocol):
     def mark_failed(self, trial_id: int, error: str, refine: bool = False) -> None:
         """The trial failed (`refine`: this error replaces a failed trial's)."""
 
+    def count_attempt(self, trial_id: int) -> None:
+        """The trial lost its worker and Tune retries it from its last checkpoint: one more attempt."""
+
     # ------------------------------------------------------------------ trial reads (api; runner: fenced)
     def trials(self, study_id: str, optimizer: str | None = None, stage: int | None = None,
                status: str | None = None, limit: int | None = None, offset: int = 0,
@@ -168,6 +171,12 @@ class Store(Protocol):
     # ------------------------------------------------------------------ external trials (api/trials.py)
     def expire_claims(self, study_id: str) -> int:
         """Lapsed claims go back to pending; how many."""
+
+    def end_claims(self, study_id: str, reason: str) -> int:
+        """The study ended (cancel, delete): its claimed trials fail with `reason` at once; how many."""
+
+    def has_lapsed_claims(self, study_id: str) -> bool:
+        """Whether a claim of the study has lapsed (a read then expires it, so it shows as pending)."""
 
     def claim_external(self, study_id: str, optimizer: str, stage: int, token: str,
                        lease_s: float) -> Trial | None:
@@ -242,6 +251,7 @@ class RunnerCalls(Protocol):
     mark_stopped = Store.mark_stopped
     set_config = Store.set_config
     mark_failed = Store.mark_failed
+    count_attempt = Store.count_attempt
     trials = Store.trials
     trial = Store.trial
     count_trials = Store.count_trials

@@ -99,6 +99,7 @@ class RunnerStore:
     mark_stopped = _fenced(RunnerCalls.mark_stopped)
     set_config = _fenced(RunnerCalls.set_config)
     mark_failed = _fenced(RunnerCalls.mark_failed)
+    count_attempt = _fenced(RunnerCalls.count_attempt)
     trials = _fenced(RunnerCalls.trials)
     trial = _fenced(RunnerCalls.trial)
     count_trials = _fenced(RunnerCalls.count_trials)

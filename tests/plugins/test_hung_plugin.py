@@ -11,8 +11,8 @@ import httpx
 
 import optimizers
 from optimizers.registry import load_entry_points
-from service.testing import free_port, wait_healthy
 from tests.service.conftest import bearer, make_token
+from tests.support.local import free_port, wait_healthy
 from workers.plugin_api import Workload
 
 HUNG = "import time\ntime.sleep(3600)  # a network mount that never answers\n"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from service.testing import free_port
+from tests.support.local import free_port
 
 from .serving import api, kill, serve, wait_for
 from .test_faults import ENDED, assert_exact, nqm, trials

@@ -14,7 +14,7 @@ import pytest
 
 from service import cli
 from service.client import Client, ServiceUnavailable
-from service.testing import free_port, wait_healthy
+from tests.support.local import free_port, wait_healthy
 
 from .conftest import make_token
 from .test_external_api import SPEC

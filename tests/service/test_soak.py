@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from service.testing import free_port
+from tests.support.local import free_port
 
 from .serving import AUTH, api, kill, serve
 from .test_faults import assert_exact, nqm
