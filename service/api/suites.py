@@ -13,8 +13,11 @@ from service.api.errors import ApiError
 from service.api.results import render_lock, results
 from service.api.studies import check_admission
 from service.auth import Principal, client_address, current_user
+from service.results.algoperf_report import algoperf_suite_report
+from service.results.report.algoperf import render_algoperf_report
 from service.results.report.suite import render_suite_report
 from service.results.suites import jsonable, suite_report, suite_status
+from service.ruleset import protocol_version
 from service.schemas import SuiteOut, SuiteSpec, SuiteStudy
 from service.settings import Settings
 from service.store.models import Suite
@@ -39,6 +42,7 @@ def suite_out(store: StudyStore, suite: Suite) -> SuiteOut:
     return SuiteOut(
         id=suite.id, name=suite.name, status=suite_status([s.status for s in studies if s is not None]),
         owner=suite.owner, spec=suite.spec, created_at=suite.created_at,
+        protocol_version=suite.spec.get("protocol_version") or protocol_version(suite.spec.get("ruleset")),
         studies=[SuiteStudy(id=sid, name=s.name if s else "(deleted)", workload=w["name"], budget=w["budget"],
                             target=w.get("target"), status=s.status if s else "deleted")
                  for sid, s, w in zip(suite.spec["study_ids"], studies, entries, strict=True)],
@@ -93,7 +97,9 @@ def report(request: Request, format: Literal["html", "json"] = "html",  # noqa: 
                    if s is not None else {"id": sid, "name": "(deleted)", "status": "deleted", "spec": None,
                                           "trials": []}
                    for sid, s in zip(suite.spec["study_ids"], rows, strict=True)]
-        data = suite_report(suite.spec, studies)
+        ruled = suite.spec.get("ruleset")
+        data = (algoperf_suite_report if ruled else suite_report)(suite.spec, studies)
+        data["protocol_version"] = suite.spec.get("protocol_version") or protocol_version(ruled)
         data["status"] = suite_status([s["status"] for s in studies if s["status"] != "deleted"])
         data["id"] = suite.id
         return data
@@ -106,7 +112,7 @@ def report(request: Request, format: Literal["html", "json"] = "html",  # noqa: 
 
     def render() -> str:
         with render_lock:
-            return render_suite_report(data)
+            return (render_algoperf_report if data.get("ruleset") else render_suite_report)(data)
 
     return HTMLResponse(results(request).get(("suite.html", suite.id, fingerprints), render,
                                              tag=("suite.html", suite.id)))
