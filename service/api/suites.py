@@ -13,6 +13,7 @@ from service.api.errors import ApiError
 from service.api.results import render_lock, results
 from service.api.studies import check_admission
 from service.auth import Principal, client_address, current_user
+from service.results.algoperf_export import algoperf_zip
 from service.results.algoperf_report import algoperf_suite_report
 from service.results.report.algoperf import render_algoperf_report
 from service.results.report.suite import render_suite_report
@@ -46,7 +47,8 @@ def suite_out(store: StudyStore, suite: Suite) -> SuiteOut:
         studies=[SuiteStudy(id=sid, name=s.name if s else "(deleted)", workload=w["name"], budget=w["budget"],
                             target=w.get("target"), status=s.status if s else "deleted")
                  for sid, s, w in zip(suite.spec["study_ids"], studies, entries, strict=True)],
-        links={"self": f"/suites/{suite.id}", "report": f"/suites/{suite.id}/report"})
+        links={"self": f"/suites/{suite.id}", "report": f"/suites/{suite.id}/report",
+               **({"export": f"/suites/{suite.id}/export?format=algoperf"} if suite.spec.get("ruleset") else {})})
 
 
 @router.post("", status_code=201, response_model=SuiteOut, dependencies=[Depends(adopt_cluster_catalog)])
@@ -81,6 +83,28 @@ def create_suite(spec: SuiteSpec, request: Request, response: Response,
 @router.get("/{suite_id}", response_model=SuiteOut)
 def get_suite(suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depends(get_store)):
     return suite_out(store, suite)
+
+
+def _study_dicts(store: StudyStore, suite: Suite) -> list[dict]:
+    rows = store.suite_studies(suite.id)
+    return [{"id": s.id, "name": s.name, "status": s.status, "spec": s.spec, "trials": store.trial_dicts(s.id)}
+            if s is not None else {"id": sid, "name": "(deleted)", "status": "deleted", "spec": None, "trials": []}
+            for sid, s in zip(suite.spec["study_ids"], rows, strict=True)]
+
+
+@router.get("/{suite_id}/export", response_class=Response,
+            responses={200: {"content": {"application/zip": {}}}})
+def export(format: Literal["algoperf"] = "algoperf",  # noqa: A002
+           suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depends(get_store)):
+    """A suite run under the algoperf ruleset in AlgoPerf's log layout (a zip):
+    `<optimizer>/study_<j>/<workload>/trial_<i>/eval_measurements.csv` and `meta_data.json` per
+    trial, `suite.json` with the protocol version and targets (service/results/algoperf_export.py)."""
+    if not suite.spec.get("ruleset"):
+        raise ApiError(409, "format", "the suite was not run under the algoperf ruleset; its trials are not "
+                                      "AlgoPerf's studies (GET /suites/{id}/report gives its results)")
+    data = algoperf_zip(suite.id, suite.spec, _study_dicts(store, suite))
+    return Response(data, media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="suite-{suite.id}-algoperf.zip"'})
 
 
 @router.get("/{suite_id}/report", response_class=HTMLResponse)

@@ -118,3 +118,104 @@ def test_the_report_takes_each_studys_time_and_the_median_over_studies():
     assert w["time_to_target"]["adamw"]["time_s"] == math.inf  # the median is a miss
     assert data["scores"]["sgd"] == pytest.approx(1.0) and data["scores"]["adamw"] == 0.0
     assert data["protocol_version"]["ruleset"] == "algoperf"
+
+
+def recompute_from_export(content: bytes) -> dict:
+    """AlgoPerf's scoring from the exported zip alone (pandas + numpy, not service code): per
+    study the trial reaching the target at the earliest evaluation, the median over studies, the
+    4x rule, rho on 100 points in [1, 4], trapezoid / 3."""
+    import io
+    import json
+    import zipfile
+
+    import numpy as np
+    import pandas as pd
+
+    z = zipfile.ZipFile(io.BytesIO(content))
+    suite = json.loads(z.read("suite.json"))
+    frames = {}
+    for name in z.namelist():
+        if name.endswith("/eval_measurements.csv"):
+            opt, study, wdir, trial = name.split("/")[:4]
+            df = pd.read_csv(z.open(name))
+            assert {"global_step", "score", "accumulated_submission_time", "accumulated_eval_time"} <= set(df.columns)
+            meta = json.loads(z.read(name.replace("eval_measurements.csv", "meta_data.json")))
+            assert meta["hyperparameters"] and meta["optimizer"] == opt
+            frames.setdefault((wdir, opt), {}).setdefault(int(study.split("_")[1]), {})[int(trial.split("_")[1])] = df
+    opts = suite["optimizers"]
+    times, per_study, counts = {}, {}, {}
+    for w in suite["workloads"]:
+        col, target = f"validation/{w['metric']}", w["target"]
+        times[w["dir"]] = {}
+        for o in opts:
+            studies = frames.get((w["dir"], o), {})
+            counts[(w["dir"], o)] = [len(studies[j]) for j in sorted(studies)]
+            vals = []
+            for j in sorted(studies):
+                best = None
+                for i in sorted(studies[j]):
+                    df = studies[j][i]
+                    hit = (df[col] <= target) if w["mode"] == "min" else (df[col] >= target)
+                    if hit.any():
+                        k = int(np.argmax(hit.to_numpy()))
+                        if best is None or k < best[0]:
+                            best = (k, float(df["score"].iloc[k]))
+                vals.append(best[1] if best else np.inf)
+            per_study[(w["dir"], o)] = vals
+            times[w["dir"]][o] = float(np.median(vals)) if vals else np.inf
+    table = pd.DataFrame(times).T[opts]  # rows: workloads
+    best = table.min(axis=1)
+    table = table.mask(table.gt(4 * best, axis=0), np.inf)
+    ratio = table.div(table.min(axis=1), axis=0).fillna(table)
+    x = np.linspace(1, 4, 100)
+    rho = np.array([[(ratio[o] <= t).sum() / len(ratio) for t in x] for o in opts])
+    scores = {o: float(np.sum((rho[n, 1:] + rho[n, :-1]) * np.diff(x)) / 2 / 3) for n, o in enumerate(opts)}
+    return {"scores": scores, "per_study": per_study, "counts": counts, "suite": suite}
+
+
+@pytest.mark.slow
+def test_a_ruleset_suite_runs_s_times_o_trials_and_its_export_gives_the_reports_scores(tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("pandas")
+    from .serving import run_to_end
+
+    body = {"name": "algoperf e2e", "optimizers": ["sgd", "adamw"], "baseline": "sgd",
+            "ruleset": {"kind": "algoperf", "version": "0.6", "studies": 3, "trials_per_study": 2},
+            "workloads": [{"name": "noisy_quadratic", "budget": {"epochs": 2, "steps": 4, "eval_every": 2},
+                           "target": 5.5},
+                          {"name": "noisy_quadratic", "budget": {"epochs": 2, "steps": 6, "eval_every": 3},
+                           "target": 5.0, "max_runtime_s": 600}],
+            "max_concurrent_trials": 2}
+    spec, studies = SuiteSpec.model_validate(body).resolved()
+    made = {}
+
+    def create(store):
+        made["suite"] = store.create_suite(spec, studies, None, owner="alice")[0]
+        return [s.id for s in store.suite_studies(made["suite"].id)]
+
+    store, ids = run_to_end(tmp_path, [], create=create)
+    sid = made["suite"].id
+    for study_id in ids:  # exactly S x O trials per optimizer and workload, each trained once
+        trials = store.trial_dicts(study_id)
+        for o in ("sgd", "adamw"):
+            mine = [t for t in trials if t["optimizer"] == o]
+            assert len(mine) == 6 and {t["stage"] for t in mine} == {1}
+            assert all(t["status"] in ("completed", "diverged") for t in mine)
+    app = create_app(Settings(database_url=store.url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(store.url, "alice", admin=False))) as c:
+        assert c.get(f"/suites/{sid}").json()["status"] == "completed"
+        report = c.get(f"/suites/{sid}/report", params={"format": "json"}).json()
+        r = c.get(f"/suites/{sid}/export", params={"format": "algoperf"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+        assert "Protocol: algoperf 0.6" in c.get(f"/suites/{sid}/report").text
+    again = recompute_from_export(r.content)
+    assert again["suite"]["protocol_version"] == report["protocol_version"]
+    assert len(again["counts"]) == 4  # 2 workloads x 2 optimizers
+    assert all(n == [2, 2, 2] for n in again["counts"].values())  # S studies of O trials each
+    for k, w in enumerate(report["workloads"]):
+        wdir = again["suite"]["workloads"][k]["dir"]
+        for o in ("sgd", "adamw"):
+            mine = [s["time_s"] if s["time_s"] is not None else math.inf for s in w["studies"][o]]
+            assert mine == pytest.approx(again["per_study"][(wdir, o)])
+    assert report["scores"] == pytest.approx(again["scores"])
+    assert any(v is not None for w in report["workloads"] for v in w["capped"].values())  # someone reached one
