@@ -219,3 +219,36 @@ def test_a_ruleset_suite_runs_s_times_o_trials_and_its_export_gives_the_reports_
             assert mine == pytest.approx(again["per_study"][(wdir, o)])
     assert report["scores"] == pytest.approx(again["scores"])
     assert any(v is not None for w in report["workloads"] for v in w["capped"].values())  # someone reached one
+
+
+def test_export_is_for_ruleset_suites_and_the_cli_writes_the_zip(tmp_path, monkeypatch, capsys):
+    import io
+    import json
+    import zipfile
+
+    from service import cli
+    from service.client import Client
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    alice, bob = make_token(url, "alice", admin=False), make_token(url, "bob", admin=False)
+    with TestClient(app, headers=bearer(alice)) as c:
+        ruled = c.post("/suites", json=SUITE).json()
+        assert ruled["links"]["export"] == f"/suites/{ruled['id']}/export?format=algoperf"
+        plain = c.post("/suites", json={**{k: v for k, v in SUITE.items() if k != "ruleset"},
+                                        "workloads": [NQM], "protocol": {"stages": [2]}}).json()
+        r = c.get(f"/suites/{plain['id']}/export", params={"format": "algoperf"})
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "format"
+        assert c.get(f"/suites/{ruled['id']}/export", params={"format": "csv"}).status_code == 422
+        monkeypatch.setattr(cli, "connect", lambda args: Client(args.url, http=c))
+        out = tmp_path / "suite.zip"
+        assert cli.main(["suite", "export", ruled["id"], "--format", "algoperf", "-o", str(out),
+                         "--url", "http://testserver", "--token", alice]) == 0
+        z = zipfile.ZipFile(io.BytesIO(out.read_bytes()))
+        meta = json.loads(z.read("suite.json"))
+        assert meta["protocol_version"] == ruled["protocol_version"]
+        assert [w["dir"] for w in meta["workloads"]] == ["noisy_quadratic_1", "noisy_quadratic_2"]
+        assert [w["target"] for w in meta["workloads"]] == [50.0, 50.0]
+        assert cli.main(["suite", "export", ruled["id"], "--url", "http://testserver", "--token", alice]) == 2
+    with TestClient(app, headers=bearer(bob)) as c:  # another user's suite: not found
+        assert c.get(f"/suites/{ruled['id']}/export", params={"format": "algoperf"}).status_code == 404
