@@ -354,8 +354,10 @@ class SuiteSpec(BaseModel):
         """(the suite's stored spec, its studies' resolved specs in workload order)."""
         ruleset = self.ruleset.resolved() if self.ruleset is not None else None
         stamp = protocol_version(ruleset)
-        studies = [self.study_spec(i).resolved().model_copy(update={"ruleset": ruleset, "protocol_version": stamp})
-                   for i in range(len(self.workloads))]
+        # a study's ruleset carries its workload's target (the late stops read it)
+        studies = [self.study_spec(i).resolved().model_copy(update={
+                   "ruleset": {**ruleset, "target": w.target} if ruleset else None, "protocol_version": stamp})
+                   for i, w in enumerate(self.workloads)]
         d = self.model_dump()
         d["ruleset"], d["protocol_version"] = ruleset, stamp
         d["protocol"] = studies[0].protocol.model_dump()

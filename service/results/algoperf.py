@@ -155,3 +155,32 @@ def by_study(trials: Iterable[dict], studies: int, trials_per_study: int, seed: 
         if 0 <= t["index"] < len(split):
             out[split[t["index"]]].append(t)
     return out
+
+
+FINISHED_TRIAL = ("completed", "stopped", "diverged", "failed", "cancelled")
+
+
+def fastest_median_bound(spec: dict, trials: Sequence[dict], target: float) -> float:
+    """An upper bound, from what is recorded now, on the fastest optimizer's median time on this
+    workload (its study's `trials` with histories): a study whose trials have all ended has its
+    time known; one still running counts as a miss (the median only falls as its studies end).
+    inf until some optimizer has enough ended studies for a finite median."""
+    r = spec["ruleset"]
+    best = math.inf
+    for o in spec["optimizers"]:
+        mine = [t for t in trials if t["optimizer"] == o and t["stage"] == 1]
+        times = []
+        for group in by_study(mine, r["studies"], r["trials_per_study"], spec["protocol"]["seed"], o):
+            if len(group) < r["trials_per_study"] or any(t["status"] not in FINISHED_TRIAL for t in group):
+                times.append(math.inf)
+                continue
+            evals = [evaluations(t.get("history") or [], spec["metric"]) for t in group]
+            times.append(study_time(evals, spec["metric"], spec["mode"], target)[0])
+        best = min(best, median_time(times))
+    return best
+
+
+def late(train_time_s: float | None, bound: float) -> bool:
+    """Whether a trial at this accumulated training time is past 4x the bound (strictly, as the
+    4x rule): any target it reaches from now on takes longer than 4x the fastest median."""
+    return isinstance(train_time_s, int | float) and math.isfinite(bound) and train_time_s > TAU_MAX * bound
