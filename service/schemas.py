@@ -278,6 +278,8 @@ class SuiteSpec(BaseModel):
     priority: int = Field(default=0, ge=0, le=100)
     # {"kind": "algoperf", "version": "0.6", ...}: AlgoPerf's external-tuning ruleset (service/ruleset.py).
     ruleset: RulesetSpec | None = None
+    # The id of a done target set (POST /target-sets) the workloads take their targets from.
+    targets: str | None = Field(default=None, min_length=1, max_length=64)
 
     def study_protocol(self) -> ProtocolSpec:
         """The protocol each study runs: the suite's, or under a ruleset one stage of studies x
@@ -306,12 +308,12 @@ class SuiteSpec(BaseModel):
         if self.ruleset is not None:
             self._check_ruleset()
         for i, w in enumerate(self.workloads):
-            if self.ruleset is not None:
-                pass  # targets are given (checked above); no seed runs
+            if self.ruleset is not None or self.targets is not None:
+                pass  # targets are given (checked above) or come from the target set
             elif w.target is None and self.baseline is None:
                 raise ValueError(f"baseline: workloads[{i}] gives no target, so the baseline optimizer's median "
                                  "seed result sets it: name a baseline or give the target")
-            if w.target is None and not self.protocol.seeds:
+            elif w.target is None and not self.protocol.seeds:
                 raise ValueError(f"protocol.seeds: workloads[{i}] takes its target from the baseline's median "
                                  "seed result, which needs seeds >= 1")
             try:
@@ -346,7 +348,7 @@ class SuiteSpec(BaseModel):
             raise ValueError("ruleset: the algoperf ruleset sets the trials (studies x trials_per_study); "
                              "leave protocol.stages out")
         for i, w in enumerate(self.workloads):
-            if w.target is None:
+            if w.target is None and self.targets is None:
                 raise ValueError(f"ruleset: workloads[{i}] gives no target; the algoperf ruleset scores the time "
                                  "to a given target")
 

@@ -32,7 +32,7 @@ def get_suite_or_404(request: Request, suite_id: str = Path(max_length=64),
     """The suite, if the caller may see it (its owner or an admin); another user's answers like a
     missing one."""
     suite = get_store(request).get_suite(suite_id)
-    if suite is None or not user.owns(suite.owner):
+    if suite is None or not user.owns(suite.owner) or suite.spec.get("kind") == "target_set":
         raise HTTPException(404, f"suite {suite_id!r} not found")
     return suite
 
@@ -56,6 +56,8 @@ def create_suite(spec: SuiteSpec, request: Request, response: Response,
                  idempotency_key: str | None = Header(default=None, max_length=200),
                  store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings),
                  user: Principal = Depends(current_user)):
+    if spec.targets is not None:
+        spec = with_target_set(store, user, spec)
     suite_spec, study_specs = spec.resolved()
     for i, s in enumerate(study_specs):
         try:
@@ -78,6 +80,19 @@ def create_suite(spec: SuiteSpec, request: Request, response: Response,
         response.status_code = 200
     response.headers["Location"] = f"/suites/{suite.id}"
     return suite_out(store, suite)
+
+
+def with_target_set(store: StudyStore, user: Principal, spec: SuiteSpec) -> SuiteSpec:
+    """The suite with each workload's target taken from its (done) target set."""
+    from service.api.target_sets import suite_targets
+
+    for i, w in enumerate(spec.workloads):
+        if w.target is not None:
+            raise ApiError(422, f"workloads[{i}].target", "the targets come from the target set; give none here")
+    body = spec.model_dump(exclude_unset=True)
+    values = suite_targets(store, user, spec.targets, body["workloads"])
+    body["workloads"] = [{**w, "target": v} for w, v in zip(body["workloads"], values, strict=True)]
+    return SuiteSpec.model_validate(body)
 
 
 @router.get("/{suite_id}", response_model=SuiteOut)

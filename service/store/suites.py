@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from service.spec import ResolvedSpec, spec_json
@@ -72,3 +72,28 @@ class SuitesMixin(StoreBase):
                 return []
             rows = {st.id: st for st in s.scalars(select(Study).where(Study.suite_id == suite_id))}
             return [rows.get(sid) for sid in suite.spec.get("study_ids", [])]
+
+    def set_suite_spec(self, suite_id: str, spec: dict[str, Any]) -> None:
+        """Replaces a suite's stored spec (a target set freezes its targets into it, once)."""
+        with self.session() as s:
+            suite = s.get(Suite, suite_id)
+            if suite is not None:
+                suite.spec = spec
+                s.commit()
+
+    def suites_using_targets(self, target_set_id: str) -> list[str]:
+        """The ids of the suites whose targets come from this target set."""
+        with self.session() as s:
+            return [sid for sid, spec in s.execute(select(Suite.id, Suite.spec)).all()
+                    if isinstance(spec, dict) and spec.get("targets") == target_set_id
+                    and spec.get("kind") != "target_set"]
+
+    def delete_suite(self, suite_id: str) -> None:
+        """The suite's row and each of its studies (with their trials and reports)."""
+        with self.session() as s:
+            ids = list(s.scalars(select(Study.id).where(Study.suite_id == suite_id)))
+        for sid in ids:
+            self.delete_study(sid)
+        with self.session() as s:
+            s.execute(delete(Suite).where(Suite.id == suite_id))
+            s.commit()
