@@ -252,3 +252,20 @@ def test_export_is_for_ruleset_suites_and_the_cli_writes_the_zip(tmp_path, monke
         assert cli.main(["suite", "export", ruled["id"], "--url", "http://testserver", "--token", alice]) == 2
     with TestClient(app, headers=bearer(bob)) as c:  # another user's suite: not found
         assert c.get(f"/suites/{ruled['id']}/export", params={"format": "algoperf"}).status_code == 404
+
+
+def test_the_cli_tables_of_an_algoperf_report_show_per_study_times_and_misses():
+    from rich.console import Console
+
+    from service.render import suite_tables
+    from service.results.suites import jsonable
+
+    spec, studies = SuiteSpec.model_validate({**SUITE, "workloads": [NQM]}).resolved()
+    sj = studies[0].model_dump(mode="json")
+    data = algoperf_suite_report(spec, [{"id": "s", "name": "n", "status": "running", "spec": sj, "trials": []}])
+    data = jsonable({**data, "status": "running", "id": "x"})
+    console = Console(record=True, width=160)
+    for t in suite_tables(data):
+        console.print(t)
+    text = console.export_text()
+    assert "algoperf 0.6" in text and "study 3" in text and "after 4x rule" in text
