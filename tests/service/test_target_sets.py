@@ -54,8 +54,8 @@ def finish(url, study_ids, values):
     store.engine.dispose()
 
 
-def test_a_target_set_freezes_its_targets_refuses_changes_and_is_reused_by_a_suite(tmp_path):
-    url = f"sqlite:///{tmp_path / 's.db'}"
+def test_a_target_set_freezes_its_targets_refuses_changes_and_is_reused_by_a_suite(db_url):
+    url = db_url  # SQLite and PostgreSQL
     app = create_app(Settings(database_url=url, start_runner=False))
     alice, bob = make_token(url, "alice", admin=False), make_token(url, "bob", admin=False)
     with TestClient(app, headers=bearer(alice)) as c:
