@@ -1,6 +1,8 @@
 """Evaluation-level time (budget eval_every) and AlgoPerf's max_runtime (budget max_runtime_s)
 in the trial loop: every workload takes both keys, built-in or plugin."""
 
+import copy
+
 import pytest
 
 from workers import workloads
@@ -48,3 +50,18 @@ def test_max_runtime_ends_the_trial_once_its_training_time_passes_it():
     assert len(out["history"]) < 20 and out["history"][-1]["max_runtime_reached"] is True
     assert out["history"][-1]["train_time_s"] > 1.0
     assert out["history"][-1]["evals"][-1]["global_step"] == out["history"][-1]["global_step"]
+
+
+def test_a_resumed_trial_carries_its_clocks_and_steps_on():
+    states = []
+
+    def report(row, state, last):
+        states.append(copy.deepcopy(state))  # as Ray's checkpoint would hold it
+
+    cfg = {**NQM, "budget": {"epochs": 3, "steps": 4, "eval_every": 3}}
+    full = run_trial(cfg, report=report)
+    resumed = run_trial(cfg, resume=states[0])  # from the end of epoch 1
+    steps = [e["global_step"] for h in resumed["history"] for e in h["evals"]]
+    assert steps == [e["global_step"] for h in full["history"] for e in h["evals"]] == [3, 6, 9, 12]
+    first = resumed["history"][0]["train_time_s"]
+    assert resumed["history"][1]["train_time_s"] > first and resumed["history"][1]["global_step"] == 8
