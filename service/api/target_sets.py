@@ -104,9 +104,12 @@ def refresh(store: StudyStore, ts: Suite) -> dict:
 def target_set_out(store: StudyStore, ts: Suite) -> dict:
     spec = refresh(store, ts)
     rows = store.suite_studies(ts.id)
-    done = spec.get("targets") is not None
-    status = spec.get("final_status") if done else suite_status([s.status for s in rows if s is not None])
-    return {"id": ts.id, "name": ts.name, "status": "done" if done else status, "owner": ts.owner,
+    frozen = spec.get("targets") is not None
+    done = frozen and spec.get("final_status") == "completed"
+    # ended without every study completing (a failure, a cancel): the targets it has, no version
+    status = ("done" if done else spec.get("final_status")) if frozen else \
+        suite_status([s.status for s in rows if s is not None])
+    return {"id": ts.id, "name": ts.name, "status": status, "owner": ts.owner,
             "created_at": ts.created_at.isoformat(), "version": ts.id if done else None,
             "targets": spec.get("targets"), "detail": spec.get("detail"),
             "studies": [{"id": sid, "workload": w["name"], "status": s.status if s else "deleted"}
@@ -144,7 +147,8 @@ def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
 
 @router.get("/{set_id}")
 def get_target_set(ts: Suite = Depends(get_target_set_or_404), store: StudyStore = Depends(get_store)):
-    """Status and, once every study has ended, `{"version": <id>, "targets": {workload: value}}`."""
+    """Status and, once every study has completed, `{"version": <id>, "targets": {workload: value}}`
+    (status "done"); a set whose studies ended otherwise says so (failed, cancelled) and has no version."""
     return target_set_out(store, ts)
 
 
@@ -174,8 +178,9 @@ def suite_targets(store: StudyStore, user: Principal, set_id: str, workloads: li
         raise ApiError(422, "targets", f"target set {set_id!r} not found")
     spec = refresh(store, ts)
     frozen = spec.get("targets")
-    if frozen is None:
-        raise ApiError(422, "targets", f"target set {set_id!r} is not done yet")
+    if frozen is None or spec.get("final_status") != "completed":
+        state = "is not done yet" if frozen is None else f"ended {spec.get('final_status')}, not done"
+        raise ApiError(422, "targets", f"target set {set_id!r} {state}")
     out = []
     for i, w in enumerate(workloads):
         value = frozen.get(w["name"])

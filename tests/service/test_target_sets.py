@@ -116,3 +116,21 @@ def test_changing_a_running_target_set_is_refused_too(tmp_path, method):
     with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
         ts = c.post("/target-sets", json=BODY).json()
         assert c.request(method, f"/target-sets/{ts['id']}", json={}).status_code == 405
+
+
+def test_a_target_set_that_did_not_complete_has_no_version_and_gives_no_targets(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        ts = c.post("/target-sets", json=BODY).json()
+        for s in ts["studies"]:
+            c.post(f"/studies/{s['id']}/cancel")
+        out = c.get(f"/target-sets/{ts['id']}").json()
+        assert out["status"] == "cancelled" and out["version"] is None
+        r = c.post("/suites", json={"name": "x", "optimizers": ["sgd"], "targets": ts["id"],
+                                    "ruleset": {"kind": "algoperf", "studies": 1, "trials_per_study": 1},
+                                    "workloads": [{"name": "noisy_quadratic"}]})
+        assert r.status_code == 422 and "cancelled" in r.json()["errors"][0]["message"]
+        r = c.post("/suites", json={"name": "x", "optimizers": ["sgd"], "targets": "nope",
+                                    "workloads": [{"name": "noisy_quadratic"}]})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "targets"
