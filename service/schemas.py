@@ -209,6 +209,7 @@ class Export(BaseModel):
     seed_runs: dict[str, dict[str, Any]] = {}
     # pairwise verdicts from the seed runs (service/results/verdicts.py): a, b, diff, lo, hi, p, verdict, seeds_needed
     comparisons: list[dict[str, Any]] = []
+    protocol_version: dict[str, str] | None = None  # {"ruleset", "version", "rootfree"}
 
 
 class NodeOut(BaseModel):

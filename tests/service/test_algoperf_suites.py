@@ -87,6 +87,9 @@ def test_a_ruleset_suite_creates_one_stage_of_sobol_draws_and_carries_its_versio
         r = c.post("/studies", json={"name": "plain", "workload": "noisy_quadratic", "optimizers": ["sgd"],
                                      "protocol": {"stages": [2]}})
         assert r.json()["spec"]["protocol_version"]["ruleset"] == "rootfree"
+        assert c.get(f"/studies/{r.json()['id']}/export").json()["protocol_version"]["ruleset"] == "rootfree"
+        ruled_study = suite["studies"][0]["id"]
+        assert c.get(f"/studies/{ruled_study}/export").json()["protocol_version"] == stamp
 
 
 def _trial(tid, opt, index, times_losses, status="completed"):
