@@ -96,3 +96,22 @@ def test_trials_split_into_studies_at_random_and_reproducibly():
     groups = algoperf.by_study(trials, 3, 2, 0, "sgd")
     assert [len(g) for g in groups] == [2, 2, 2]
     assert sorted(t["index"] for g in groups for t in g) == list(range(6))
+
+
+def test_sobol_draws_are_seeded_in_bounds_and_the_same_prefix_for_any_n():
+    from search_spaces import SearchSpace, default_space
+    from service.control.samplers import Samplers
+    from service.control.samplers.sobol import sobol_configs
+
+    space = default_space("adamw")
+    five, eight = sobol_configs(space, 5, 0), sobol_configs(space, 8, 0)
+    assert five == eight[:5] and len({c["lr"] for c in eight}) == 8
+    assert sobol_configs(space, 5, 1) != five and sobol_configs(space, 5, 0, stage=2) != five
+    for c in eight:
+        for name, p in space.items():
+            lo, hi = p.to_dict().get("low"), p.to_dict().get("high")
+            if lo is not None:
+                assert lo <= c[name] <= hi
+    assert Samplers(store=None)["sobol"].stage_configs(space, 5, 0, 1) == five
+    fixed = SearchSpace.from_dict({"lr": {"kind": "fixed", "value": 0.1}})
+    assert sobol_configs(fixed, 3, 0) == [{"lr": 0.1}] * 3 and sobol_configs(space, 0, 0) == []
