@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service import catalog as plugin_catalog
-from service.api import audit, catalog, cluster, health, reports, studies, suites, trials
+from service.api import audit, catalog, cluster, health, reports, studies, suites, target_sets, trials
 from service.api.errors import ApiError
 from service.api.limits import InputLimits
 from service.auth import TokenCache
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(reports.router)
     app.include_router(suites.router)
+    app.include_router(target_sets.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

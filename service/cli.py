@@ -146,7 +146,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_suite(args) -> int:
-    """rootfree suite submit FILE | watch ID | report ID."""
+    """rootfree suite submit FILE | watch ID | report ID | export ID --format algoperf -o FILE.zip."""
     with connect(args) as client:
         return _suite(client, args)
 
@@ -161,6 +161,13 @@ def _suite(client: Client, args) -> int:
             suite = client.submit_suite(spec, idempotency_key=key)
             print_warnings(suite.get("warnings"))
             print(suite["id"], flush=True)
+        return 0
+    if args.action == "export":
+        if not args.output:
+            print("rootfree suite export: give the zip's path with -o FILE.zip", file=sys.stderr)
+            return 2
+        Path(args.output).write_bytes(client.suite_export(args.target, format=args.format))
+        print(f"wrote {args.output}")
         return 0
     if args.action == "watch":
         last = ""
@@ -315,15 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--url", default=DEFAULT_URL)
     r.add_argument("--token", default=None, help=TOKEN_HELP)
     r.set_defaults(func=cmd_report)
-    su = sub.add_parser("suite", help="a suite over several workloads: submit FILE | watch ID | report ID")
-    su.add_argument("action", choices=["submit", "watch", "report"])
+    su = sub.add_parser("suite", help="a suite over several workloads: submit FILE | watch ID | report ID | "
+                                      "export ID --format algoperf -o FILE.zip")
+    su.add_argument("action", choices=["submit", "watch", "report", "export"])
     su.add_argument("target", metavar="FILE_OR_ID")
     su.add_argument("--url", default=DEFAULT_URL)
     su.add_argument("--token", default=None, help=TOKEN_HELP)
     su.add_argument("--timeout", type=float, default=None, dest="client_timeout", help=CLIENT_TIMEOUT_HELP)
     su.add_argument("--idempotency-key", default=None)
     su.add_argument("--interval", type=float, default=5.0)
-    su.add_argument("-o", "--output", default=None, help="report: also write the HTML page here")
+    su.add_argument("-o", "--output", default=None, help="report: also write the HTML page here; export: the zip")
+    su.add_argument("--format", choices=["algoperf"], default="algoperf",
+                    help="export: AlgoPerf's log layout (a suite run under the algoperf ruleset)")
     su.add_argument("--json", action="store_true", help="report: print the numbers as JSON")
     su.set_defaults(func=cmd_suite)
     a = sub.add_parser("audit", help="the audit trail of state changes (admins)")

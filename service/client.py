@@ -133,6 +133,11 @@ class Client:
         """The suite: id, name, status and its studies (id, name, status)."""
         return self.get(f"/suites/{suite_id}")
 
+    def suite_export(self, suite_id: str, format: str = "algoperf") -> bytes:  # noqa: A002 - the API's name
+        """The suite's results in AlgoPerf's log layout: the bytes of a zip."""
+        return self.request("GET", f"/suites/{suite_id}/export", params={"format": format},
+                            timeout=REPORT_TIMEOUT_S).content
+
     def suite_report(self, suite_id: str, format: str = "json") -> Any:  # noqa: A002 - the API's name
         """The suite's report: its numbers (a dict), or the HTML page with format="html"."""
         r = self.request("GET", f"/suites/{suite_id}/report", params={"format": format}, timeout=REPORT_TIMEOUT_S)

@@ -171,6 +171,8 @@ def suite_tables(report: dict) -> list:
     from rich.text import Text
 
     fmt = lambda v, d=4: f"{v:.{d}g}" if isinstance(v, int | float) else "-"  # noqa: E731
+    if report.get("ruleset"):
+        return algoperf_tables(report)
     opts = report["optimizers"]
     scores = Table(title=Text(f"suite {report['name']}: {report['status']} (baseline {report['baseline'] or '-'})"),
                    title_justify="left")
@@ -194,4 +196,33 @@ def suite_tables(report: dict) -> list:
             out.append(Text(f"{w['key']}: no verdict is possible: {w.get('no_verdict')}"))
             continue
         out.append(pairs_table(w["comparisons"], f"{w['key']}: verdicts"))
+    return out
+
+
+def algoperf_tables(report: dict) -> list:
+    """A suite under the algoperf ruleset: the scores, then per workload each study's time to
+    target and the median per optimizer (user strings as plain Text)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    fmt = lambda v, d=4: f"{v:.{d}g}" if isinstance(v, int | float) else "-"  # noqa: E731
+    opts, pv = report["optimizers"], report.get("protocol_version") or {}
+    scores = Table(title=Text(f"suite {report['name']}: {report['status']} ({pv.get('ruleset')} {pv.get('version')}, "
+                              f"baseline {report['baseline'] or '-'})"), title_justify="left")
+    for col in ("optimizer", "score", "speed-up (workloads)", "trials", "CPU-s", "GPU-s"):
+        scores.add_column(col)
+    for o in opts:
+        sp, cost = report["speedups"].get(o) or {}, report["tuning_cost"][o]
+        scores.add_row(Text(o), fmt(report["scores"][o], 3), f"{fmt(sp.get('geomean'), 3)} ({sp.get('workloads', 0)})",
+                       str(cost["trials"]), fmt(cost["cpu_s"]), fmt(cost["gpu_s"]))
+    out: list = [scores]
+    for w in report["workloads"]:
+        n = max((len(v) for v in w["studies"].values()), default=0)
+        t = Table(title=Text(f"{w['key']}: time to target {fmt(w['target'])} (s; - = missed)"), title_justify="left")
+        for col in ("optimizer", *(f"study {j + 1}" for j in range(n)), "median", "after 4x rule"):
+            t.add_column(col)
+        for o in opts:
+            t.add_row(Text(o), *(fmt(s["time_s"], 3) for s in w["studies"][o]),
+                      fmt(w["time_to_target"][o]["time_s"], 3), fmt(w["capped"][o], 3))
+        out.append(t)
     return out

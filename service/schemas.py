@@ -11,6 +11,7 @@ import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError
 from service import catalog
 from service.api.limits import CONTROL, has_format_character
+from service.ruleset import RulesetSpec, protocol_version
 from service.spec import EarlyStopping, ProtocolSpec, ResolvedSpec, Resources, SpecFields  # noqa: F401 - re-exported
 from workers import workloads
 
@@ -114,7 +115,7 @@ class StudySpec(SpecFields):
                    else search_spaces.default_space)
         return ResolvedSpec.model_validate({
             **self.model_dump(), "metric": self.metric or w.metric, "mode": self.mode or w.mode,
-            "budget": w.budget(self.budget),
+            "budget": w.budget(self.budget), "protocol_version": protocol_version(None),
             "search_spaces": {o: (self.search_spaces.get(o) or default(o).to_dict()) for o in self.optimizers}})
 
 
@@ -215,6 +216,7 @@ class Export(BaseModel):
     seed_runs: dict[str, dict[str, Any]] = {}
     # pairwise verdicts from the seed runs (service/results/verdicts.py): a, b, diff, lo, hi, p, verdict, seeds_needed
     comparisons: list[dict[str, Any]] = []
+    protocol_version: dict[str, str] | None = None  # {"ruleset", "version", "rootfree"}
 
 
 class NodeOut(BaseModel):
@@ -249,6 +251,8 @@ class SuiteWorkload(BaseModel):
     budget: dict[str, int] = Field(default_factory=dict)
     # The objective a run must reach (AlgoPerf's target); None: the baseline's median seed result.
     target: float | None = Field(default=None, allow_inf_nan=False)
+    # AlgoPerf's max_runtime: a trial stops when its accumulated training time passes it.
+    max_runtime_s: int | None = Field(default=None, ge=1, le=10_000_000)
 
     @model_validator(mode="after")
     def _known(self) -> SuiteWorkload:
@@ -280,12 +284,27 @@ class SuiteSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
     priority: int = Field(default=0, ge=0, le=100)
+    # {"kind": "algoperf", "version": "0.6", ...}: AlgoPerf's external-tuning ruleset (service/ruleset.py).
+    ruleset: RulesetSpec | None = None
+    # The id of a done target set (POST /target-sets) the workloads take their targets from.
+    targets: str | None = Field(default=None, min_length=1, max_length=64)
+
+    def study_protocol(self) -> ProtocolSpec:
+        """The protocol each study runs: the suite's, or under a ruleset one stage of studies x
+        trials_per_study scrambled Sobol draws, each trained once."""
+        if self.ruleset is None:
+            return self.protocol
+        r = self.ruleset.resolved()
+        return ProtocolSpec.model_validate({**self.protocol.model_dump(), "method": "sobol", "seeds": 0,
+                                            "stages": [r["studies"] * r["trials_per_study"]], "paired": False,
+                                            "early_stopping": None})
 
     def study_spec(self, i: int) -> StudySpec:
         w = self.workloads[i]
+        budget = {**w.budget, **({"max_runtime_s": w.max_runtime_s} if w.max_runtime_s else {})}
         return StudySpec(name=f"{self.name[:160]} [{i + 1}: {w.name}]", workload=w.name,
-                         optimizers=self.optimizers, search_spaces=self.search_spaces, protocol=self.protocol,
-                         budget=w.budget, resources=self.resources,
+                         optimizers=self.optimizers, search_spaces=self.search_spaces, protocol=self.study_protocol(),
+                         budget=budget, resources=self.resources,
                          max_concurrent_trials=self.max_concurrent_trials, priority=self.priority)
 
     @model_validator(mode="after")
@@ -294,11 +313,15 @@ class SuiteSpec(BaseModel):
 
         if self.baseline is not None and self.baseline not in self.optimizers:
             raise ValueError(f"baseline: {self.baseline!r} is not one of the suite's optimizers")
+        if self.ruleset is not None:
+            self._check_ruleset()
         for i, w in enumerate(self.workloads):
-            if w.target is None and self.baseline is None:
+            if self.ruleset is not None or self.targets is not None:
+                pass  # targets are given (checked above) or come from the target set
+            elif w.target is None and self.baseline is None:
                 raise ValueError(f"baseline: workloads[{i}] gives no target, so the baseline optimizer's median "
                                  "seed result sets it: name a baseline or give the target")
-            if w.target is None and not self.protocol.seeds:
+            elif w.target is None and not self.protocol.seeds:
                 raise ValueError(f"protocol.seeds: workloads[{i}] takes its target from the baseline's median "
                                  "seed result, which needs seeds >= 1")
             try:
@@ -314,10 +337,39 @@ class SuiteSpec(BaseModel):
                 raise ValueError(f"{field}: {message}") from None
         return self
 
+    def _check_ruleset(self) -> None:
+        """Under a ruleset each trial trains once on a quasi-random draw: no staged search, no seed
+        runs, no ASHA, no TPE; every workload gives its target."""
+        p, given = self.protocol, self.protocol.model_fields_set
+        if p.method == "tpe":
+            raise ValueError("ruleset: the algoperf ruleset draws quasi-random configurations; TPE "
+                             "(protocol.method 'tpe') is not allowed")
+        if p.early_stopping is not None:
+            raise ValueError("ruleset: under the algoperf ruleset every trial trains its whole budget; ASHA "
+                             "(protocol.early_stopping) is not allowed (ruleset.stop_late stops only hopeless trials)")
+        if "method" in given and p.method != "sobol":
+            raise ValueError(f"ruleset: the algoperf ruleset draws scrambled Sobol points; leave protocol.method "
+                             f"out (got {p.method!r})")
+        if p.seeds:
+            raise ValueError("ruleset: under the algoperf ruleset each trial trains once; protocol.seeds must be 0")
+        if "stages" in given:
+            raise ValueError("ruleset: the algoperf ruleset sets the trials (studies x trials_per_study); "
+                             "leave protocol.stages out")
+        for i, w in enumerate(self.workloads):
+            if w.target is None and self.targets is None:
+                raise ValueError(f"ruleset: workloads[{i}] gives no target; the algoperf ruleset scores the time "
+                                 "to a given target")
+
     def resolved(self) -> tuple[dict[str, Any], list[ResolvedSpec]]:
         """(the suite's stored spec, its studies' resolved specs in workload order)."""
-        studies = [self.study_spec(i).resolved() for i in range(len(self.workloads))]
+        ruleset = self.ruleset.resolved() if self.ruleset is not None else None
+        stamp = protocol_version(ruleset)
+        # a study's ruleset carries its workload's target (the late stops read it)
+        studies = [self.study_spec(i).resolved().model_copy(update={
+                   "ruleset": {**ruleset, "target": w.target} if ruleset else None, "protocol_version": stamp})
+                   for i, w in enumerate(self.workloads)]
         d = self.model_dump()
+        d["ruleset"], d["protocol_version"] = ruleset, stamp
         d["protocol"] = studies[0].protocol.model_dump()
         d["search_spaces"] = studies[0].search_spaces
         d["workloads"] = [{**w, "budget": s.budget, "metric": s.metric, "mode": s.mode}
@@ -345,3 +397,5 @@ class SuiteOut(BaseModel):
     links: dict[str, str]
     # why its studies cannot produce a resolved verdict, each naming the suite's field
     warnings: list[str] = []
+    # {"ruleset", "version", "rootfree"}: results compare only within one ruleset version
+    protocol_version: dict[str, str] | None = None

@@ -60,7 +60,8 @@ class ProtocolSpec(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     # random/halton: every configuration of a stage fixed up front; tpe: Optuna's TPESampler asked
     # as slots free up (later trials learn from earlier ones), inside the stage's space.
-    method: Literal["random", "halton", "tpe"] = "random"
+    # sobol: scrambled Sobol points (scipy.stats.qmc), as the algoperf ruleset draws them.
+    method: Literal["random", "halton", "tpe", "sobol"] = "random"
     # After the last search stage, each optimizer's best configuration trains again with this
     # many fresh seeds (stage len(stages) + 1): the report ranks by their mean.
     seeds: int = Field(default=0, ge=0, le=20)
@@ -150,6 +151,10 @@ class ResolvedSpec(SpecFields):
     metric: str
     mode: Literal["min", "max"]
     budget: dict[str, int]
+    # The suite's ruleset (service/ruleset.py) this study runs under (None: rootfree's protocol),
+    # and the version stamp its results carry; None on studies stored before they existed.
+    ruleset: dict[str, Any] | None = None
+    protocol_version: dict[str, str] | None = None
 
     @property
     def external(self) -> bool:

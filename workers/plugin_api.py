@@ -21,6 +21,12 @@ to import or breaks the contract is refused, logged and listed under ``errors`` 
 have ``epochs``; a study overrides any of them), ``schedule`` (``"step"``: x0.1 at 50% and 75% of the
 epochs, or ``"cosine"``), ``prepare(budget, seed, device) -> Prepared``, ``limits`` (upper limits per
 budget key, checked when a study is submitted), ``zero_ok`` (budget keys that may be 0).
+Every workload also takes two budget keys the trial loop reads (``workers.workloads.LOOP_BUDGET``;
+``prepare`` may ignore them): ``eval_every`` (evaluate every that many steps and at the end, each
+evaluation a row with ``global_step``, the accumulated training time with evaluation excluded, the
+accumulated evaluation time and the metric; left out: once per epoch) and ``max_runtime_s`` (stop
+when the accumulated training time passes it). ``evaluate`` is then called mid-epoch; it may switch
+the model to eval mode (the loop switches it back).
 
 **Prepared** (what ``prepare`` returns for one trial): ``model`` (an ``nn.Module`` on ``device``),
 ``batch_size`` (B, the number of examples the loss averages over: root-free optimizers scale by it),

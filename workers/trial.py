@@ -87,6 +87,49 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _Clock:
+    """A trial's accumulated training time (evaluation excluded), evaluation time and global step,
+    carried over a resume from the last row; `evaluate` times one evaluation and returns its row."""
+
+    def __init__(self, model, evaluate, device: torch.device, metric: str, history: list[dict]):
+        prev = history[-1] if history else {}
+        self.train_s, self.eval_s = float(prev.get("train_time_s") or 0.0), float(prev.get("eval_time_s") or 0.0)
+        self.global_step = int(prev.get("global_step") or 0)
+        self.model, self._evaluate, self.metric = model, evaluate, metric
+        self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self._since: float | None = None
+        evals = [e for h in history for e in h.get("evals") or []]
+        self.last: dict | None = evals[-1] if evals else None
+        self.last_step = self.last["global_step"] if self.last else -1
+
+    def start(self) -> None:
+        self._since = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._since is not None:
+            self._sync()
+            self.train_s += time.perf_counter() - self._since
+            self._since = None
+
+    def train_time(self) -> float:
+        return self.train_s + (time.perf_counter() - self._since if self._since is not None else 0.0)
+
+    def evaluate(self, epoch: int) -> dict[str, Any]:
+        running = self._since is not None
+        self.stop()
+        t = time.perf_counter()
+        finite = all(torch.isfinite(p).all() for p in self.model.parameters())
+        value = self._evaluate(self.model) if finite else math.nan
+        self.model.train()
+        self.eval_s += time.perf_counter() - t
+        if running:
+            self.start()
+        self.last_step = self.global_step
+        self.last = {"global_step": self.global_step, "epoch": epoch, "train_time_s": self.train_s,
+                     "eval_time_s": self.eval_s, self.metric: value if math.isfinite(value) else None}
+        return self.last
+
+
 def run_trial(config: dict[str, Any], report: Report | None = None,
               resume: dict[str, Any] | None = None) -> dict[str, Any]:
     workload, budget, hp = validate_config(config)
@@ -118,13 +161,17 @@ def run_trial(config: dict[str, Any], report: Report | None = None,
 
     metric_name = workload.metric
     status = "completed"
+    clock = _Clock(model, prepared.evaluate, device, metric_name, history)
+    eval_every, max_runtime = budget.get("eval_every") or 0, budget.get("max_runtime_s")
     t_start = time.perf_counter()
     for epoch in range(start_epoch, budget["epochs"]):
         t0 = time.perf_counter()
         total, count, examples = 0.0, 0, 0
         lr = opt.param_groups[0]["lr"]
-        diverged = False
+        diverged = out_of_time = False
+        evals: list[dict[str, Any]] = []
         model.train()
+        clock.start()
         for xb, yb in prepared.train_batches(epoch):
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 loss = prepared.loss_fn(model(xb), yb)
@@ -134,9 +181,22 @@ def run_trial(config: dict[str, Any], report: Report | None = None,
             total += loss.detach()  # summed on device: no host sync per step
             count += 1
             examples += prepared.examples_per_batch
+            clock.global_step += 1
+            if eval_every and clock.global_step % eval_every == 0:
+                evals.append(clock.evaluate(epoch + 1))
+            if max_runtime is not None and clock.train_time() > max_runtime:
+                out_of_time = True  # AlgoPerf's max_runtime: the trial ends here
+                break
         train_loss = (total / max(count, 1)).item() if count else float("nan")
-        params_finite = all(torch.isfinite(p).all() for p in model.parameters())
-        metric = prepared.evaluate(model) if params_finite and math.isfinite(train_loss) else math.nan
+        clock.stop()
+        last_epoch = epoch + 1 == budget["epochs"] or out_of_time
+        if not eval_every:
+            metric = clock.evaluate(epoch + 1)[metric_name] if math.isfinite(train_loss) else math.nan
+        else:  # evaluated every eval_every steps; once more at the end, and before any other evaluation
+            if (last_epoch and clock.last_step != clock.global_step) or clock.last is None:
+                evals.append(clock.evaluate(epoch + 1))
+            metric = clock.last[metric_name]
+        metric = math.nan if metric is None else metric
         if not (math.isfinite(train_loss) and math.isfinite(metric)):
             diverged = True
         sched.step()
@@ -152,7 +212,13 @@ def run_trial(config: dict[str, Any], report: Report | None = None,
             "peak_memory_mb": _peak_memory_mb(device),
             "pid": os.getpid(),
             "resumed_from_epoch": start_epoch if resume is not None else None,
+            # accumulated over the trial: steps, training time (evaluation excluded), evaluation time
+            "global_step": clock.global_step, "train_time_s": clock.train_s, "eval_time_s": clock.eval_s,
         }
+        if eval_every:
+            row["evals"] = evals
+        if out_of_time:
+            row["max_runtime_reached"] = True
         if diverged:
             status = "diverged"
             if report is not None:
@@ -160,7 +226,7 @@ def run_trial(config: dict[str, Any], report: Report | None = None,
             history.append(row)
             break
         history.append(row)
-        last = epoch + 1 == budget["epochs"]
+        last = last_epoch
         if report is not None:
             state = {
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -168,6 +234,8 @@ def run_trial(config: dict[str, Any], report: Report | None = None,
                 "history": history, "epoch": epoch + 1,
             }
             report({**row, "status": "completed" if last else "running"}, state, last)
+        if last:
+            break
 
     finite = [h for h in history if h.get(metric_name) is not None]
     final = dict(finite[-1]) if finite else {}

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 Batch = tuple["torch.Tensor", "torch.Tensor"]
 
+# Budget keys every workload takes (built-in or plugin), read by the trial loop, not by `prepare`:
+# eval_every: evaluate every that many steps and at the end, each evaluation a row of its own
+# (global_step, accumulated training and evaluation time, the metric); left out, once per epoch.
+# max_runtime_s: stop when the accumulated training time (evaluation excluded) passes it.
+LOOP_BUDGET = {"eval_every": 10_000_000, "max_runtime_s": 10_000_000}
+
 
 @dataclass
 class Prepared:
@@ -57,7 +63,7 @@ class Workload:
 
     def budget(self, overrides: dict[str, Any] | None) -> dict[str, Any]:
         overrides = overrides or {}
-        unknown = sorted(set(overrides) - set(self.default_budget))
+        unknown = sorted(set(overrides) - set(self.default_budget) - set(LOOP_BUDGET))
         if unknown:
             raise ValueError(
                 f"budget.{unknown[0]}: workload {self.name!r}: unknown budget field(s) {', '.join(unknown)}; "
@@ -70,7 +76,7 @@ class Workload:
                 kind = "a non-negative" if low == 0 else "a positive"
                 raise ValueError(f"budget.{k}: workload {self.name!r}: budget {k} must be {kind} integer, "
                                  f"got {v!r}")
-            limit = self.limits.get(k)
+            limit = self.limits.get(k, LOOP_BUDGET.get(k))
             if limit is not None and v > limit:
                 raise ValueError(f"budget.{k}: workload {self.name!r} allows at most {limit}, got {v}")
         return out

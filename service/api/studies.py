@@ -23,6 +23,7 @@ from service.control.stages import planned_trials
 from service.results.feasibility import spec_warnings
 from service.results.summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
 from service.results.verdicts import export_comparisons
+from service.ruleset import protocol_version
 from service.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from service.settings import Settings
 from service.spec import ResolvedSpec
@@ -262,7 +263,8 @@ def export(format: Literal["json", "yaml"] = "json", k: int = Query(1, ge=1, le=
                  best=best_configs(store, study, k),
                  ranking=[o["optimizer"] for o in order],
                  seed_runs={o["optimizer"]: o["seed_runs"] for o in summary if o.get("seed_runs")},
-                 comparisons=export_comparisons(study.spec, summary)).model_dump()
+                 comparisons=export_comparisons(study.spec, summary),
+                 protocol_version=spec.protocol_version or protocol_version(spec.ruleset)).model_dump()
     if format == "yaml":
         return Response(yaml.safe_dump(doc, sort_keys=False), media_type="application/yaml")
     return doc

@@ -161,7 +161,7 @@ class Dispatcher:
             return GO_ON
         epoch, metric = result.get("epoch"), a.spec.metric
         report = Report(meta["study_id"], meta["optimizer"], meta["stage"], meta["trial_id"], epoch,
-                        result.get(metric))
+                        result.get(metric), result.get("train_time_s"))
         return a.pruner.decide(report, lambda: self.store.rung_values(
             meta["study_id"], meta["optimizer"], meta["stage"], epoch, metric))
 
@@ -344,7 +344,8 @@ class Dispatcher:
         slog.event("study %r %s on %s (Ray node %s)", study.name, how,
                    self.settings.ray_address or "a local Ray", self.runner.node_id)
         a = Active(spec=spec, request=request, priority=spec.priority,
-                   created=study.created_at.timestamp(), slog=slog, pruner=pruner_for(spec))
+                   created=study.created_at.timestamp(), slog=slog,
+                   pruner=pruner_for(spec, self.store.trial_dicts))
         self.active[study.id] = a
         return a
 

@@ -41,8 +41,11 @@ os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "10000")
 # until then its idle actors stay warm for the next study (service/control/tune_actors.py).
 IDLE_END_S = 120.0
 PRUNED = "rootfree_pruned"  # the report key that carries the pruner's reason from stopper to callback
+# what of a report the store keeps
 KEEP = ("epoch", "train_loss", "lr", "examples_per_s", "epoch_time_s", "wall_time_s", "peak_memory_mb",
-        "status", "resumed_from_epoch", "node_ip", "node_id", "pid")  # what of a report the store keeps
+        "status", "resumed_from_epoch", "node_ip", "node_id", "pid",
+        # evaluation-level time (budget eval_every; service/results/algoperf.py)
+        "global_step", "train_time_s", "eval_time_s", "evals", "max_runtime_reached")
 
 
 @contextlib.contextmanager

@@ -88,6 +88,15 @@ class Store(Protocol):
     def suite_studies(self, suite_id: str) -> list[Study | None]:
         """The suite's studies in its workload order (None: deleted since)."""
 
+    def set_suite_spec(self, suite_id: str, spec: dict[str, Any]) -> None:
+        """Replaces a suite's stored spec (a target set freezes its targets into it, once)."""
+
+    def suites_using_targets(self, target_set_id: str) -> list[str]:
+        """The ids of the suites whose targets come from this target set."""
+
+    def delete_suite(self, suite_id: str) -> None:
+        """The suite's row and each of its studies (with their trials and reports)."""
+
     # ------------------------------------------------------------------ the runner's trials (runner: fenced)
     def ensure_trials(self, study_id: str, optimizer: str, stage: int,
                       configs: list[dict[str, Any]], seeds: list[int] | None = None) -> int:
@@ -252,6 +261,7 @@ class RunnerCalls(Protocol):
     set_config = Store.set_config
     mark_failed = Store.mark_failed
     count_attempt = Store.count_attempt
+    trial_dicts = Store.trial_dicts
     trials = Store.trials
     trial = Store.trial
     count_trials = Store.count_trials

@@ -100,6 +100,7 @@ class RunnerStore:
     set_config = _fenced(RunnerCalls.set_config)
     mark_failed = _fenced(RunnerCalls.mark_failed)
     count_attempt = _fenced(RunnerCalls.count_attempt)
+    trial_dicts = _fenced(RunnerCalls.trial_dicts)  # the late-stop pruner's read of a suite's trials
     trials = _fenced(RunnerCalls.trials)
     trial = _fenced(RunnerCalls.trial)
     count_trials = _fenced(RunnerCalls.count_trials)

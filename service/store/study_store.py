@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
 from service.statuses import ACTIVE, FINISHED, RESULTS, TERMINAL
@@ -84,6 +85,18 @@ class StudyStore(StoreBase):
             return 0
         finally:
             view.close()
+
+
+    def delete_suite(self, suite_id: str) -> None:
+        """The suite's row and each of its studies (with their trials and reports). Here, not in
+        suites.py: it spans the suites' and the studies' repositories."""
+        with self.session() as s:
+            ids = list(s.scalars(select(Study.id).where(Study.suite_id == suite_id)))
+        for sid in ids:
+            self.delete_study(sid)
+        with self.session() as s:
+            s.execute(delete(Suite).where(Suite.id == suite_id))
+            s.commit()
 
 
 def _delegate(part: str, call: Callable) -> Callable:

@@ -59,3 +59,18 @@ class SuitesRepository(StoreBase):
                 return []
             rows = {st.id: st for st in s.scalars(select(Study).where(Study.suite_id == suite_id))}
             return [rows.get(sid) for sid in suite.spec.get("study_ids", [])]
+
+    def set_suite_spec(self, suite_id: str, spec: dict[str, Any]) -> None:
+        """Replaces a suite's stored spec (a target set freezes its targets into it, once)."""
+        with self.session() as s:
+            suite = s.get(Suite, suite_id)
+            if suite is not None:
+                suite.spec = spec
+                s.commit()
+
+    def suites_using_targets(self, target_set_id: str) -> list[str]:
+        """The ids of the suites whose targets come from this target set."""
+        with self.session() as s:
+            return [sid for sid, spec in s.execute(select(Suite.id, Suite.spec)).all()
+                    if isinstance(spec, dict) and spec.get("targets") == target_set_id
+                    and spec.get("kind") != "target_set"]

@@ -37,7 +37,7 @@ def test_the_sql_store_implements_every_call_of_the_interface_and_no_other():
 def test_each_call_of_the_sql_store_is_one_repositorys():
     store_calls = {name: part for part, repository in PARTS.items()
                    for name in vars(repository) if not name.startswith("_")}
-    assert set(store_calls) | {"with_sessions", "delete_optuna_studies", "session"} == _members(Store)
+    assert set(store_calls) | {"with_sessions", "delete_optuna_studies", "delete_suite", "session"} == _members(Store)
     assert all(StudyStore.__dict__[name].__wrapped__ is PARTS[part].__dict__[name]
                for name, part in store_calls.items())
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from service.control.pruners.asha import AshaPruner
 from service.control.pruners.base import GO_ON, Decision, Pruner, Report
+from service.control.pruners.late import LateStopPruner
 from service.spec import ResolvedSpec
 
 
-def pruner_for(spec: ResolvedSpec) -> Pruner | None:
-    """The study's pruner (None: every trial trains its whole budget)."""
-    return AshaPruner.from_spec(spec)
+def pruner_for(spec: ResolvedSpec, trials=None) -> Pruner | None:
+    """The study's pruner (None: every trial trains its whole budget). `trials(study_id)`: the
+    study's trials with histories (the late stops of the algoperf ruleset read them)."""
+    return LateStopPruner.from_spec(spec, trials) or AshaPruner.from_spec(spec)
 
 
-__all__ = ["GO_ON", "AshaPruner", "Decision", "Pruner", "Report", "pruner_for"]
+__all__ = ["GO_ON", "AshaPruner", "Decision", "LateStopPruner", "Pruner", "Report", "pruner_for"]

@@ -22,6 +22,7 @@ class Report:
     trial_id: int
     epoch: int
     value: float | None  # the study's metric at this epoch
+    train_time_s: float | None = None  # accumulated training time (the algoperf ruleset's late stops)
 
 
 @dataclass(frozen=True)

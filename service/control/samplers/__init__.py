@@ -1,10 +1,11 @@
 """Samplers: how a stage's configurations are chosen, behind one interface (`base.Sampler`):
-random and halton fix them when the stage opens (`fixed`), TPE asks as slots free up (`tpe`)."""
+random, halton and sobol fix them when the stage opens (`fixed`, `sobol`), TPE asks as slots free up (`tpe`)."""
 
 from __future__ import annotations
 
 from service.control.samplers.base import Sampler
 from service.control.samplers.fixed import FixedSampler
+from service.control.samplers.sobol import SobolSampler
 from service.control.samplers.tpe import TpeSampler
 
 
@@ -14,7 +15,8 @@ class Samplers:
 
     def __init__(self, store):
         self._by_method: dict[str, Sampler] = {
-            "random": FixedSampler("random"), "halton": FixedSampler("halton"), "tpe": TpeSampler(store)}
+            "random": FixedSampler("random"), "halton": FixedSampler("halton"), "tpe": TpeSampler(store),
+            "sobol": SobolSampler()}
 
     def __getitem__(self, method: str) -> Sampler:
         return self._by_method[method]
@@ -24,4 +26,4 @@ class Samplers:
             sampler.forget(study_id)
 
 
-__all__ = ["FixedSampler", "Sampler", "Samplers", "TpeSampler"]
+__all__ = ["FixedSampler", "Sampler", "Samplers", "SobolSampler", "TpeSampler"]

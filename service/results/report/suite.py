@@ -15,6 +15,14 @@ def _time(v: dict) -> str:
     return f"{_fmt(v['time_s'], 3)} s, epoch {_fmt(v['epochs'], 3)}"
 
 
+def _version(data: dict) -> str:
+    pv = data.get("protocol_version")
+    if not pv:
+        return ""
+    return (f" Protocol: {html.escape(str(pv.get('ruleset')))} {html.escape(str(pv.get('version')))} "
+            f"(rootfree {html.escape(str(pv.get('rootfree')))}).")
+
+
 def _verdicts(w: dict) -> str:
     if not w["comparisons"]:
         return f"<p><strong>No verdict is possible:</strong> {html.escape(w.get('no_verdict') or '')}</p>"
@@ -37,7 +45,7 @@ def render_suite_report(data: dict) -> str:
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
              f"<p>Suite <code>{html.escape(data['id'])}</code>, {html.escape(data['status'])}; generated "
              f"{datetime.now(UTC).isoformat(timespec='seconds')}. Baseline: "
-             f"{html.escape(str(data['baseline'] or 'none'))}.</p>"]
+             f"{html.escape(str(data['baseline'] or 'none'))}.{_version(data)}</p>"]
     score_rows = "".join(
         f"<tr><td>{html.escape(o)}</td><td>{_fmt(data['scores'][o], 3)}</td>"
         f"<td>{_fmt((data['speedups'].get(o) or {}).get('geomean'), 3)}"

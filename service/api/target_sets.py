@@ -1,0 +1,191 @@
+"""The /target-sets resource: frozen, versioned targets for algoperf suites (service/results/target_sets.py).
+
+A target set is kept as a suite row of kind "target_set" (its studies are ordinary studies that carry
+its id); once every study has ended its targets are computed once and frozen into it. It never
+changes after that: PUT/PATCH answer 405, DELETE 409 while a suite takes its targets from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
+from service.api.deps import get_app_settings, get_store
+from service.api.errors import ApiError
+from service.api.studies import check_admission
+from service.auth import Principal, client_address, current_user
+from service.results.suites import suite_status
+from service.results.target_sets import targets as compute_targets
+from service.schemas import Resources, SuiteSpec, reject_control_characters
+from service.settings import Settings
+from service.statuses import ACTIVE
+from service.store.models import Suite
+from service.store.study_store import QuotaExceeded, StudyStore
+
+router = APIRouter(prefix="/target-sets", tags=["target-sets"], dependencies=[Depends(current_user)])
+KIND = "target_set"
+
+
+class TargetSetWorkload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    budget: dict[str, int] = Field(default_factory=dict)
+    max_runtime_s: int | None = Field(default=None, ge=1, le=10_000_000)
+
+
+class TargetSetSpec(BaseModel):
+    """`POST /target-sets`: the baselines tuned on each workload (`trials` Sobol draws each), each
+    one's best re-run `reruns` times."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    workloads: list[TargetSetWorkload] = Field(min_length=1, max_length=20)
+    optimizers: list[str] = Field(min_length=1, max_length=10)
+    trials: int = Field(default=20, ge=1, le=10000)
+    reruns: int = Field(default=5, ge=1, le=20)
+    search_spaces: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
+    priority: int = Field(default=0, ge=0, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        reject_control_characters(data)
+        return data
+
+    def as_suite(self) -> SuiteSpec:
+        """The same studies as a suite without a ruleset: one stage of `trials` Sobol draws per
+        baseline, then `reruns` seed runs of each one's best."""
+        try:
+            return SuiteSpec.model_validate({
+                "name": self.name, "optimizers": self.optimizers, "baseline": self.optimizers[0],
+                "workloads": [w.model_dump(exclude_none=True) for w in self.workloads],
+                "protocol": {"stages": [self.trials], "method": "sobol", "seeds": self.reruns, "seed": self.seed},
+                "search_spaces": self.search_spaces, "resources": self.resources.model_dump(),
+                "max_concurrent_trials": self.max_concurrent_trials, "priority": self.priority})
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            if not field and ": " in message:
+                field, message = message.split(": ", 1)
+            raise ApiError(422, field or "body", message) from None
+
+
+def get_target_set_or_404(request: Request, set_id: str = Path(max_length=64),
+                          user: Principal = Depends(current_user)) -> Suite:
+    ts = get_store(request).get_suite(set_id)
+    if ts is None or ts.spec.get("kind") != KIND or not user.owns(ts.owner):
+        raise HTTPException(404, f"target set {set_id!r} not found")
+    return ts
+
+
+def refresh(store: StudyStore, ts: Suite) -> dict:
+    """The set's stored spec, with its targets frozen into it the first time every study has ended."""
+    if ts.spec.get("targets") is not None:
+        return ts.spec
+    rows = store.suite_studies(ts.id)
+    status = suite_status([s.status for s in rows if s is not None])
+    if status in ("queued", "running"):
+        return ts.spec
+    studies = [{"spec": s.spec, "trials": store.trial_dicts(s.id)} if s is not None else {"spec": None, "trials": []}
+               for s in rows]
+    computed = compute_targets(ts.spec["workloads"], studies)
+    spec = {**ts.spec, "targets": computed["targets"], "detail": computed["detail"], "final_status": status}
+    store.set_suite_spec(ts.id, spec)
+    return spec
+
+
+def target_set_out(store: StudyStore, ts: Suite) -> dict:
+    spec = refresh(store, ts)
+    rows = store.suite_studies(ts.id)
+    frozen = spec.get("targets") is not None
+    done = frozen and spec.get("final_status") == "completed"
+    # ended without every study completing (a failure, a cancel): the targets it has, no version
+    status = ("done" if done else spec.get("final_status")) if frozen else \
+        suite_status([s.status for s in rows if s is not None])
+    return {"id": ts.id, "name": ts.name, "status": status, "owner": ts.owner,
+            "created_at": ts.created_at.isoformat(), "version": ts.id if done else None,
+            "targets": spec.get("targets"), "detail": spec.get("detail"),
+            "studies": [{"id": sid, "workload": w["name"], "status": s.status if s else "deleted"}
+                        for sid, s, w in zip(spec["study_ids"], rows, spec["workloads"], strict=True)],
+            "spec": {k: spec[k] for k in ("workloads", "optimizers", "trials", "reruns", "seed")},
+            "links": {"self": f"/target-sets/{ts.id}"}}
+
+
+@router.post("", status_code=201, dependencies=[Depends(adopt_cluster_catalog)])
+def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
+                      idempotency_key: str | None = Header(default=None, max_length=200),
+                      store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings),
+                      user: Principal = Depends(current_user)):
+    suite_spec, study_specs = spec.as_suite().resolved()
+    for s in study_specs:
+        check_cluster_offers(store, s)
+        check_admission(store, settings, s)
+    stored = {**suite_spec, "kind": KIND, "trials": spec.trials, "reruns": spec.reruns, "seed": spec.seed,
+              "targets": None}
+    try:
+        ts, created = store.create_suite(stored, study_specs, idempotency_key and f"target-set:{idempotency_key}",
+                                         owner=user.user, audit={"actor": user.user,
+                                                                 "client": client_address(request)},
+                                         max_active=settings.max_active_studies)
+    except QuotaExceeded as e:
+        raise ApiError(429, "max_active_studies",
+                       f"the target set adds {len(study_specs)} studies to your {e.active} queued or running ones; "
+                       f"the limit is {e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES)") from None
+    request.app.state.queue_snapshot = None
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/target-sets/{ts.id}"
+    return target_set_out(store, ts)
+
+
+@router.get("/{set_id}")
+def get_target_set(ts: Suite = Depends(get_target_set_or_404), store: StudyStore = Depends(get_store)):
+    """Status and, once every study has completed, `{"version": <id>, "targets": {workload: value}}`
+    (status "done"); a set whose studies ended otherwise says so (failed, cancelled) and has no version."""
+    return target_set_out(store, ts)
+
+
+@router.put("/{set_id}", status_code=405)
+@router.patch("/{set_id}", status_code=405)
+def change_target_set(ts: Suite = Depends(get_target_set_or_404)):
+    raise ApiError(405, "target_set", "a target set never changes; submit a new one",
+                   headers={"Allow": "GET, DELETE"})
+
+
+@router.delete("/{set_id}", status_code=204)
+def delete_target_set(ts: Suite = Depends(get_target_set_or_404), store: StudyStore = Depends(get_store)):
+    users = store.suites_using_targets(ts.id)
+    if users:
+        raise ApiError(409, "target_set", f"suite(s) {', '.join(users)} take their targets from it")
+    if any(s is not None and s.status in ACTIVE for s in store.suite_studies(ts.id)):
+        raise ApiError(409, "status", "its studies are still queued or running; cancel them first")
+    store.delete_suite(ts.id)
+    return Response(status_code=204)
+
+
+def suite_targets(store: StudyStore, user: Principal, set_id: str, workloads: list[dict]) -> list[float]:
+    """The targets a suite's workloads take from a done target set (by workload name; name_<k> where
+    the set has a workload twice): 422 naming `targets` when it is missing, not done or lacks one."""
+    ts = store.get_suite(set_id)
+    if ts is None or ts.spec.get("kind") != KIND or not user.owns(ts.owner):
+        raise ApiError(422, "targets", f"target set {set_id!r} not found")
+    spec = refresh(store, ts)
+    frozen = spec.get("targets")
+    if frozen is None or spec.get("final_status") != "completed":
+        state = "is not done yet" if frozen is None else f"ended {spec.get('final_status')}, not done"
+        raise ApiError(422, "targets", f"target set {set_id!r} {state}")
+    out = []
+    for i, w in enumerate(workloads):
+        value = frozen.get(w["name"])
+        if value is None:
+            raise ApiError(422, "targets", f"target set {set_id!r} has no target for workloads[{i}] "
+                                           f"({w['name']!r}); it has {', '.join(frozen) or 'none'}")
+        out.append(float(value))
+    return out
