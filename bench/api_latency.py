@@ -137,7 +137,7 @@ def main() -> None:
         db = args.db or f"sqlite:///{tmp}/bench.db"
         headers = {}
         if args.auth == "tokens":
-            from service.auth import create_token
+            from service.api.auth import create_token
             from service.store.study_store import StudyStore
 
             headers = {"Authorization": f"Bearer {create_token(StudyStore(db).engine, 'bench')[0]}"}
@@ -195,8 +195,8 @@ def auth_cost(blocks: int = 10, per_block: int = 200) -> None:
     through one without authentication; prints the median per-call times and the difference."""
     from fastapi.testclient import TestClient
 
+    from service.api.auth import create_token
     from service.app import create_app
-    from service.auth import create_token
     from service.settings import Settings
     from service.store.study_store import StudyStore
 

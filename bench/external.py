@@ -82,7 +82,7 @@ def start_api(db_url: str, port: int, log: Path) -> subprocess.Popen:
 
 def prepare(db_url: str, port: int, trials: int) -> tuple[str, str]:
     """A user's token and an external study with `trials` pending trials (stage 1 opened)."""
-    from service.auth import create_token
+    from service.api.auth import create_token
     from service.control.stages import StageMachine
     from service.store.study_store import StudyStore
 

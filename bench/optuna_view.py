@@ -31,8 +31,8 @@ def run_once(tmp: Path, view: str, args, tag: str) -> tuple[float, int, float]:
     """(trials per minute, trials in the Optuna view) of one study run with the view on or off."""
     import optuna
 
+    from service.api.schemas import StudySpec
     from service.control.runner import StudyRunner
-    from service.schemas import StudySpec
     from service.settings import Settings
     from service.store.study_store import StudyStore
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
-    from service.schemas import StudySpec
+    from service.api.schemas import StudySpec
     from service.store.lease import Lease
     from service.store.runner_store import RunnerStore
     from service.store.study_store import StudyStore

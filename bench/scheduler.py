@@ -45,7 +45,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def spec(name: str, optimizers: list[str], stages: list[int], cap: int, pace_ms: int, priority: int = 0):
-    from service.schemas import StudySpec
+    from service.api.schemas import StudySpec
 
     return StudySpec(name=name, workload="noisy_quadratic", optimizers=optimizers,
                      protocol={"stages": stages, "top_k": 2, "seed": 0},

@@ -32,8 +32,8 @@ METHODS = {
 
 
 def run(method: str, seed: int, args, tmp: str) -> dict:
+    from service.api.schemas import StudySpec
     from service.control.runner import StudyRunner
-    from service.schemas import StudySpec
     from service.settings import Settings
     from service.store.study_store import StudyStore
 

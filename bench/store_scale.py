@@ -36,8 +36,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, and this tree's service
 
-from service.auth import create_token  # noqa: E402 - after the path
-from service.schemas import StudySpec  # noqa: E402 - after the path
+from service.api.auth import create_token  # noqa: E402 - after the path
+from service.api.schemas import StudySpec  # noqa: E402 - after the path
 from service.store.models import Report, Trial  # noqa: E402 - after the path
 from service.store.study_store import StudyStore  # noqa: E402 - after the path
 from tests.support import free_port  # noqa: E402 - after the path

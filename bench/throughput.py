@@ -40,8 +40,8 @@ def per_block(ends: list[float], start: float, block: int = 100) -> list[float]:
 
 
 def run_rootfree(n: int, cpus: int) -> dict:
+    from service.api.schemas import StudySpec
     from service.control.runner import StudyRunner
-    from service.schemas import StudySpec
     from service.settings import Settings
     from service.store.study_store import StudyStore
 

@@ -12,11 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from service import catalog as plugin_catalog
 from service.api import audit, catalog, cluster, health, reports, studies, suites, target_sets, trials
+from service.api.auth import TokenCache
 from service.api.errors import ApiError
 from service.api.limits import InputLimits
-from service.auth import TokenCache
+from service.control import catalog as plugin_catalog
 from service.control.supervisor import RunnerSupervisor
 from service.settings import Settings, get_settings
 from service.store.study_store import StoreUnavailable, StudyStore

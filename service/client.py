@@ -38,8 +38,8 @@ from typing import Any
 import httpx
 
 from service.client_retry import ServiceUnavailable, client_timeout_s, send  # noqa: F401 - re-exported
-from service.statuses import FINISHED as TRIAL_FINISHED
-from service.statuses import TERMINAL
+from service.domain.statuses import FINISHED as TRIAL_FINISHED
+from service.domain.statuses import TERMINAL
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 REPORT_TIMEOUT_S = 300.0  # a report is computed on the first request: longer than a plain call

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import datasets
 from .models import LSTMLanguageModel, ResNet, ViT
-from .workloads import Batch, Prepared
+from .prepared import Batch, Prepared
 
 
 # ---------------------------------------------------------------------- image classification

@@ -40,6 +40,7 @@ the model to eval mode (the loop switches it back).
 
 from optimizers.registry import OptimizerPlugin
 
-from .workloads import Batch, Prepared, Workload
+from .prepared import Batch, Prepared
+from .workloads import Workload
 
 __all__ = ["Batch", "OptimizerPlugin", "Prepared", "Workload"]

@@ -15,33 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .prepared import Prepared
+
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
-Batch = tuple["torch.Tensor", "torch.Tensor"]
 
 # Budget keys every workload takes (built-in or plugin), read by the trial loop, not by `prepare`:
 # eval_every: evaluate every that many steps and at the end, each evaluation a row of its own
 # (global_step, accumulated training and evaluation time, the metric); left out, once per epoch.
 # max_runtime_s: stop when the accumulated training time (evaluation excluded) passes it.
 LOOP_BUDGET = {"eval_every": 10_000_000, "max_runtime_s": 10_000_000}
-
-
-@dataclass
-class Prepared:
-    """One trial's model and data, ready to train."""
-
-    model: nn.Module
-    batch_size: int
-    train_batches: Callable[[int], Iterator[Batch]]  # epoch -> batches (seeded shuffle)
-    evaluate: Callable[[nn.Module], float]  # the workload's metric on held-out data
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    examples_per_batch: int
 
 
 @dataclass(frozen=True)
@@ -225,7 +213,7 @@ def load_plugins(reload: bool = False) -> None:
 
 def register(w: Workload) -> None:
     """Adds a workload under a name no one has taken (the controller's description of a plugin
-    only the cluster's nodes have; see service.catalog.adopt)."""
+    only the cluster's nodes have; see service.control.catalog.adopt)."""
     load_plugins()
     if w.name in _REGISTRY:
         raise ValueError(f"workload {w.name!r} exists")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
+from service.api.auth import Principal, require_admin
 from service.api.deps import get_store
-from service.auth import Principal, require_admin
 from service.store import audit as audit_trail
 from service.store.study_store import StudyStore
 

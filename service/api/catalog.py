@@ -13,11 +13,11 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from service import catalog
+from service.api.auth import current_user
 from service.api.deps import get_store
 from service.api.errors import ApiError
-from service.auth import current_user
-from service.spec import ResolvedSpec
+from service.control import catalog
+from service.domain.spec import ResolvedSpec
 from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["catalog"], dependencies=[Depends(current_user)])

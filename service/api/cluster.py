@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from service.api.auth import Principal, current_user
 from service.api.deps import get_store
-from service.auth import Principal, current_user
+from service.api.schemas import ClusterOut
 from service.control.queue_view import queue
-from service.schemas import ClusterOut
 from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["cluster"])

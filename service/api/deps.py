@@ -6,7 +6,7 @@ import time
 
 from fastapi import Depends, HTTPException, Path, Request
 
-from service.auth import Principal, current_user
+from service.api.auth import Principal, current_user
 from service.settings import Settings
 from service.store.models import Study
 from service.store.study_store import StudyStore

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from service.api.auth import current_user
 from service.api.deps import get_store
-from service.auth import current_user
 from service.store import lease as lease_mod
 
 router = APIRouter(tags=["health"])

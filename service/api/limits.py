@@ -1,7 +1,7 @@
 """Bounds on what a request may carry, before any route sees it: bodies over `MAX_BODY_BYTES`
 answer 413, and control characters (NUL among them: PostgreSQL refuses NUL in text) in the path
 or the query answer 422 naming the parameter. JSON bodies are checked by the schemas
-(`service.schemas.reject_control_characters`)."""
+(`service.api.schemas.reject_control_characters`)."""
 
 from __future__ import annotations
 

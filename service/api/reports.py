@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
+from service.api.auth import Principal, current_user
 from service.api.deps import get_store
 from service.api.results import cached_report
-from service.auth import Principal, current_user
 from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["studies"], dependencies=[Depends(current_user)])

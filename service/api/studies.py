@@ -11,23 +11,23 @@ import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from service.api.auth import Principal, audit, client_address, current_user
 from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
 from service.api.deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
 from service.api.errors import ApiError
 from service.api.results import cached_analysis_json, cached_report
+from service.api.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from service.api.trials import forget_tpe
-from service.auth import Principal, audit, client_address, current_user
 from service.control.queue_view import place
 from service.control.scheduler import infeasible
 from service.control.stages import planned_trials
+from service.domain.ruleset import protocol_version
+from service.domain.spec import ResolvedSpec
+from service.domain.statuses import ACTIVE, TERMINAL
 from service.results.feasibility import spec_warnings
 from service.results.summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
 from service.results.verdicts import export_comparisons
-from service.ruleset import protocol_version
-from service.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from service.settings import Settings
-from service.spec import ResolvedSpec
-from service.statuses import ACTIVE, TERMINAL
 from service.store.files import remove_study_files
 from service.store.models import Study
 from service.store.study_log import log_path, ray_log_name, read_from, tail_with_offset

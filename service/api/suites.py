@@ -7,20 +7,20 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from service.api.auth import Principal, client_address, current_user
 from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
 from service.api.deps import get_app_settings, get_store
 from service.api.errors import ApiError
 from service.api.results import render_lock, results
+from service.api.schemas import SuiteOut, SuiteSpec, SuiteStudy
 from service.api.studies import check_admission
-from service.auth import Principal, client_address, current_user
+from service.domain.ruleset import protocol_version
 from service.results.algoperf_export import algoperf_zip
 from service.results.algoperf_report import algoperf_suite_report
 from service.results.feasibility import spec_warnings
 from service.results.report.algoperf import render_algoperf_report
 from service.results.report.suite import render_suite_report
 from service.results.suites import jsonable, suite_report, suite_status
-from service.ruleset import protocol_version
-from service.schemas import SuiteOut, SuiteSpec, SuiteStudy
 from service.settings import Settings
 from service.store.models import Suite
 from service.store.study_store import QuotaExceeded, StudyStore

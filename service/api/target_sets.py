@@ -10,18 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.api.auth import Principal, client_address, current_user
 from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
 from service.api.deps import get_app_settings, get_store
 from service.api.errors import ApiError
+from service.api.schemas import PlainText, Resources, SuiteSpec, first_error
 from service.api.studies import check_admission
-from service.auth import Principal, client_address, current_user
+from service.domain.statuses import ACTIVE
 from service.results.suites import suite_status
 from service.results.target_sets import targets as compute_targets
-from service.schemas import Resources, SuiteSpec, reject_control_characters
 from service.settings import Settings
-from service.statuses import ACTIVE
 from service.store.models import Suite
 from service.store.study_store import QuotaExceeded, StudyStore
 
@@ -36,7 +36,7 @@ class TargetSetWorkload(BaseModel):
     max_runtime_s: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
-class TargetSetSpec(BaseModel):
+class TargetSetSpec(PlainText):
     """`POST /target-sets`: the baselines tuned on each workload (`trials` Sobol draws each), each
     one's best re-run `reruns` times."""
 
@@ -52,12 +52,6 @@ class TargetSetSpec(BaseModel):
     max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
     priority: int = Field(default=0, ge=0, le=100)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_control_characters(cls, data: Any) -> Any:
-        reject_control_characters(data)
-        return data
-
     def as_suite(self) -> SuiteSpec:
         """The same studies as a suite without a ruleset: one stage of `trials` Sobol draws per
         baseline, then `reruns` seed runs of each one's best."""
@@ -69,11 +63,7 @@ class TargetSetSpec(BaseModel):
                 "search_spaces": self.search_spaces, "resources": self.resources.model_dump(),
                 "max_concurrent_trials": self.max_concurrent_trials, "priority": self.priority})
         except ValidationError as e:
-            err = e.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            if not field and ": " in message:
-                field, message = message.split(": ", 1)
+            field, message = first_error(e)
             raise ApiError(422, field or "body", message) from None
 
 

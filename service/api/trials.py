@@ -23,20 +23,19 @@ import math
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from service.api.auth import Principal, current_user
 from service.api.deps import get_app_settings, get_store, get_study_or_404
 from service.api.errors import ApiError
-from service.api.limits import clean_text
-from service.auth import Principal, current_user
+from service.api.schemas import PlainText
 from service.control.external import claim_body, next_group
 from service.control.pruners import Report, pruner_for
-from service.schemas import reject_control_characters
+from service.domain.statuses import TERMINAL
 from service.settings import Settings
-from service.statuses import TERMINAL
 from service.store.audit import deleted_study_owner
 from service.store.models import Study
 from service.store.study_store import StudyStore
@@ -49,14 +48,8 @@ MAX_RESERVED = 1e9
 _tpe_lock = threading.Lock()  # Optuna's samplers are not thread-safe; the API serves a thread pool
 
 
-class _Body(BaseModel):
+class _Body(PlainText):
     model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_control_characters(cls, data: Any) -> Any:
-        reject_control_characters(data)
-        return data
 
 
 class ClaimOut(BaseModel):
@@ -91,21 +84,18 @@ class CompleteIn(_Body):
     metrics: dict[str, Any] | None = Field(default=None, max_length=100)
 
 
-class FailIn(BaseModel):
+class FailIn(PlainText):
     model_config = ConfigDict(extra="forbid")
-    claim_token: str = Field(min_length=1, max_length=64)
     # a stderr tail or a traceback (tqdm's carriage returns, ANSI colours): sanitised and capped,
     # never refused, so a failing trial is always recorded as failed (issue 30)
+    free_text: ClassVar[tuple[str, ...]] = ("reason",)
+    claim_token: str = Field(min_length=1, max_length=64)
     reason: str = Field(default="the client failed the trial")
 
-    @model_validator(mode="before")
+    @field_validator("reason")
     @classmethod
-    def _no_control_characters(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            reject_control_characters({k: v for k, v in data.items() if k != "reason"})
-            if isinstance(data.get("reason"), str):
-                data = {**data, "reason": clean_text(data["reason"]).strip() or "the client failed the trial"}
-        return data
+    def _some_reason(cls, v: str) -> str:
+        return v or "the client failed the trial"
 
 
 class HeartbeatIn(_Body):

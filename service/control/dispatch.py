@@ -27,8 +27,8 @@ from service.control.pruners import GO_ON, Decision, Pruner, Report, pruner_for
 from service.control.samplers import Samplers
 from service.control.scheduler import Group, StudyState, free_resources, infeasible, policy
 from service.control.stages import StageMachine
-from service.spec import ResolvedSpec
-from service.statuses import ACTIVE, FINISHED
+from service.domain.spec import ResolvedSpec
+from service.domain.statuses import ACTIVE, FINISHED
 from service.store.files import remove_study_files
 from service.store.lease import LeaseLost
 from service.store.study_log import StudyLog, ray_logs_dir

@@ -22,7 +22,7 @@ from ray.tune.search import Searcher
 
 from service.control.stages import fmt
 from service.control.tune_actors import LiveFIFO, installed
-from service.statuses import FINISHED
+from service.domain.statuses import FINISHED
 from service.store.files import trial_dirname
 from service.store.lease import LeaseLost
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.control.scheduler import Group, StudyState, policy
-from service.spec import ResolvedSpec
-from service.statuses import FINISHED
+from service.domain.spec import ResolvedSpec
+from service.domain.statuses import FINISHED
 
 
 def next_group(spec: ResolvedSpec, study_id: str, created: float,

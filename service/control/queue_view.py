@@ -7,7 +7,7 @@ from typing import Any
 
 from service.control.scheduler import StudyState, queue_order
 from service.control.stages import planned_trials
-from service.statuses import ACTIVE, FINISHED
+from service.domain.statuses import ACTIVE, FINISHED
 from service.store.study_store import StudyStore
 
 

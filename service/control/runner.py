@@ -26,8 +26,8 @@ from ray.job_config import JobConfig
 
 from service.control.dispatch import Dispatcher
 from service.control.driver import run_tune, trial_error
+from service.domain.statuses import ACTIVE, FINISHED
 from service.settings import Settings
-from service.statuses import ACTIVE, FINISHED
 from service.store.audit import append as audit
 from service.store.lease import Lease, LeaseLost, holder_id
 from service.store.study_store import RunnerStore, StudyStore

@@ -20,8 +20,8 @@ import numpy as np
 from search_spaces import SearchSpace, fresh_seeds, narrow
 from service.control.samplers import Samplers
 from service.control.scheduler import Group
-from service.spec import ResolvedSpec
-from service.statuses import FINISHED, RESULTS
+from service.domain.spec import ResolvedSpec
+from service.domain.statuses import FINISHED, RESULTS
 from service.store.interface import RunnerCalls
 from service.store.models import Study
 from service.store.study_log import StudyLog

@@ -18,8 +18,8 @@ import time
 from datetime import UTC
 from typing import Any
 
+from service.domain.statuses import ACTIVE, FINISHED
 from service.followers.base import Follower
-from service.statuses import ACTIVE, FINISHED
 from service.store.interface import Store
 from service.store.models import Study
 

@@ -14,8 +14,8 @@ import logging
 import os
 import time
 
+from service.domain.statuses import ACTIVE as WATCHED
 from service.followers.base import Follower
-from service.statuses import ACTIVE as WATCHED
 from service.store.models import Study
 from service.store.optuna_mirror import OptunaView
 from service.store.study_store import StudyStore

@@ -11,7 +11,7 @@ They are gauges set from the store (what the store holds is the truth, also afte
 
 from __future__ import annotations
 
-from service.statuses import TRIAL_STATUSES as STATUSES
+from service.domain.statuses import TRIAL_STATUSES as STATUSES
 from service.store.models import Study
 from service.store.study_store import StudyStore
 

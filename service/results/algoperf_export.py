@@ -23,9 +23,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from service.domain.ruleset import protocol_version
 from service.results import algoperf
 from service.results.algoperf_report import SCORED
-from service.ruleset import protocol_version
 
 COLUMNS = ("global_step", "score", "total_duration", "accumulated_submission_time", "accumulated_eval_time",
            "accumulated_logging_time", "preemption_count")

@@ -13,9 +13,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from service.domain.ruleset import protocol_version
 from service.results import algoperf
 from service.results.suites import speedups, tuning_cost
-from service.ruleset import protocol_version
 
 METHOD = {
     "ruleset": "AlgoPerf external tuning: per optimizer, studies x trials_per_study scrambled Sobol draws from its "

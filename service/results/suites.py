@@ -28,8 +28,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from service.domain.statuses import ACTIVE
 from service.results.verdicts import study_comparisons
-from service.statuses import ACTIVE
 
 TAU_MAX = 4.0
 METHOD = {

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from service.statuses import FINISHED
+from service.domain.statuses import FINISHED
 from service.store.engine import StoreBase, now
 from service.store.locks import lock_study_claims
 from service.store.models import Report, Trial

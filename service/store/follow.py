@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from service.statuses import ACTIVE, RESULTS
+from service.domain.statuses import ACTIVE, RESULTS
 from service.store.engine import StoreBase
 from service.store.models import Report, Study, Trial
 

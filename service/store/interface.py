@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-    from service.spec import ResolvedSpec
+    from service.domain.spec import ResolvedSpec
     from service.store.models import Study, Suite, Trial
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import false, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.statuses import ACTIVE
+from service.domain.statuses import ACTIVE
 from service.store.models import Study
 
 

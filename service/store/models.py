@@ -1,4 +1,4 @@
-"""ORM models of the study store (SQLAlchemy 2). Pydantic schemas live in service/schemas.py."""
+"""ORM models of the study store (SQLAlchemy 2). Pydantic schemas live in service/api/schemas.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from service.spec import ResolvedSpec, load_spec
+from service.domain.spec import ResolvedSpec, load_spec
 
 
 def utcnow() -> datetime:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, func, literal, select
 
-from service.statuses import RESULTS
+from service.domain.statuses import RESULTS
 from service.store.engine import StoreBase
 from service.store.models import Trial
 

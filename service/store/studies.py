@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from service.spec import ResolvedSpec, spec_json
-from service.statuses import ACTIVE, TERMINAL
+from service.domain.spec import ResolvedSpec, spec_json
+from service.domain.statuses import ACTIVE, TERMINAL
 from service.store.engine import StoreBase, now
 from service.store.locks import admit
 from service.store.models import AuditEntry, Report, Study, Trial

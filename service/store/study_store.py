@@ -24,7 +24,7 @@ from collections.abc import Callable
 from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
-from service.statuses import ACTIVE, FINISHED, RESULTS, TERMINAL
+from service.domain.statuses import ACTIVE, FINISHED, RESULTS, TERMINAL
 from service.store.claims import ClaimsRepository
 from service.store.cluster import ClusterRepository
 from service.store.engine import MIGRATIONS, StoreBase, StoreUnavailable, make_engine, migrate, now, transient

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.spec import ResolvedSpec, spec_json
+from service.domain.spec import ResolvedSpec, spec_json
 from service.store.engine import StoreBase, now
 from service.store.locks import admit
 from service.store.models import AuditEntry, Study, Suite

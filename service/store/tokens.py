@@ -1,4 +1,4 @@
-"""The API tokens (stored only as their SHA-256; service/auth.py makes and checks them): insert,
+"""The API tokens (stored only as their SHA-256; service/api/auth.py makes and checks them): insert,
 list, revoke, the lookup by digest and the `last used` stamp."""
 
 from __future__ import annotations

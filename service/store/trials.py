@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, literal, select, tuple_, update
 
-from service.statuses import FINISHED
+from service.domain.statuses import FINISHED
 from service.store.engine import StoreBase, now
 from service.store.models import Report, Trial
 

@@ -7,8 +7,8 @@ import copy
 import pytest
 from fastapi.testclient import TestClient
 
-from service import catalog
 from service.app import create_app
+from service.control import catalog
 from service.settings import Settings
 from tests.plugins.conftest import require_examples
 from tests.service.conftest import bearer, make_token

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 import optimizers
-from service import catalog
 from service.app import create_app
+from service.control import catalog
 from service.settings import Settings
 from tests.plugins.conftest import require_examples
 from tests.service.conftest import bearer, make_token
@@ -128,7 +128,7 @@ def test_plugin_example_studies_are_valid(name):
 
     import yaml
 
-    from service.schemas import StudySpec
+    from service.api.schemas import StudySpec
 
     require_examples()
     path = Path(__file__).resolve().parents[2] / "examples" / "plugins" / f"{name}.yaml"

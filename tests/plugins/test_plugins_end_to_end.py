@@ -13,9 +13,9 @@ import textwrap
 import pytest
 from fastapi.testclient import TestClient
 
-from service import catalog
+from service.api.schemas import StudySpec
 from service.app import create_app
-from service.schemas import StudySpec
+from service.control import catalog
 from service.settings import Settings
 from tests.plugins.conftest import require_examples
 from tests.service.conftest import bearer, make_token

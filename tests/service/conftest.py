@@ -28,7 +28,7 @@ def db_url(request, tmp_path):
 
 def make_token(db_url: str, user: str = "alice", admin: bool = True) -> str:
     """A real API token in the study database (migrated first), as `rootfree token create` makes."""
-    from service.auth import create_token
+    from service.api.auth import create_token
     from service.store.study_store import StudyStore
 
     store = StudyStore(db_url)

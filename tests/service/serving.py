@@ -30,7 +30,7 @@ api = _Api()
 
 def admin_token(db_url: str) -> str:
     """Creates an admin token in the database (as `rootfree token create --admin` would)."""
-    from service.auth import create_token
+    from service.api.auth import create_token
     from service.store.study_store import StudyStore
 
     store = StudyStore(db_url)

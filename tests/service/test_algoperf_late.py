@@ -48,7 +48,7 @@ def test_the_bound_comes_from_ended_studies_and_the_stop_fires_only_past_four_ti
     nothing_ended = [{**t, "status": "running"} for t in trials]
     assert algoperf.fastest_median_bound(sp, nothing_ended, 1.0) == math.inf
 
-    from service.spec import ResolvedSpec
+    from service.domain.spec import ResolvedSpec
     resolved = ResolvedSpec.model_validate({
         "name": "x", "workload": "noisy_quadratic", "optimizers": ["a", "b"], "metric": "loss", "mode": "min",
         "budget": {"epochs": 1}, "protocol": {"stages": [S * O], "method": "sobol"}, "ruleset": sp["ruleset"]})

@@ -7,10 +7,10 @@ import math
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.schemas import SuiteSpec
 from service.app import create_app
 from service.results import algoperf
 from service.results.algoperf_report import algoperf_suite_report
-from service.schemas import SuiteSpec
 from service.settings import Settings
 
 from .conftest import bearer, make_token
@@ -229,7 +229,7 @@ def test_export_is_for_ruleset_suites_and_the_cli_writes_the_zip(tmp_path, monke
     import json
     import zipfile
 
-    from service import cli
+    from service.cli import commands as cli
     from service.client import Client
 
     url = f"sqlite:///{tmp_path / 's.db'}"
@@ -260,7 +260,7 @@ def test_export_is_for_ruleset_suites_and_the_cli_writes_the_zip(tmp_path, monke
 def test_the_cli_tables_of_an_algoperf_report_show_per_study_times_and_misses():
     from rich.console import Console
 
-    from service.render import suite_tables
+    from service.cli.render import suite_tables
     from service.results.suites import jsonable
 
     spec, studies = SuiteSpec.model_validate({**SUITE, "workloads": [NQM]}).resolved()

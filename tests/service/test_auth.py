@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service import auth
+from service.api import auth
 from service.app import create_app
 from service.settings import Settings
 from service.store.study_store import StudyStore
@@ -148,7 +148,7 @@ def test_token_cli_and_the_token_file(tmp_path):
     assert saved.read_text().strip() == token and stat.S_IMODE(saved.stat().st_mode) == 0o600
     listed = _cli("token", "list", "--db", db).stdout
     assert "carol" in listed and "yes" in listed and token not in listed
-    from service import cli_token
+    from service.cli import token as cli_token
 
     monkey = {"XDG_CONFIG_HOME": str(tmp_path / "cfg")}
     old = {k: os.environ.get(k) for k in ("XDG_CONFIG_HOME", "ROOTFREE_TOKEN")}

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service import cli
 from service.app import create_app
-from service.cli_token import resolve_token
+from service.cli import commands as cli
+from service.cli.token import resolve_token
 from service.client import Client
 from service.settings import Settings
 

@@ -6,7 +6,7 @@ import io
 import httpx
 from rich.console import Console
 
-from service import live, render
+from service.cli import live, render
 from service.client import Client, Study
 
 STUDY = {

@@ -61,13 +61,14 @@ import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from service import cli, live  # noqa: E402
+from service.api.schemas import StudySpec  # noqa: E402
 from service.app import create_app  # noqa: E402
+from service.cli import commands as cli  # noqa: E402
+from service.cli import live  # noqa: E402
 from service.client import Client, Study  # noqa: E402
+from service.domain.spec import ResolvedSpec  # noqa: E402
 from service.results.cache import ResultCache  # noqa: E402
-from service.schemas import StudySpec  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.spec import ResolvedSpec  # noqa: E402
 from service.store.study_log import StudyLog, log_path, read_from, tail  # noqa: E402
 from service.store.study_store import StudyStore  # noqa: E402
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.schemas import StudySpec
+from service.api.schemas import StudySpec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 

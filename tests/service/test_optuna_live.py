@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
+from service.api.schemas import StudySpec
 from service.cli import main as cli_main
-from service.schemas import StudySpec
 from service.settings import Settings
 from service.store.study_store import StudyStore
 

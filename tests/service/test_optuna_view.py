@@ -9,10 +9,10 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from service.api.schemas import StudySpec
 from service.cli import main as cli_main
 from service.control.stages import StageMachine
 from service.followers.optuna_view import OptunaFollower
-from service.schemas import StudySpec
 from service.store.optuna_mirror import OptunaView
 from service.store.study_store import StudyStore
 

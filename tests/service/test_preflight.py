@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.preflight import PLACEHOLDER, ConfigError, check_ray, check_secrets, ray_endpoint
+from service.cli.preflight import PLACEHOLDER, ConfigError, check_ray, check_secrets, ray_endpoint
 from service.settings import Settings
 from tests.support import free_port
 

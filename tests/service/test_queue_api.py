@@ -5,7 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.render import queue_table
+from service.cli.render import queue_table
 from service.settings import Settings
 
 from .conftest import bearer, make_token

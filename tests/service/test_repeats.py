@@ -4,9 +4,9 @@ analysis gains search-level comparisons of the per-repeat outcomes."""
 
 import pytest
 
+from service.api.schemas import StudySpec
 from service.control.stages import StageMachine, planned_trials, repeat_seed, seed_run_seeds
 from service.results.analysis import analyse
-from service.schemas import StudySpec
 from service.store.study_store import StudyStore
 
 

@@ -10,10 +10,10 @@ import subprocess
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.schemas import StudySpec
 from service.app import create_app
 from service.results import analysis
 from service.results.summary import optimizer_summaries, ranking
-from service.schemas import StudySpec
 from service.settings import Settings
 
 from .conftest import bearer, make_token
@@ -144,7 +144,8 @@ def test_report_and_analysis_through_the_api_and_the_cli(finished, tmp_path):
 
     import uvicorn  # noqa: F401 - served in a thread for the CLI
 
-    from service import cli, testing
+    from service.cli import commands as cli
+    from tests.support import local as testing
 
     port = testing.free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(database_url=store.url, start_runner=False)),

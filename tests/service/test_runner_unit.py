@@ -53,9 +53,9 @@ def test_trials_released_from_what_the_callback_stored_complete_the_study(tmp_pa
     then the searcher's release), without Ray: the study goes through both stages to completed,
     a released trial is not read back from the store (the callback stored its end), each
     finished trial names its final checkpoint, and only that one stays on disk (`final`)."""
+    from service.api.schemas import StudySpec
     from service.control.driver import QueueSearcher, StoreCallback, _meta
-    from service.schemas import StudySpec
-    from service.statuses import TERMINAL
+    from service.domain.statuses import TERMINAL
     from service.store.files import trial_dirname
 
     store = StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")

@@ -13,7 +13,7 @@ from service.control.scheduler import (
     policy,
     queue_order,
 )
-from service.spec import Resources
+from service.domain.spec import Resources
 
 CPU1 = {"CPU": 1.0, "GPU": 0.0}
 

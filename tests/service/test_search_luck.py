@@ -5,11 +5,11 @@ the other (issue 32)."""
 import numpy as np
 import pytest
 
+from service.api.schemas import StudySpec
+from service.domain.spec import spec_json
 from service.results import search_luck
 from service.results.analysis import analyse
 from service.results.report import verdict_table
-from service.schemas import StudySpec
-from service.spec import spec_json
 
 
 def test_p_wins_exact_small_case():

@@ -6,11 +6,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from service.api.schemas import StudySpec
 from service.app import create_app
 from service.control.pruners.asha import Asha
-from service.schemas import StudySpec
+from service.domain.spec import load_spec, spec_json
 from service.settings import Settings
-from service.spec import load_spec, spec_json
 from tests.support import free_port
 
 from .conftest import bearer, make_token
@@ -54,7 +54,7 @@ def test_invalid_early_stopping_is_422(db_url, es, words):
 ])
 def test_early_stopping_errors_name_the_same_field_as_before_the_typed_spec(db_url, es, field, words):
     """The 422's field for each early-stopping mistake is a client contract: it stayed the same when
-    the spec became typed (service/spec.py)."""
+    the spec became typed (service/domain/spec.py)."""
     app = create_app(Settings(database_url=db_url, start_runner=False))
     with TestClient(app, headers=bearer(make_token(db_url))) as c:
         r = c.post("/studies", json={"name": "x", "workload": "noisy_quadratic", "optimizers": ["sgd"],

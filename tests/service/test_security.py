@@ -17,8 +17,8 @@ from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
 
+from service.api.auth import create_token, list_tokens, new_token, token_hash
 from service.app import create_app
-from service.auth import create_token, list_tokens, new_token, token_hash
 from service.settings import Settings
 from service.store.models import ApiToken
 from service.store.study_store import MIGRATIONS, StudyStore, make_engine

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from service import cli
+from service.cli import commands as cli
 from service.client import Client, ServiceUnavailable
 from tests.support.local import free_port, wait_healthy
 

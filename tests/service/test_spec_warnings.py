@@ -8,11 +8,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from service.api.schemas import StudySpec, SuiteSpec
 from service.app import create_app
+from service.domain.spec import spec_json
 from service.results.feasibility import power_at, spec_warnings
-from service.schemas import StudySpec, SuiteSpec
 from service.settings import Settings
-from service.spec import spec_json
 
 from .conftest import bearer, make_token
 from .test_cli_client import rootfree  # noqa: F401 - the fixture

@@ -4,7 +4,7 @@ trials with an objective, top-k per optimizer."""
 
 import pytest
 
-from service.schemas import StudySpec
+from service.api.schemas import StudySpec
 from service.store.study_store import StudyStore
 
 

@@ -10,8 +10,8 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from service import live
 from service.app import create_app
+from service.cli import live
 from service.client import Client, Study
 from service.settings import Settings
 from service.store.study_log import LOG_SUBDIR, StudyLog, log_path, tail

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.schemas import SuiteSpec
 from service.app import create_app
 from service.results import suites
-from service.schemas import SuiteSpec
 from service.settings import Settings
 
 from .conftest import bearer, make_token
@@ -208,7 +208,7 @@ def test_cli_suite_tables_show_scores_misses_and_verdicts():
 
     from rich.console import Console
 
-    from service import render
+    from service.cli import render
 
     spec = {"metric": "loss", "mode": "min", "protocol": {"stages": [1], "seeds": 4}, "optimizers": ["sgd", "adamw"],
             "budget": {"epochs": 2}, "resources": {"cpu": 1, "gpu": 0}}
@@ -253,7 +253,7 @@ def test_the_paper_suites_ask_the_papers_questions():
 
 
 def test_suite_submit_sends_each_yaml_document(tmp_path, monkeypatch, capsys):
-    from service import cli
+    from service.cli import commands as cli
     from service.client import Client
 
     sent = []

@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from alembic import command
 from fastapi.testclient import TestClient
 
+from service.api.auth import create_token, revoke_tokens
 from service.app import create_app
-from service.auth import create_token, revoke_tokens
-from service.preflight import ConfigError, check_database
+from service.cli.preflight import ConfigError, check_database
 from service.settings import Settings
 from service.store.engine import MigrationRefused, make_engine
 from service.store.study_store import StudyStore

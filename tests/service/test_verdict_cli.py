@@ -1,4 +1,4 @@
-"""`rootfree verdict FILE.csv` (service/verdict_cli.py): results from anywhere, no server."""
+"""`rootfree verdict FILE.csv` (service/cli/verdict.py): results from anywhere, no server."""
 
 import json
 

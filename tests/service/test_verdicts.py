@@ -12,13 +12,13 @@ import torch
 from rich.console import Console
 from scipy import stats
 
-from service import render
+from service.api.schemas import StudySpec
+from service.cli import render
 from service.control.stages import seed_run_seeds
+from service.domain.spec import load_spec, spec_json
 from service.results import verdicts
 from service.results.analysis import analyse
 from service.results.report import ranking_text, verdict_table
-from service.schemas import StudySpec
-from service.spec import load_spec, spec_json
 from workers import run_trial, workloads
 
 

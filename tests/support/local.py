@@ -1,11 +1,11 @@
 """A local rootfree service for tests and benchmarks: a free port, waiting until a just-started
-`rootfree serve` answers (both from service/localhost.py, which the demo uses too), counting a
+`rootfree serve` answers (both from service/cli/localhost.py, which the demo uses too), counting a
 study's ended trials."""
 
 from __future__ import annotations
 
-from service.localhost import free_port, ray_auth_token_file, wait_healthy
-from service.render import finished
+from service.cli.localhost import free_port, ray_auth_token_file, wait_healthy
+from service.cli.render import finished
 
 __all__ = ["finished_trials", "free_port", "ray_auth_token_file", "wait_healthy"]
 

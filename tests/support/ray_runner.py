@@ -46,7 +46,7 @@ def ray_runner_fixtures(namespace: str, num_gpus: int = 0):
 def submit(store, name, optimizers=("sgd",), stages=(4,), priority=0, cap=2, pace_ms=300,
            resources=None, epochs=2) -> str:
     """Admits a noisy-quadratic study straight into the store; its id."""
-    from service.schemas import StudySpec
+    from service.api.schemas import StudySpec
 
     spec = StudySpec(name=name, workload="noisy_quadratic", optimizers=list(optimizers),
                      protocol={"stages": list(stages), "top_k": 2},

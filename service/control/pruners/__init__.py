@@ -5,7 +5,7 @@ from __future__ import annotations
 from service.control.pruners.asha import AshaPruner
 from service.control.pruners.base import GO_ON, Decision, Pruner, Report
 from service.control.pruners.late import LateStopPruner
-from service.spec import ResolvedSpec
+from service.domain.spec import ResolvedSpec
 
 
 def pruner_for(spec: ResolvedSpec, trials=None) -> Pruner | None:

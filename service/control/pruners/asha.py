@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.control.pruners.base import GO_ON, Decision, PeersLoader, Pruner, Report
-from service.spec import ResolvedSpec
+from service.domain.spec import ResolvedSpec
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from service.control.pruners.base import GO_ON, Decision, PeersLoader, Pruner, Report
+from service.domain.spec import ResolvedSpec
 from service.results import algoperf
-from service.spec import ResolvedSpec
 
 REFRESH_S = 2.0
 

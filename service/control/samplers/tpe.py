@@ -19,7 +19,7 @@ import optuna
 
 from search_spaces import SearchSpace
 from service.control.samplers.base import Sampler
-from service.statuses import FINISHED
+from service.domain.statuses import FINISHED
 from service.store.optuna_mapping import last_report, optuna_state
 
 log = logging.getLogger("rootfree.tpe")

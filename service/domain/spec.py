@@ -1,6 +1,6 @@
 """A study's spec: its fields and their defaults, written once.
 
-`StudySpec` (service/schemas.py) is what a client sends: validated against the catalog, with
+`StudySpec` (service/api/schemas.py) is what a client sends: validated against the catalog, with
 `metric`, `mode`, `budget` and search spaces optional. `StudySpec.resolved()` turns it into a
 `ResolvedSpec`: frozen, every default filled in (the workload's metric, mode and budget, each
 optimizer's search space, early stopping's settings). That is what the store keeps and what
@@ -151,7 +151,7 @@ class ResolvedSpec(SpecFields):
     metric: str
     mode: Literal["min", "max"]
     budget: dict[str, int]
-    # The suite's ruleset (service/ruleset.py) this study runs under (None: rootfree's protocol),
+    # The suite's ruleset (service/domain/ruleset.py) this study runs under (None: rootfree's protocol),
     # and the version stamp its results carry; None on studies stored before they existed.
     ruleset: dict[str, Any] | None = None
     protocol_version: dict[str, str] | None = None

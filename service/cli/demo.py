@@ -10,10 +10,10 @@ import sys
 import threading
 from pathlib import Path
 
+from service.cli.live import watch
+from service.cli.localhost import free_port, ray_auth_token_file, wait_healthy
+from service.cli.render import comparison_table, console, search_line, verdict_table
 from service.client import Client
-from service.live import watch
-from service.localhost import free_port, ray_auth_token_file, wait_healthy
-from service.render import comparison_table, console, search_line, verdict_table
 
 DEMO_CLIENT_TIMEOUT_S = 600.0
 
@@ -22,8 +22,8 @@ def cmd_demo(args) -> int:
     """Starts the service on SQLite + local Ray, runs a real comparison study, exports it."""
     import uvicorn
 
+    from service.api.auth import create_token
     from service.app import create_app
-    from service.auth import create_token
     from service.settings import Settings
     from service.store.study_store import StudyStore
 

@@ -1,8 +1,8 @@
 """The ``rootfree`` command: serve, submit, watch, export, demo, verdict."""
 
 # The docstring is --help's description. The commands' parts: service/client.py (every call to the
-# API), service/cli_token.py (the token they send), service/render.py (what they show),
-# service/live.py (watch, logs), service/demo.py.
+# API), service/cli/token.py (the token they send), service/cli/render.py (what they show),
+# service/cli/live.py (watch, logs), service/cli/demo.py.
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from pathlib import Path
 import httpx
 import yaml
 
-from service.cli_token import resolve_token, save_token, token_file
+from service.cli.demo import cmd_demo
+from service.cli.live import follow_logs, watch
+from service.cli.render import comparison_table, console, queue_table, suite_tables, verdict_table
+from service.cli.token import resolve_token, save_token, token_file
+from service.cli.verdict import add_command as add_verdict_command
 from service.client import Client, ClientError, ServiceUnavailable, Study
-from service.demo import cmd_demo
-from service.live import follow_logs, watch
-from service.render import comparison_table, console, queue_table, suite_tables, verdict_table
-from service.statuses import TERMINAL
-from service.verdict_cli import add_command as add_verdict_command
+from service.domain.statuses import TERMINAL
 
 DEFAULT_URL = os.environ.get("ROOTFREE_URL", "http://127.0.0.1:8000")
 TOKEN_HELP = "API token (default: $ROOTFREE_TOKEN, else the file `rootfree token create --save` wrote)"
@@ -73,7 +73,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.preflight import ConfigError, preflight
+    from service.cli.preflight import ConfigError, preflight
 
     settings = _settings(args)
     try:
@@ -87,7 +87,7 @@ def cmd_serve(args) -> int:
 
 def cmd_migrate(args) -> int:
     """Brings the study database to the newest schema (`serve` does this too, at start)."""
-    from service.preflight import ConfigError, check_database
+    from service.cli.preflight import ConfigError, check_database
 
     settings = _settings(args)
     try:
@@ -195,7 +195,7 @@ def _suite(client: Client, args) -> int:
 
 def cmd_token(args) -> int:
     """rootfree token create|list|revoke: straight on the study database (the operator's tool)."""
-    from service.auth import create_token, list_tokens, revoke_tokens
+    from service.api.auth import create_token, list_tokens, revoke_tokens
     from service.store.engine import MigrationRefused
     from service.store.study_store import StoreUnavailable, StudyStore
 
@@ -259,8 +259,8 @@ def cmd_audit(args) -> int:
 
 
 def cmd_agent(args) -> int:
-    """Runs COMMAND once per claimed trial of an external study (service/agent.py)."""
-    from service.agent import run_agent
+    """Runs COMMAND once per claimed trial of an external study (service/cli/agent.py)."""
+    from service.cli.agent import run_agent
 
     if not args.command:
         print("rootfree agent: give the command after --, e.g. rootfree agent ID -- python train.py",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from service.statuses import FINISHED as TRIAL_FINISHED
+from service.domain.statuses import FINISHED as TRIAL_FINISHED
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -41,7 +41,7 @@ def plain(value) -> Text:
 
 def render(study: dict):
     """Live progress per optimizer and stage: a rich table with progress bars (plain lines when
-    the output is not a terminal: see service/live.py)."""
+    the output is not a terminal: see service/cli/live.py)."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 import time
 
+from service.cli.render import console, plain_progress, render
 from service.client import Study
-from service.render import console, plain_progress, render
-from service.statuses import TERMINAL
+from service.domain.statuses import TERMINAL
 
 
 def watch(study: Study, interval: float = 2.0, stream=sys.stdout) -> dict:

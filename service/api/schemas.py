@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError
-from service import catalog
-from service.api.limits import CONTROL, has_format_character
-from service.ruleset import RulesetSpec, protocol_version
-from service.spec import EarlyStopping, ProtocolSpec, ResolvedSpec, Resources, SpecFields  # noqa: F401 - re-exported
+from service.api.limits import CONTROL, clean_text, has_format_character
+from service.control import catalog
+from service.domain.ruleset import RulesetSpec, protocol_version
+from service.domain.spec import EarlyStopping, ProtocolSpec, ResolvedSpec, Resources, SpecFields  # noqa: F401 - re-exported
 from workers import workloads
 
 
@@ -37,6 +37,39 @@ def reject_control_characters(value: Any, path: str = "") -> None:
             reject_control_characters(v, f"{path}[{i}]")
 
 
+class PlainText(BaseModel):
+    """A body a client sends: every string in it, keys too, is plain text (the one check; 422 naming
+    the first offending field), except the `free_text` fields (a failure's stderr tail), which are
+    sanitised and capped instead of refused. Bodies with early-stopping settings check them here too."""
+
+    checks_early_stopping: ClassVar[bool] = False
+    free_text: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.free_text:
+            free = {k: clean_text(v).strip() for k in cls.free_text if isinstance(v := data.get(k), str)}
+            reject_control_characters({k: v for k, v in data.items() if k not in free})
+            data = {**data, **free}
+        else:
+            reject_control_characters(data)
+        if cls.checks_early_stopping:
+            check_early_stopping(data)
+        return data
+
+
+def first_error(e: ValidationError) -> tuple[str, str]:
+    """(field, message) of a validation error's first problem, the field as a dotted path (a
+    model-level ValueError("field: message") names its field in the message)."""
+    err = e.errors()[0]
+    field = ".".join(str(p) for p in err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    if not field and ": " in message:
+        field, message = message.split(": ", 1)
+    return field, message
+
+
 def check_early_stopping(data: Any) -> None:
     """A study's or a suite's early-stopping settings, checked before the nested model is: their 422
     names `early_stopping`, as it always did (an unknown key is named where it sits,
@@ -47,17 +80,12 @@ def check_early_stopping(data: Any) -> None:
         raise ValueError(f"early_stopping: {problem}")
 
 
-class StudySpec(SpecFields):
-    """A study's spec as a client sends it (fields and defaults: service/spec.py)."""
+class StudySpec(PlainText, SpecFields):
+    """A study's spec as a client sends it (fields and defaults: service/domain/spec.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_control_characters(cls, data: Any) -> Any:
-        reject_control_characters(data)
-        check_early_stopping(data)
-        return data
+    checks_early_stopping: ClassVar[bool] = True
 
     @field_validator("workload")
     @classmethod
@@ -262,18 +290,13 @@ class SuiteWorkload(BaseModel):
         return self
 
 
-class SuiteSpec(BaseModel):
+class SuiteSpec(PlainText):
     """`POST /suites`: one study per workload entry, the same optimizers, protocol and search
     spaces for each (declared once, as AlgoPerf asks), and the study fields that apply to each."""
 
     model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_control_characters(cls, data: Any) -> Any:
-        reject_control_characters(data)
-        check_early_stopping(data)
-        return data
+    checks_early_stopping: ClassVar[bool] = True
 
     name: str = Field(min_length=1, max_length=200)
     workloads: list[SuiteWorkload] = Field(min_length=1, max_length=20)
@@ -284,7 +307,7 @@ class SuiteSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int = Field(default=2, ge=1, le=1024)
     priority: int = Field(default=0, ge=0, le=100)
-    # {"kind": "algoperf", "version": "0.6", ...}: AlgoPerf's external-tuning ruleset (service/ruleset.py).
+    # {"kind": "algoperf", "version": "0.6", ...}: AlgoPerf's external-tuning ruleset (service/domain/ruleset.py).
     ruleset: RulesetSpec | None = None
     # The id of a done target set (POST /target-sets) the workloads take their targets from.
     targets: str | None = Field(default=None, min_length=1, max_length=64)
@@ -327,11 +350,7 @@ class SuiteSpec(BaseModel):
             try:
                 self.study_spec(i)
             except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(p) for p in err["loc"])
-                message = err["msg"].removeprefix("Value error, ")
-                if not field and ": " in message:
-                    field, message = message.split(": ", 1)
+                field, message = first_error(e)
                 if field.split(".")[0] in ("budget", "workload"):
                     field = f"workloads[{i}].{field}"
                 raise ValueError(f"{field}: {message}") from None

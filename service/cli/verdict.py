@@ -59,7 +59,7 @@ def read_runs(path: str, paired: bool) -> dict[str, list[float]]:
 
 
 def cmd_verdict(args) -> int:
-    from service.render import console, pairs_table
+    from service.cli.render import console, pairs_table
 
     try:
         runs = read_runs(args.file, args.paired)

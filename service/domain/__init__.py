@@ -1,0 +1,2 @@
+"""Pure types, no SQL, HTTP or Ray: the resolved spec (`spec`), the study and trial statuses and
+their sets (`statuses`), the protocol version a result is comparable within (`ruleset`)."""
