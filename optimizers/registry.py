@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import logging
-import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .plugins import PluginRegistry
+
 if TYPE_CHECKING:
     import torch
 
-log = logging.getLogger("rootfree.plugins")
 ENTRY_POINT_GROUP = "rootfree.optimizers"
-DEFAULT_IMPORT_TIMEOUT_S = 30.0  # ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -140,88 +137,6 @@ _REGISTRY: dict[str, OptimizerSpec] = {
     )
 }
 BUILTIN = frozenset(_REGISTRY)
-_plugins: dict[str, OptimizerPlugin] | None = None
-_errors: list[dict[str, str]] = []
-
-
-def entry_points(group: str):
-    """The installed entry points of `group` (a seam: tests substitute their own)."""
-    from importlib.metadata import entry_points as installed
-
-    return list(installed(group=group))
-
-
-def import_timeout_s() -> float:
-    """ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S (default 30): the longest one plugin's import may take."""
-    try:
-        value = float(os.environ.get("ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S", DEFAULT_IMPORT_TIMEOUT_S))
-    except ValueError:
-        return DEFAULT_IMPORT_TIMEOUT_S
-    return value if value > 0 else DEFAULT_IMPORT_TIMEOUT_S
-
-
-def _load_within(ep, kind: type, limit_s: float) -> Any:
-    """`ep.load()` (and the factory call of a factory entry point) in a daemon thread, waited for
-    `limit_s`: a plugin whose import hangs (a network mount, a lock) raises TimeoutError and is
-    refused like a broken one, and the process goes on starting (issue 30). The hung thread is
-    left behind; an import cannot be interrupted from outside."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            obj = ep.load()
-            out["obj"] = obj() if not isinstance(obj, kind) and callable(obj) else obj
-        except BaseException as e:  # noqa: BLE001 - handed to the caller, which decides
-            out["error"] = e
-
-    thread = threading.Thread(target=run, name=f"rootfree-plugin-import-{ep.name}", daemon=True)
-    thread.start()
-    thread.join(limit_s)
-    if thread.is_alive():
-        raise TimeoutError(ep.name)
-    if "error" in out:
-        raise out["error"]
-    return out["obj"]
-
-
-def load_entry_points(group: str, kind: type, builtin: frozenset[str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """Imports every entry point of `group`: {name: (object, "module:attr")} and the errors, each
-    ``{"name", "source", "error"}``. A plugin that fails to import, is not a `kind`, is named unlike
-    its entry point or clashes with a built-in (or an earlier plugin) is refused and logged, never
-    raised: one broken package must not take the service or a trial process down."""
-    loaded: dict[str, Any] = {}
-    errors: list[dict[str, str]] = []
-
-    def refuse(name: str, source: str, error: str) -> None:
-        errors.append({"name": name, "source": source, "error": error[:500]})
-        log.error("plugin %r (%s, entry point group %s) refused: %s", name, source, group, error)
-
-    limit_s = import_timeout_s()
-    for ep in entry_points(group):
-        source = f"{ep.value}" + (f" ({ep.dist.name})" if getattr(ep, "dist", None) else "")
-        try:
-            obj = _load_within(ep, kind, limit_s)
-        except TimeoutError:
-            refuse(ep.name, source, f"import did not finish within {limit_s:g} s "
-                                    "(ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S): it hangs")
-            continue
-        except BaseException as e:  # noqa: BLE001 - anything a plugin's import raises, even SystemExit
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            refuse(ep.name, source, f"import failed: {type(e).__name__}: {e}")
-            continue
-        if not isinstance(obj, kind):
-            refuse(ep.name, source, f"is a {type(obj).__name__}, not a {kind.__name__}")
-        elif obj.name != ep.name:
-            refuse(ep.name, source, f"the entry point is named {ep.name!r} but the plugin calls itself {obj.name!r}")
-        elif obj.name in builtin:
-            refuse(ep.name, source, f"the name {obj.name!r} clashes with a built-in {group.split('.')[-1][:-1]}; "
-                                    "rename the plugin")
-        elif obj.name in loaded:
-            refuse(ep.name, source, f"the name {obj.name!r} is already taken by another plugin")
-        else:
-            loaded[obj.name] = (obj, ep.value)
-    return loaded, errors
 
 
 def _check_plugin(p: OptimizerPlugin) -> str | None:
@@ -241,33 +156,26 @@ def _check_plugin(p: OptimizerPlugin) -> str | None:
     return None
 
 
+def _admit(p: OptimizerPlugin, path: str) -> tuple[OptimizerPlugin, OptimizerSpec]:
+    factory_path = f"{p.factory.__module__}:{getattr(p.factory, '__qualname__', path)}"
+    return (dataclasses.replace(p, import_path=factory_path),
+            OptimizerSpec(p.name, p.description, tuple(p.hyperparameters), p.factory,
+                          root_free=bool(p.root_free), plugin=factory_path))
+
+
+PLUGINS = PluginRegistry(ENTRY_POINT_GROUP, OptimizerPlugin, _REGISTRY, check=_check_plugin, admit=_admit,
+                         what="optimizer")
+
+
 def load_plugins(reload: bool = False) -> dict[str, OptimizerPlugin]:
     """Loads the ``rootfree.optimizers`` entry points once per process and registers them."""
-    global _plugins, _errors
-    if _plugins is not None and not reload:
-        return _plugins
-    for name in [n for n in _REGISTRY if n not in BUILTIN]:
-        del _REGISTRY[name]
-    loaded, errors = load_entry_points(ENTRY_POINT_GROUP, OptimizerPlugin, BUILTIN)
-    plugins: dict[str, OptimizerPlugin] = {}
-    for name, (p, path) in loaded.items():
-        problem = _check_plugin(p)
-        if problem:
-            errors.append({"name": name, "source": path, "error": problem})
-            log.error("optimizer plugin %r (%s) refused: %s", name, path, problem)
-            continue
-        factory_path = f"{p.factory.__module__}:{getattr(p.factory, '__qualname__', path)}"
-        plugins[name] = dataclasses.replace(p, import_path=factory_path)
-        _REGISTRY[name] = OptimizerSpec(name, p.description, tuple(p.hyperparameters), p.factory,
-                                        root_free=bool(p.root_free), plugin=factory_path)
-    _plugins, _errors = plugins, errors
-    return plugins
+    return PLUGINS.load(reload)
 
 
 def plugin_errors() -> list[dict[str, str]]:
     """The optimizer plugins refused in this process, each ``{"name", "source", "error"}``."""
     load_plugins()
-    return list(_errors)
+    return list(PLUGINS.errors)
 
 
 def names() -> list[str]:

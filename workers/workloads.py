@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from optimizers.plugins import PluginRegistry
+
 from .prepared import Prepared
 
 if TYPE_CHECKING:
@@ -167,8 +169,6 @@ _REGISTRY: dict[str, Workload] = {
 
 BUILTIN = frozenset(_REGISTRY)
 ENTRY_POINT_GROUP = "rootfree.workloads"
-_loaded = False
-_errors: list[dict[str, str]] = []
 
 
 def _check_plugin(w: Workload) -> str | None:
@@ -189,26 +189,15 @@ def _check_plugin(w: Workload) -> str | None:
     return None
 
 
+PLUGINS = PluginRegistry(ENTRY_POINT_GROUP, Workload, _REGISTRY, check=_check_plugin,
+                         admit=lambda w, path: (w, dataclasses.replace(w, plugin=path)), what="workload")
+
+
 def load_plugins(reload: bool = False) -> None:
     """Loads the ``rootfree.workloads`` entry points once per process (the controller at start-up,
     every trial process on its first trial); a plugin that fails is logged and listed in
     :func:`plugin_errors`, never raised."""
-    global _loaded, _errors
-    if _loaded and not reload:
-        return
-    from optimizers.registry import load_entry_points, log
-
-    for name in [n for n in _REGISTRY if n not in BUILTIN]:
-        del _REGISTRY[name]
-    loaded, errors = load_entry_points(ENTRY_POINT_GROUP, Workload, BUILTIN)
-    for name, (w, path) in loaded.items():
-        problem = _check_plugin(w)
-        if problem:
-            errors.append({"name": name, "source": path, "error": problem})
-            log.error("workload plugin %r (%s) refused: %s", name, path, problem)
-            continue
-        _REGISTRY[name] = dataclasses.replace(w, plugin=path)
-    _loaded, _errors = True, errors
+    PLUGINS.load(reload)
 
 
 def register(w: Workload) -> None:
@@ -223,7 +212,7 @@ def register(w: Workload) -> None:
 def plugin_errors() -> list[dict[str, str]]:
     """The workload plugins refused in this process, each ``{"name", "source", "error"}``."""
     load_plugins()
-    return list(_errors)
+    return list(PLUGINS.errors)
 
 
 def names() -> list[str]:

@@ -10,7 +10,8 @@ from importlib.metadata import EntryPoint
 import httpx
 
 import optimizers
-from optimizers.registry import load_entry_points
+import optimizers.plugins
+from optimizers.plugins import load_entry_points
 from tests.service.conftest import bearer, make_token
 from tests.support.local import free_port, wait_healthy
 from workers.plugin_api import Workload
@@ -22,7 +23,7 @@ def test_a_hanging_import_is_refused_after_the_time_limit(tmp_path, monkeypatch)
     (tmp_path / "rf_test_hung_a.py").write_text(HUNG)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S", "1")
-    monkeypatch.setattr(optimizers.registry, "entry_points",
+    monkeypatch.setattr(optimizers.plugins, "entry_points",
                         lambda group: [EntryPoint("hung", "rf_test_hung_a:W", group)])
     loaded, errors = load_entry_points("rootfree.workloads", Workload, frozenset())
     assert loaded == {}

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import optimizers
+import optimizers.plugins
 from service.app import create_app
 from service.control import catalog
 from service.settings import Settings
@@ -54,13 +55,13 @@ def test_plugins(tmp_path, monkeypatch):
     for name, source in MODULES.items():
         (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
-    installed = optimizers.registry.entry_points
+    installed = optimizers.plugins.entry_points
     extra = {"rootfree.workloads": WORKLOAD_EPS, "rootfree.optimizers": OPTIMIZER_EPS}
 
     def entry_points(group):
         return installed(group) + [EntryPoint(n, v, group) for n, v in extra[group]]
 
-    monkeypatch.setattr(optimizers.registry, "entry_points", entry_points)
+    monkeypatch.setattr(optimizers.plugins, "entry_points", entry_points)
     catalog.load(reload=True)
     yield
     monkeypatch.undo()

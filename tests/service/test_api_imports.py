@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys, tempfile
 
+import optimizers.plugins
 import optimizers.registry
 
-optimizers.registry.entry_points = lambda group: []  # no installed plugins: the built-ins alone
+optimizers.plugins.entry_points = lambda group: []  # no installed plugins: the built-ins alone
 
 from fastapi.testclient import TestClient
 
