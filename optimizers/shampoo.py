@@ -13,17 +13,20 @@ For a parameter viewed as a matrix M (p x d) with gradient G, in the keyword voc
 
 The factors take every gradient; their roots are recomputed every ``update_every`` steps (the
 paper: 2), starting at the first step, after that step's factor update, and reused in between --
-Distributed Shampoo's ``precondition_frequency``, which the authors' runs set to 2. The roots come from a symmetric eigendecomposition in float32 (float64
-for float64 parameters): Distributed Shampoo's default precision, the paper's "FP-32" column of
-Table 1; if float32 ``eigh`` fails to converge it is retried in float64. Eigenvalues below zero
-(round-off of a PSD matrix) are clipped before the damping is added.
+Distributed Shampoo's ``precondition_frequency``, which the authors' runs set to 2. (RF-Shampoo
+refreshes its factors themselves every T steps: the factor *is* its preconditioner.) The roots
+come from a symmetric eigendecomposition in float32 (float64 for float64 parameters): Distributed
+Shampoo's default precision and the paper's "FP-32" column of Table 1 -- float32 ``eigh`` of a
+damped PSD factor is accurate to its round-off, and float64 would double the factor memory and
+cost several times the time on a GPU; if float32 ``eigh`` fails to converge it is retried in
+float64. Eigenvalues below zero (round-off of a PSD matrix) are clipped before the damping.
 
 ``grafting="none"`` (the default) is how the authors ran Distributed Shampoo for the paper
 (``grafting_type=GraftingType.NONE, use_bias_correction=False`` in their ``train_search.py``):
-the raw Shampoo step of Gupta et al. 2018. ``grafting="adam"`` (Distributed Shampoo's Adam grafting) takes each tensor's step norm from
-the diagonal root method on the same statistics, ``A = g / sqrt(v + damping)`` with
-``v <- (1 - beta2*gamma) v + beta2 g^2`` updated every step (no bias correction, like the factors),
-and the direction from Shampoo.
+the raw Shampoo step of Gupta et al. 2018. ``grafting="adam"`` (Distributed Shampoo's Adam
+grafting) takes each tensor's step norm from the diagonal root method on the same statistics,
+``A = g / sqrt(v + damping)`` with ``v <- (1 - beta2*gamma) v + beta2 g^2`` updated every step (no
+bias correction, like the factors), and the direction from Shampoo.
 
 Tensors that are not matrices (``optimizers._structure``): the diagonal rule with the root of the
 one factor, ``s <- (1 - beta2*gamma) s + beta2 g^2`` (from zero), step ``g / sqrt(s + damping)``;

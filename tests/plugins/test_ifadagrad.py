@@ -87,7 +87,7 @@ def test_unguarded_eq18_diverges_where_the_guarded_update_descends(beta2):
     bad, _ = _least_squares(0.05, beta2, safeguard=False)
     assert not all(torch.isfinite(torch.tensor(bad)))  # x = beta2 B g^T P g >> 2: P grows, blows up
     good, P = _least_squares(0.05, beta2, safeguard=True)
-    assert all(b <= a for a, b in zip(good, good[1:]))  # monotone descent
+    assert all(b <= a for a, b in zip(good, good[1:], strict=False))  # monotone descent
     assert good[-1] < 0.9 * good[0]
     eig = torch.linalg.eigvalsh(P)
     assert eig.min() > 0 and eig.max() <= 1.0 + 1e-12  # positive definite, bounded by P_0 = I
