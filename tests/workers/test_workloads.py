@@ -13,7 +13,7 @@ TINY = {
                  "width": 32, "bptt": 20},
     "noisy_quadratic": {"epochs": 2, "steps": 20, "batch_size": 16, "width": 8, "pace_ms": 0},
 }
-LR = {"sgd": 0.05, "adamw": 3e-3, "rmsprop": 1e-3, "shampoo": 3e-3, "rfrmsprop": 3e-2,
+LR = {"sgd": 0.05, "adamw": 3e-3, "rmsprop": 1e-3, "shampoo": 1e-3, "rfrmsprop": 3e-2,
       "rfshampoo": 3e-3, "ifshampoo": 3e-3}
 
 
