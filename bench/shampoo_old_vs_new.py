@@ -25,7 +25,7 @@ import sys
 import time
 
 OLD, NEW = "shampoo-old", "shampoo"
-GRID = {OLD: [3e-3, 1e-2, 3e-2], NEW: [3e-4, 1e-3, 3e-3]}
+GRID = {OLD: [3e-4, 1e-3, 3e-3, 1e-2], NEW: [1e-4, 3e-4, 1e-3, 3e-3]}
 FIXED = {OLD: {"momentum": 0.9, "damping": 1e-6, "update_every": 2},
          NEW: {"momentum": 0.9, "damping": 1e-6, "update_every": 2, "beta2": 0.01,
                "grafting": "none"}}
