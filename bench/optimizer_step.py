@@ -90,8 +90,6 @@ def main() -> None:
         runs = {}
         for name in names:
             model = make_model(model_name).to(device)
-            if model_name == "vit" and name == "shampoo":
-                continue  # pytorch-optimizer's Shampoo takes minutes per step on the ViT here
             runs[name] = (model, make_optimizer(name, model, dtype))
         per_round: dict[str, list[float]] = {n: [] for n in runs}
         for r in range(args.rounds + 1):  # round 0 warms up (lazy state, allocator)

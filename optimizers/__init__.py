@@ -20,10 +20,12 @@ if TYPE_CHECKING:
     from .ifshampoo import IFShampoo
     from .rfrmsprop import RFRMSProp
     from .rfshampoo import RFShampoo
+    from .shampoo import Shampoo
 
-_CLASSES = {"IFShampoo": "ifshampoo", "RFRMSProp": "rfrmsprop", "RFShampoo": "rfshampoo"}
+_CLASSES = {"IFShampoo": "ifshampoo", "RFRMSProp": "rfrmsprop", "RFShampoo": "rfshampoo",
+            "Shampoo": "shampoo"}
 
-__all__ = ["IFShampoo", "RFRMSProp", "RFShampoo", "build", "hyperparameters", "names"]
+__all__ = ["IFShampoo", "RFRMSProp", "RFShampoo", "Shampoo", "build", "hyperparameters", "names"]
 
 
 def __getattr__(name: str):

@@ -75,6 +75,12 @@ def check_common(
     check_positive("init", init)
 
 
+def state_dtype(p: torch.Tensor) -> torch.dtype:
+    """The dtype of a parameter's optimizer state: float32 for a bfloat16/float16 parameter (an EMA
+    with a small beta2 stalls in 8 mantissa bits: s = 1 - 1e-3 rounds back to 1), else its own."""
+    return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
+
+
 def group_by_device_and_dtype(
     tensor_lists: Sequence[Sequence[torch.Tensor]],
 ) -> dict[tuple[torch.device, torch.dtype], list[list[torch.Tensor]]]:

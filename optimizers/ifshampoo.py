@@ -46,6 +46,7 @@ from ._common import (
     check_unit_interval,
     group_by_device_and_dtype,
     params_with_grad,
+    state_dtype,
 )
 from ._structure import matrix_shape
 
@@ -120,7 +121,7 @@ class IFShampoo(KeepStateDtypes, Optimizer):
         state["step"] = torch.tensor(0.0)
         shape = matrix_shape(p, group["max_factor_dim"])
         if shape is None:
-            state["preconditioner"] = torch.full_like(p, group["init"])
+            state["preconditioner"] = torch.full_like(p, group["init"], dtype=state_dtype(p))
             return
         kw = dict(device=p.device, dtype=group["factor_dtype"])
         c0 = group["init"] ** -0.25  # S_C (x) S_K = init * I, so C_0 C_0^T = I / sqrt(init)
@@ -246,7 +247,7 @@ class IFShampoo(KeepStateDtypes, Optimizer):
             for p in params:
                 st = self.state[p]
                 if "momentum_buffer" not in st:
-                    st["momentum_buffer"] = torch.zeros_like(p)
+                    st["momentum_buffer"] = torch.zeros_like(p, dtype=state_dtype(p))
             bufs = [self.state[p]["momentum_buffer"] for p in params]
         else:
             bufs = steps

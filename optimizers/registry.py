@@ -3,8 +3,8 @@
 ``build(name, params, **hyperparameters)`` accepts the keyword names of ARCHITECTURE.md's table
 for every optimizer, so a search space written for one reads the same for all: ``momentum`` is
 AdamW's beta1, ``beta2`` is AdamW's beta2 and RMSProp's EMA weight (torch's ``alpha = 1 - beta2``,
-as the paper writes RMSProp), ``damping`` is AdamW's/RMSProp's ``eps`` and Shampoo's
-``matrix_eps``, ``update_every`` is Shampoo's ``preconditioning_compute_steps``.
+as the paper writes RMSProp), ``damping`` is AdamW's/RMSProp's ``eps``; Shampoo
+(``optimizers.shampoo``) is written in RF-Shampoo's own vocabulary.
 
 Torch is imported when an optimizer is built, not here: the API process reads the names,
 descriptions and vocabularies (catalog, study validation) and never trains.
@@ -96,17 +96,9 @@ def _rmsprop(params, lr=1e-3, beta2=0.01, momentum=0.0, damping=1e-8, weight_dec
     )
 
 
-def _shampoo(params, lr=1e-3, momentum=0.9, weight_decay=0.0, damping=1e-6, update_every=1):
-    from pytorch_optimizer import Shampoo  # imported lazily: only this baseline needs it
-
-    return Shampoo(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, matrix_eps=damping,
-        preconditioning_compute_steps=update_every,
-    )
-
-
 def _root_free(module: str, cls: str) -> Callable[..., torch.optim.Optimizer]:
-    """The class `cls` of ``optimizers.<module>``, imported when a trial first builds it."""
+    """The class `cls` of ``optimizers.<module>``, imported when a trial first builds it
+    (root-free or not: the name says where the class lives, ``OptimizerSpec.root_free`` what it is)."""
 
     def factory(params, **hyperparameters):
         return getattr(importlib.import_module(f"{__package__}.{module}"), cls)(params, **hyperparameters)
@@ -115,6 +107,10 @@ def _root_free(module: str, cls: str) -> Callable[..., torch.optim.Optimizer]:
 
 
 _COMMON = ("lr", "beta2", "momentum", "damping", "weight_decay", "gamma", "batch_size", "init")
+# Shampoo in RF-Shampoo's vocabulary (no batch_size: the root makes it scale-invariant; no init:
+# its factors start at zero)
+SHAMPOO = ("lr", "beta2", "momentum", "damping", "weight_decay", "gamma", "update_every", "grafting",
+           "max_factor_dim")
 _REGISTRY: dict[str, OptimizerSpec] = {
     spec.name: spec
     for spec in (
@@ -124,8 +120,8 @@ _REGISTRY: dict[str, OptimizerSpec] = {
                       ("lr", "momentum", "beta2", "damping", "weight_decay"), _adamw),
         OptimizerSpec("rmsprop", "RMSProp with the square root (torch.optim.RMSprop)",
                       ("lr", "beta2", "momentum", "damping", "weight_decay"), _rmsprop),
-        OptimizerSpec("shampoo", "root-based Shampoo (pytorch-optimizer)",
-                      ("lr", "momentum", "weight_decay", "damping", "update_every"), _shampoo),
+        OptimizerSpec("shampoo", "root-based Shampoo as the paper ran it (Fig. 5 left; EMA factors, "
+                      "damping, Adam grafting)", SHAMPOO, _root_free("shampoo", "Shampoo")),
         OptimizerSpec("rfrmsprop", "square-root-free RMSProp (paper Fig. 6)", _COMMON,
                       _root_free("rfrmsprop", "RFRMSProp"), root_free=True),
         OptimizerSpec("rfshampoo", "root-free Shampoo with inverses (paper Fig. 5 middle)",

@@ -7,6 +7,9 @@
 `B` (`batch_size`) rescales the gradient of a loss averaged over B examples so that the update is
 invariant to the scale of the loss (Sec. 3.1): the outer product of an averaged gradient is 1/B^2
 of the summed one while the curvature it stands for is 1/B.
+
+The state of a bfloat16/float16 parameter (``s``, ``m``) is float32: with beta2 = 1e-3 a bf16 ``s``
+would round ``(1 - beta2) s`` back to ``s`` and never move.
 """
 
 from __future__ import annotations
@@ -16,10 +19,16 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import check_common, group_by_device_and_dtype, params_with_grad
+from ._common import (
+    KeepStateDtypes,
+    check_common,
+    group_by_device_and_dtype,
+    params_with_grad,
+    state_dtype,
+)
 
 
-class RFRMSProp(Optimizer):
+class RFRMSProp(KeepStateDtypes, Optimizer):
     """Square-root-free RMSProp.
 
     Args:
@@ -69,10 +78,12 @@ class RFRMSProp(Optimizer):
             state = self.state[p]
             if len(state) == 0:
                 state["preconditioner"] = torch.full_like(
-                    p, group["init"], memory_format=torch.preserve_format
+                    p, group["init"], dtype=state_dtype(p), memory_format=torch.preserve_format
                 )
             if group["momentum"] != 0 and "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["momentum_buffer"] = torch.zeros_like(
+                    p, dtype=state_dtype(p), memory_format=torch.preserve_format
+                )
             params.append(p)
             grads.append(p.grad)
             precs.append(state["preconditioner"])

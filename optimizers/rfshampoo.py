@@ -21,11 +21,11 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import check_common, check_positive_int, params_with_grad
+from ._common import KeepStateDtypes, check_common, check_positive_int, params_with_grad, state_dtype
 from ._structure import matrix_shape
 
 
-class RFShampoo(Optimizer):
+class RFShampoo(KeepStateDtypes, Optimizer):
     """Square-root-free Shampoo with explicit inverses (the reference implementation).
 
     Args: as :class:`optimizers.RFRMSProp`, plus
@@ -67,7 +67,7 @@ class RFShampoo(Optimizer):
         state["step"] = torch.tensor(0.0)
         shape = matrix_shape(p, group["max_factor_dim"])
         if shape is None:
-            state["preconditioner"] = torch.full_like(p, group["init"])
+            state["preconditioner"] = torch.full_like(p, group["init"], dtype=state_dtype(p))
         else:
             rows, cols = shape
             dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
@@ -99,7 +99,7 @@ class RFShampoo(Optimizer):
                     s = state["preconditioner"]
                     if update_now:
                         s.mul_(1 - beta2 * gamma).addcmul_(g, g, value=beta2 * B)
-                    step = g / (s + lam)
+                    step = g.to(s.dtype) / (s + lam)
                 else:
                     S_C, S_K = state["S_C"], state["S_K"]
                     rows, cols = S_C.shape[0], S_K.shape[0]
@@ -118,12 +118,14 @@ class RFShampoo(Optimizer):
                         S_K.copy_(new_K)
                         state["S_C_inv"].copy_(torch.linalg.inv(S_C))
                         state["S_K_inv"].copy_(torch.linalg.inv(S_K))
-                    step = (state["S_C_inv"] @ G @ state["S_K_inv"]).reshape(p.shape).to(p.dtype)
+                    step = (state["S_C_inv"] @ G @ state["S_K_inv"]).reshape(p.shape)
+                    if p.dtype not in (torch.bfloat16, torch.float16):
+                        step = step.to(p.dtype)
                 if kappa != 0:
                     step = step.add(p, alpha=kappa)
                 if alpha1 != 0:
                     if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
+                        state["momentum_buffer"] = torch.zeros_like(p, dtype=state_dtype(p))
                     step = state["momentum_buffer"].mul_(alpha1).add_(step)
-                p.add_(step, alpha=-lr)
+                p.add_(step.to(p.dtype), alpha=-lr)
         return loss

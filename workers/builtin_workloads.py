@@ -110,7 +110,8 @@ def _ptb_prepare(budget: dict, seed: int, device: torch.device) -> Prepared:
         m.train()
         return math.exp(min(total / len(inputs), 50.0))
 
-    return Prepared(model, bs, batches, evaluate, loss_fn, bs * bptt)
+    # the loss averages over every token of the batch: B = batch x bptt, not the batch
+    return Prepared(model, bs * bptt, batches, evaluate, loss_fn, bs * bptt)
 
 
 # ---------------------------------------------------------------------- noisy quadratic model

@@ -29,7 +29,10 @@ when the accumulated training time passes it). ``evaluate`` is then called mid-e
 the model to eval mode (the loop switches it back).
 
 **Prepared** (what ``prepare`` returns for one trial): ``model`` (an ``nn.Module`` on ``device``),
-``batch_size`` (B, the number of examples the loss averages over: root-free optimizers scale by it),
+``batch_size`` (B: the number of terms the loss averages over -- examples for a classifier, tokens
+for a language model (batch x sequence length), labelled nodes for a full-graph GNN -- so that
+``B * loss`` is the summed loss whose gradient outer product the root-free optimizers take as
+their curvature (the paper, Sec. 3.1); the trial passes it to them as ``batch_size``),
 ``train_batches(epoch)`` (an iterator of ``(inputs, targets)``; seed the shuffle with ``seed`` and
 ``epoch`` so a trial is reproducible), ``evaluate(model) -> float`` (the metric on held-out data),
 ``loss_fn(model(inputs), targets) -> scalar tensor``, ``examples_per_batch`` (for throughput).

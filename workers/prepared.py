@@ -22,6 +22,8 @@ class Prepared:
     """One trial's model and data, ready to train."""
 
     model: nn.Module
+    # B: the number of terms `loss_fn` averages over (examples; tokens for a language model; labelled
+    # nodes for a full-graph GNN), passed to a root-free optimizer as `batch_size` (Sec. 3.1)
     batch_size: int
     train_batches: Callable[[int], Iterator[Batch]]  # epoch -> batches (seeded shuffle)
     evaluate: Callable[[nn.Module], float]  # the workload's metric on held-out data

@@ -11,7 +11,7 @@ SETTINGS = {
     "sgd": dict(lr=0.05, momentum=0.9),
     "adamw": dict(lr=1e-3),
     "rmsprop": dict(lr=1e-3),
-    "shampoo": dict(lr=0.05, momentum=0.9),
+    "shampoo": dict(lr=3e-3, momentum=0.9),
     "rfrmsprop": dict(lr=1e-2, batch_size=64, damping=1e-4),
     "rfshampoo": dict(lr=2e-3, batch_size=64),
     "ifshampoo": dict(lr=2e-3, batch_size=64),

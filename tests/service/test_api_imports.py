@@ -49,7 +49,7 @@ def test_the_api_imports_neither_torch_nor_ray():
     out = json.loads(r.stdout.strip().splitlines()[-1])
     workloads = {w["name"]: w for w in out["workloads"]}
     assert {"fmnist_cnn", "noisy_quadratic", "sbm_gcn"} <= set(workloads)
-    assert workloads["ptb_lstm"]["metric"] == "perplexity" and workloads["sbm_gcn"]["schedule"] == "cosine"
+    assert workloads["ptb_lstm"]["metric"] == "perplexity" and workloads["sbm_gcn"]["schedule"] == "step"
     optimizers = {o["name"]: o for o in out["optimizers"]}
     assert optimizers["ifshampoo"]["root_free"] and "riemannian_momentum" in optimizers["ifshampoo"]["hyperparameters"]
     assert out["invalid"] == 422 and out["valid"] == 201

@@ -1,0 +1,72 @@
+"""The optimizer state of a bfloat16 (or float16) parameter is float32 and follows the exact EMA.
+
+A bfloat16 ``s`` with beta2 = 1e-3 never moves: ``(1 - 1e-3) * 1.0`` rounds back to 1.0 in 8
+mantissa bits, so after 500 steps it reads 1.0000 where the exact EMA is 0.999^500 = 0.6064.
+(IF-Shampoo's bfloat16 Kronecker factors are its point and stay as they are; its diagonal state
+does not.)"""
+
+import pytest
+import torch
+
+from optimizers import IFShampoo, RFRMSProp, RFShampoo, Shampoo
+
+BETA2, STEPS, G = 1e-3, 500, 0.1
+CASES = {
+    "rfrmsprop": lambda ps: RFRMSProp(ps, lr=1e-8, beta2=BETA2, momentum=0.9),
+    "rfrmsprop-single-tensor": lambda ps: RFRMSProp(ps, lr=1e-8, beta2=BETA2, momentum=0.9,
+                                                    foreach=False),
+    "rfshampoo": lambda ps: RFShampoo(ps, lr=1e-8, beta2=BETA2, momentum=0.9),
+    "ifshampoo": lambda ps: IFShampoo(ps, lr=1e-8, beta2=BETA2, momentum=0.9,
+                                          factor_dtype="float32", update_every=1),
+    "shampoo": lambda ps: Shampoo(ps, lr=1e-8, beta2=BETA2, momentum=0.9, damping=1e-6),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", list(CASES))
+def test_low_precision_parameter_state_is_float32_and_tracks_the_exact_ema(name, dtype):
+    p = torch.nn.Parameter(torch.ones(8, dtype=dtype))
+    opt = CASES[name]([p])
+    g = torch.full_like(p, G)
+    for _ in range(STEPS):
+        p.grad = g.clone()
+        opt.step()
+    state = opt.state[p]
+    s = state["preconditioner"]
+    assert s.dtype == torch.float32 and state["momentum_buffer"].dtype == torch.float32
+    decay = (1 - BETA2) ** STEPS
+    g2 = float(g[0]) ** 2  # the gradient as the parameter's dtype holds it
+    start = 0.0 if name == "shampoo" else 1.0  # Shampoo starts from zero, the root-free ones at 1
+    exact = start * decay + g2 * (1 - decay)
+    torch.testing.assert_close(s, torch.full_like(s, exact), rtol=1e-4, atol=0)
+    # the bfloat16 EMA would not have moved from its start at all
+    stuck = torch.tensor(start, dtype=torch.bfloat16)
+    for _ in range(STEPS):
+        stuck = stuck * (1 - BETA2) + BETA2 * g2
+    assert abs(float(stuck) - exact) > 100 * abs(float(s[0]) - exact)
+    assert p.dtype == dtype
+
+
+def test_shampoo_factors_of_a_bfloat16_matrix_are_float32_and_exact():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.bfloat16))
+    opt = Shampoo([p], lr=1e-8, beta2=BETA2, damping=1e-6, grafting="adam")
+    G_ = torch.randn(3, 4).to(torch.bfloat16)
+    for _ in range(STEPS):
+        p.grad = G_.clone()
+        opt.step()
+    Gd = G_.double()
+    decay = (1 - BETA2) ** STEPS
+    st = opt.state[p]
+    assert {st[k].dtype for k in ("S_C", "S_K", "R_C", "R_K", "graft", "momentum_buffer")} == {
+        torch.float32}
+    torch.testing.assert_close(st["S_C"].double(), (1 - decay) * Gd @ Gd.T, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(st["S_K"].double(), (1 - decay) * Gd.T @ Gd, rtol=1e-4, atol=1e-6)
+
+
+def test_ifshampoo_keeps_its_bfloat16_factors():
+    p = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.bfloat16))
+    opt = IFShampoo([p], lr=1e-3, batch_size=4)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert opt.state[p]["C"].dtype == torch.bfloat16
