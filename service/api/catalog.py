@@ -13,20 +13,14 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from service.api.admission import cluster_catalogs
 from service.api.auth import current_user
 from service.api.deps import get_store
-from service.api.errors import ApiError
 from service.control import catalog
-from service.domain.spec import ResolvedSpec
 from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["catalog"], dependencies=[Depends(current_user)])
 ERRORS_HEADER = "X-Plugin-Errors"
-
-
-def cluster_catalogs(store: StudyStore) -> dict[str, dict] | None:
-    """{node id: catalog} of the live nodes the runner recorded, or None (nothing recorded yet)."""
-    return catalog.offered(store.cluster())
 
 
 def _view(store: StudyStore, kind: str) -> tuple[list[dict], list[dict]]:
@@ -60,17 +54,3 @@ def list_workloads(response: Response, include: Literal["errors"] | None = Query
 def list_optimizers(response: Response, include: Literal["errors"] | None = Query(None),
                     store: StudyStore = Depends(get_store)):
     return _answer(response, store, "optimizers", include)
-
-
-def adopt_cluster_catalog(store: StudyStore = Depends(get_store)) -> None:
-    """Before a study's body is validated: what only the cluster's nodes offer becomes known here."""
-    catalog.adopt(cluster_catalogs(store))
-
-
-def check_cluster_offers(store: StudyStore, spec: ResolvedSpec) -> None:
-    """422 naming `workload` or `optimizers` when no live node could run some trial of the study
-    (the record of each node's catalog); nothing recorded yet: the controller's own catalog,
-    which the spec's validation already applied."""
-    problem = catalog.check_offered(cluster_catalogs(store), spec.workload, spec.optimizers)
-    if problem is not None:
-        raise ApiError(422, *problem)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from fastapi import Depends, HTTPException, Path, Request
 
 from service.api.auth import Principal, current_user
+from service.control.external import ExternalSamplers
 from service.settings import Settings
 from service.store.models import Study
 from service.store.study_store import StudyStore
@@ -54,3 +56,17 @@ def queue_snapshot(request: Request) -> list[dict]:
     from service.control.queue_view import queue
 
     return _cached(request, "queue_snapshot", 1.0, lambda: queue(get_store(request)))
+
+
+_samplers_created = threading.Lock()
+
+
+def external_samplers(app) -> ExternalSamplers:
+    """The app's one `ExternalSamplers` (the external studies' sampler state), made on first use."""
+    samplers = getattr(app.state, "external_samplers", None)
+    if samplers is None:
+        with _samplers_created:
+            samplers = getattr(app.state, "external_samplers", None)
+            if samplers is None:
+                samplers = app.state.external_samplers = ExternalSamplers()
+    return samplers

@@ -11,18 +11,21 @@ import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from service.api.admission import adopt_cluster_catalog, check_admission, check_cluster_offers
 from service.api.auth import Principal, audit, client_address, current_user
-from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
-from service.api.deps import get_app_settings, get_store, get_study_or_404, leader_info, queue_snapshot
+from service.api.deps import (
+    external_samplers,
+    get_app_settings,
+    get_store,
+    get_study_or_404,
+    leader_info,
+    queue_snapshot,
+)
 from service.api.errors import ApiError
 from service.api.results import cached_analysis_json, cached_report
 from service.api.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
-from service.api.trials import forget_tpe
 from service.control.queue_view import place
-from service.control.scheduler import infeasible
-from service.control.stages import planned_trials
 from service.domain.ruleset import protocol_version
-from service.domain.spec import ResolvedSpec
 from service.domain.statuses import ACTIVE, TERMINAL
 from service.results.feasibility import spec_warnings
 from service.results.summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
@@ -84,26 +87,6 @@ def create_study(spec: StudySpec, request: Request, response: Response,
         response.status_code = 200
     response.headers["Location"] = f"/studies/{study.id}"
     return study_out(store, study, request)
-
-
-def check_admission(store: StudyStore, settings: Settings, spec: ResolvedSpec) -> None:
-    """The trial quota and feasibility, before anything is stored: 422 naming the field (the
-    per-user active-study quota, 429, is counted by the insert itself)."""
-    n = planned_trials(spec)
-    if n > settings.max_trials_per_study:
-        raise ApiError(422, "trials", f"the study plans {n} trials (stages x optimizers); the limit is "
-                                       f"{settings.max_trials_per_study} (ROOTFREE_MAX_TRIALS_PER_STUDY)")
-    nodes = [node["resources"] for node in store.cluster().get("nodes", []) if node.get("alive")]
-    # An external study's trials run on the clients' machines, not on this cluster.
-    short = None if spec.external else infeasible(spec.resources.ray_request(), nodes)
-    if short is not None:
-        field = {"CPU": "cpu", "GPU": "gpu", "memory": "memory_mb"}.get(short, short)
-        biggest = max(node.get(short, 0.0) for node in nodes)
-        if short == "memory":
-            biggest /= 2**20
-        raise ApiError(422, f"resources.{field}", f"no live node of the cluster could ever run one trial: "
-                                                   f"it asks for {getattr(spec.resources, field)} {field}, the largest "
-                                                   f"node has {biggest:g}")
 
 
 @router.get("", response_model=StudyList)
@@ -201,7 +184,7 @@ def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
         if study.resolved.external:  # its claims end now; their later calls answer 410
             store.end_claims(study.id, "stopped: the study was cancelled")
         request.app.state.queue_snapshot = None
-        forget_tpe(request.app, study.id)
+        external_samplers(request.app).forget(study.id)
     return study_out(store, store.get_study(study.id), request)
 
 
@@ -212,7 +195,7 @@ def delete_study(request: Request, study: Study = Depends(get_study_or_404),
     if study.status in ("running", "queued"):
         raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
-    forget_tpe(request.app, study.id)
+    external_samplers(request.app).forget(study.id)
     # the owner too: a claimant's late call on the deleted study answers 410 (service/api/trials.py)
     audit(store.engine, user.user, "study.delete", study.id, client_address(request),
           {"name": study.name, "owner": study.owner})

@@ -7,13 +7,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from service.api.admission import adopt_cluster_catalog, check_admission, check_cluster_offers
 from service.api.auth import Principal, client_address, current_user
-from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
 from service.api.deps import get_app_settings, get_store
 from service.api.errors import ApiError
 from service.api.results import render_lock, results
 from service.api.schemas import SuiteOut, SuiteSpec, SuiteStudy
-from service.api.studies import check_admission
 from service.domain.ruleset import protocol_version
 from service.results.algoperf_export import algoperf_zip
 from service.results.algoperf_report import algoperf_suite_report
@@ -21,6 +20,7 @@ from service.results.feasibility import spec_warnings
 from service.results.report.algoperf import render_algoperf_report
 from service.results.report.suite import render_suite_report
 from service.results.suites import jsonable, suite_report, suite_status
+from service.results.target_sets import TargetsUnavailable, suite_targets
 from service.settings import Settings
 from service.store.models import Suite
 from service.store.study_store import QuotaExceeded, StudyStore
@@ -86,13 +86,14 @@ def create_suite(spec: SuiteSpec, request: Request, response: Response,
 
 def with_target_set(store: StudyStore, user: Principal, spec: SuiteSpec) -> SuiteSpec:
     """The suite with each workload's target taken from its (done) target set."""
-    from service.api.target_sets import suite_targets
-
     for i, w in enumerate(spec.workloads):
         if w.target is not None:
             raise ApiError(422, f"workloads[{i}].target", "the targets come from the target set; give none here")
     body = spec.model_dump(exclude_unset=True)
-    values = suite_targets(store, user, spec.targets, body["workloads"])
+    try:
+        values = suite_targets(store, user.owns, spec.targets, body["workloads"])
+    except TargetsUnavailable as e:
+        raise ApiError(422, "targets", str(e)) from None
     body["workloads"] = [{**w, "target": v} for w, v in zip(body["workloads"], values, strict=True)]
     return SuiteSpec.model_validate(body)
 

@@ -12,21 +12,19 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.api.admission import adopt_cluster_catalog, check_admission, check_cluster_offers
 from service.api.auth import Principal, client_address, current_user
-from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
 from service.api.deps import get_app_settings, get_store
 from service.api.errors import ApiError
 from service.api.schemas import PlainText, Resources, SuiteSpec, first_error
-from service.api.studies import check_admission
 from service.domain.statuses import ACTIVE
 from service.results.suites import suite_status
-from service.results.target_sets import targets as compute_targets
+from service.results.target_sets import KIND, refresh
 from service.settings import Settings
 from service.store.models import Suite
 from service.store.study_store import QuotaExceeded, StudyStore
 
 router = APIRouter(prefix="/target-sets", tags=["target-sets"], dependencies=[Depends(current_user)])
-KIND = "target_set"
 
 
 class TargetSetWorkload(BaseModel):
@@ -73,22 +71,6 @@ def get_target_set_or_404(request: Request, set_id: str = Path(max_length=64),
     if ts is None or ts.spec.get("kind") != KIND or not user.owns(ts.owner):
         raise HTTPException(404, f"target set {set_id!r} not found")
     return ts
-
-
-def refresh(store: StudyStore, ts: Suite) -> dict:
-    """The set's stored spec, with its targets frozen into it the first time every study has ended."""
-    if ts.spec.get("targets") is not None:
-        return ts.spec
-    rows = store.suite_studies(ts.id)
-    status = suite_status([s.status for s in rows if s is not None])
-    if status in ("queued", "running"):
-        return ts.spec
-    studies = [{"spec": s.spec, "trials": store.trial_dicts(s.id)} if s is not None else {"spec": None, "trials": []}
-               for s in rows]
-    computed = compute_targets(ts.spec["workloads"], studies)
-    spec = {**ts.spec, "targets": computed["targets"], "detail": computed["detail"], "final_status": status}
-    store.set_suite_spec(ts.id, spec)
-    return spec
 
 
 def target_set_out(store: StudyStore, ts: Suite) -> dict:
@@ -160,22 +142,3 @@ def delete_target_set(ts: Suite = Depends(get_target_set_or_404), store: StudySt
     return Response(status_code=204)
 
 
-def suite_targets(store: StudyStore, user: Principal, set_id: str, workloads: list[dict]) -> list[float]:
-    """The targets a suite's workloads take from a done target set (by workload name; name_<k> where
-    the set has a workload twice): 422 naming `targets` when it is missing, not done or lacks one."""
-    ts = store.get_suite(set_id)
-    if ts is None or ts.spec.get("kind") != KIND or not user.owns(ts.owner):
-        raise ApiError(422, "targets", f"target set {set_id!r} not found")
-    spec = refresh(store, ts)
-    frozen = spec.get("targets")
-    if frozen is None or spec.get("final_status") != "completed":
-        state = "is not done yet" if frozen is None else f"ended {spec.get('final_status')}, not done"
-        raise ApiError(422, "targets", f"target set {set_id!r} {state}")
-    out = []
-    for i, w in enumerate(workloads):
-        value = frozen.get(w["name"])
-        if value is None:
-            raise ApiError(422, "targets", f"target set {set_id!r} has no target for workloads[{i}] "
-                                           f"({w['name']!r}); it has {', '.join(frozen) or 'none'}")
-        out.append(float(value))
-    return out

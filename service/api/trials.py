@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
@@ -29,7 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from service.api.auth import Principal, current_user
-from service.api.deps import get_app_settings, get_store, get_study_or_404
+from service.api.deps import external_samplers, get_app_settings, get_store, get_study_or_404
 from service.api.errors import ApiError
 from service.api.schemas import PlainText
 from service.control.external import claim_body, next_group
@@ -45,7 +44,6 @@ MAX_ID = 2**31 - 1
 MAX_METRIC = 1e100  # |the study's metric| above this is treated as non-finite (the trial diverges)
 RESERVED_METRICS = ("wall_time_s", "epoch_time_s", "peak_memory_mb")  # what the service's own trials report
 MAX_RESERVED = 1e9
-_tpe_lock = threading.Lock()  # Optuna's samplers are not thread-safe; the API serves a thread pool
 
 
 class _Body(PlainText):
@@ -151,22 +149,7 @@ def _conflict(fence: str, trial_id: int) -> ApiError:
 
 
 def _tell_sampler(request: Request, store: StudyStore, study: Study, trial_id: int) -> None:
-    samplers = getattr(request.app.state, "external_samplers", None)
-    if samplers is None or not samplers[study.resolved.protocol.method].asks:
-        return  # a fixed sampler (random, halton) learns nothing: no read
-    t = store.trial(study.id, trial_id)
-    if t is not None:
-        with _tpe_lock:
-            samplers[study.resolved.protocol.method].tell(t)
-
-
-def forget_tpe(app, study_id: str) -> None:
-    """Drops an ended or deleted study's TPE samplers (cancel, delete, or a claim that finds the
-    study ended: the runner ends studies in its own process), so the API's state does not grow."""
-    tpe = getattr(app.state, "external_samplers", None)
-    if tpe is not None:
-        with _tpe_lock:
-            tpe.forget(study_id)
+    external_samplers(request.app).tell(store, study, trial_id)
 
 
 @router.post("/{study_id}/trials/claim", response_model=ClaimOut,
@@ -176,7 +159,7 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
                 store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings)):
     _external(study)
     if study.status in TERMINAL:
-        forget_tpe(request.app, study.id)
+        external_samplers(request.app).forget(study.id)
         raise HTTPException(410, f"study {study.id!r} has ended ({study.status}): nothing left to claim")
     if study.status != "running":
         return Response(status_code=204)  # queued: the runner has not opened its first stage yet
@@ -189,13 +172,7 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
     if t is None:
         return Response(status_code=204)
     if study.resolved.protocol.method == "tpe" and not t.config:  # asked as slots free up
-        from service.control.samplers import Samplers
-
-        with _tpe_lock:
-            samplers = getattr(request.app.state, "external_samplers", None)
-            if samplers is None:
-                samplers = request.app.state.external_samplers = Samplers(store)
-            t.config = samplers["tpe"].ask(store.get_study(study.id), t.optimizer, t.stage, t.id)
+        t.config = external_samplers(request.app).ask(store, store.get_study(study.id), t.optimizer, t.stage, t.id)
         store.set_config(t.id, t.config)
     expires = t.lease_expires_at
     if expires is not None and expires.tzinfo is None:  # SQLite returns naive UTC datetimes

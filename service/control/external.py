@@ -10,6 +10,7 @@ to pending, and the old claimant's writes answer 409: no trial is counted twice.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from service.control.scheduler import Group, StudyState, policy
@@ -46,3 +47,41 @@ def claim_body(spec: ResolvedSpec, trial, lease_expires_at) -> dict[str, Any]:
             "schedule": "constant" if p.scheme == "original" else "workload",
             "metric": spec.metric, "mode": spec.mode, "claim_token": trial.claim_token,
             "lease_expires_at": lease_expires_at}
+
+
+class ExternalSamplers:
+    """The API process's sampler state for external studies, and its lock (Optuna's samplers are
+    not thread-safe; the API serves a thread pool): TPE asks as claims arrive and learns from each
+    ended trial; a fixed sampler (random, halton) drew its configurations when the stage opened.
+    One per app (`app.state.external_samplers`); the routers call `ask`, `tell` and `forget`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samplers = None  # service.control.samplers.Samplers, made on the first ask (it imports Optuna)
+
+    def __getitem__(self, method: str):
+        return self._samplers[method] if self._samplers is not None else None
+
+    def ask(self, store, study, optimizer: str, stage: int, trial_id: int) -> dict[str, Any]:
+        """TPE's configuration for a just-claimed trial (`study` as the store has it now)."""
+        from service.control.samplers import Samplers
+
+        with self._lock:
+            if self._samplers is None:
+                self._samplers = Samplers(store)
+            return self._samplers["tpe"].ask(study, optimizer, stage, trial_id)
+
+    def tell(self, store, study, trial_id: int) -> None:
+        """An external trial ended: a sampler that asks learns its result (nothing to read otherwise)."""
+        if self._samplers is None or not self._samplers[study.resolved.protocol.method].asks:
+            return
+        t = store.trial(study.id, trial_id)
+        if t is not None:
+            with self._lock:
+                self._samplers[study.resolved.protocol.method].tell(t)
+
+    def forget(self, study_id: str) -> None:
+        """Drops an ended or deleted study's sampler state, so the API's state does not grow."""
+        if self._samplers is not None:
+            with self._lock:
+                self._samplers.forget(study_id)

@@ -10,12 +10,24 @@ targets are frozen: stored with the set and never recomputed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.results.algoperf import evaluations
 from service.results.algoperf_export import workload_dirs
+from service.results.suites import suite_status
+
+if TYPE_CHECKING:
+    from service.store.interface import Store
+    from service.store.models import Suite
+
+KIND = "target_set"  # a target set is kept as a suite row of this kind
+
+
+class TargetsUnavailable(ValueError):
+    """A suite names a target set that is missing, not done, or lacks one of its workloads."""
 
 
 def best_value(history: Sequence[dict], metric: str, mode: str) -> float | None:
@@ -54,3 +66,41 @@ def targets(workloads: Sequence[dict], studies: Sequence[dict]) -> dict:
         d = workload_target(st["spec"], st["trials"]) if st["spec"] is not None else {"target": None}
         out[key], detail[key] = d["target"], d
     return {"targets": out, "detail": detail}
+
+
+def refresh(store: Store, ts: Suite) -> dict:
+    """The set's stored spec, with its targets frozen into it the first time every study has ended."""
+    if ts.spec.get("targets") is not None:
+        return ts.spec
+    rows = store.suite_studies(ts.id)
+    status = suite_status([s.status for s in rows if s is not None])
+    if status in ("queued", "running"):
+        return ts.spec
+    studies = [{"spec": s.spec, "trials": store.trial_dicts(s.id)} if s is not None else {"spec": None, "trials": []}
+               for s in rows]
+    computed = targets(ts.spec["workloads"], studies)
+    spec = {**ts.spec, "targets": computed["targets"], "detail": computed["detail"], "final_status": status}
+    store.set_suite_spec(ts.id, spec)
+    return spec
+
+
+def suite_targets(store: Store, owns: Callable[[str | None], bool], set_id: str, workloads: list[dict]) -> list[float]:
+    """The targets a suite's workloads take from a done target set (by workload name; name_<k> where
+    the set has a workload twice); `TargetsUnavailable` (the API's 422 naming `targets`) when it is
+    missing, not done or lacks one. `owns(owner)`: whether the caller may use a set of that owner."""
+    ts = store.get_suite(set_id)
+    if ts is None or ts.spec.get("kind") != KIND or not owns(ts.owner):
+        raise TargetsUnavailable(f"target set {set_id!r} not found")
+    spec = refresh(store, ts)
+    frozen = spec.get("targets")
+    if frozen is None or spec.get("final_status") != "completed":
+        state = "is not done yet" if frozen is None else f"ended {spec.get('final_status')}, not done"
+        raise TargetsUnavailable(f"target set {set_id!r} {state}")
+    out = []
+    for i, w in enumerate(workloads):
+        value = frozen.get(w["name"])
+        if value is None:
+            raise TargetsUnavailable(f"target set {set_id!r} has no target for workloads[{i}] "
+                                     f"({w['name']!r}); it has {', '.join(frozen) or 'none'}")
+        out.append(float(value))
+    return out
