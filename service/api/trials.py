@@ -33,6 +33,7 @@ from service.api.errors import ApiError
 from service.api.schemas import PlainText
 from service.control.external import claim_body, next_group
 from service.control.pruners import Report, pruner_for
+from service.domain.outcomes import ACCEPTED, ClaimOutcome
 from service.domain.statuses import TERMINAL
 from service.settings import Settings
 from service.store.audit import deleted_study_owner
@@ -143,7 +144,7 @@ def _checked_metrics(metrics: dict[str, Any], metric: str, required: bool) -> di
 
 def _conflict(fence: str, trial_id: int) -> ApiError:
     why = ("its lease expired (no report within ROOTFREE_EXTERNAL_LEASE_S); the trial went back to pending"
-           if fence == "expired" else "it is not the trial's current claim (its lease expired and the trial "
+           if fence == ClaimOutcome.EXPIRED else "it is not the trial's current claim (its lease expired and the trial "
                                       "went back to pending, or to another client)")
     return ApiError(409, "claim_token", f"this claim on trial {trial_id} is no longer valid: {why}")
 
@@ -182,9 +183,9 @@ def claim_trial(request: Request, study: Study = Depends(get_study_or_404),
 
 def _refused(store: StudyStore, study: Study, trial_id: int, outcome: str) -> HTTPException | ApiError:
     """The answer to a write the claim's fence refused: 404 (no such trial here) or 409."""
-    if outcome == "missing":
+    if outcome == ClaimOutcome.MISSING:
         return HTTPException(404, f"trial {trial_id} not found in study {study.id!r}")
-    if outcome == "expired":
+    if outcome == ClaimOutcome.EXPIRED:
         store.expire_claims(study.id)  # back to pending now, not at the next claim
     return _conflict(outcome, trial_id)
 
@@ -200,11 +201,11 @@ def _end_with_study(request: Request, store: StudyStore, study: Study, trial_id:
     ended under this claim before returns, for the caller's usual answer to a retry."""
     reason = stop_reason(study)
     outcome, _ = store.finish_external(study.id, trial_id, token, "failed", error=reason)
-    if outcome == "finished":
+    if outcome == ClaimOutcome.FINISHED:
         t = store.trial(study.id, trial_id)
         if t is None or t.error != reason:
             return
-    elif outcome != "ok":
+    elif outcome != ClaimOutcome.OK:
         raise _refused(store, study, trial_id, outcome)
     else:
         _tell_sampler(request, store, study, trial_id)
@@ -239,12 +240,12 @@ def report_epoch(body: ReportIn, request: Request, trial_id: int = Path(ge=1, le
     row: dict[str, Any] = {**_checked_metrics(body.metrics, metric, required=True), "epoch": body.epoch}
     outcome, t = store.report_external(study.id, trial_id, body.claim_token, body.epoch, row, metric,
                                        settings.external_lease_s)
-    if outcome == "epoch":
+    if outcome == ClaimOutcome.EPOCH:
         raise ApiError(422, "epoch", f"epoch {body.epoch} is lower than epoch {t.epochs} already reported "
                                      f"for trial {trial_id} (a repeated epoch replaces its report)")
-    if outcome == "finished":  # a retry after the trial ended under this claim: the same answer
+    if outcome == ClaimOutcome.FINISHED:  # a retry after the trial ended under this claim: the same answer
         return ReportOut(should_stop=True, reason=t.error or f"the trial has ended ({t.status})")
-    if outcome != "ok":
+    if outcome != ClaimOutcome.OK:
         raise _refused(store, study, trial_id, outcome)
     reason, status = None, None
     if study.status in TERMINAL:
@@ -274,7 +275,7 @@ def heartbeat(body: HeartbeatIn, request: Request, trial_id: int = Path(ge=1, le
     if study.status in TERMINAL:
         _end_with_study(request, store, study, trial_id, body.claim_token)
     outcome, _ = store.renew_claim(study.id, trial_id, body.claim_token, settings.external_lease_s)
-    if outcome not in ("ok", "finished"):
+    if outcome not in ACCEPTED:
         raise _refused(store, study, trial_id, outcome)
     t = store.trial(study.id, trial_id)
     expires = t.lease_expires_at if t.status == "running" else None
@@ -297,15 +298,15 @@ def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1
         wanted, error = "diverged", f"diverged: {metric} is not finite in the final metrics"
     outcome, status = store.finish_external(study.id, trial_id, body.claim_token, wanted, metrics=metrics,
                                             metric=metric, error=error)
-    if outcome == "metric":
+    if outcome == ClaimOutcome.METRIC:
         raise ApiError(422, f"metrics.{metric}", f"a completed trial needs the study's metric {metric!r}: "
                                                  "report it for an epoch or send it in `metrics`")
-    if outcome not in ("ok", "finished"):
+    if outcome not in ACCEPTED:
         raise _refused(store, study, trial_id, outcome)
-    if outcome == "finished" and status != wanted:  # a retry answers as before; another status is no retry
+    if outcome == ClaimOutcome.FINISHED and status != wanted:  # a retry answers as before; another status is no retry
         raise ApiError(409, "status", f"trial {trial_id} has already ended as {status!r} under this claim; "
                                       f"it cannot be completed as {body.status!r}")
-    if outcome == "ok":
+    if outcome == ClaimOutcome.OK:
         _tell_sampler(request, store, study, trial_id)
     return FinishOut(trial_id=trial_id, status=status)
 
@@ -318,11 +319,11 @@ def fail_trial(body: FailIn, request: Request, trial_id: int = Path(ge=1, le=MAX
         _end_with_study(request, store, study, trial_id, body.claim_token)
     outcome, status = store.finish_external(study.id, trial_id, body.claim_token, "failed",
                                             error=body.reason or "failed")
-    if outcome not in ("ok", "finished"):
+    if outcome not in ACCEPTED:
         raise _refused(store, study, trial_id, outcome)
-    if outcome == "finished" and status != "failed":  # as complete with another status: no retry
+    if outcome == ClaimOutcome.FINISHED and status != "failed":  # as complete with another status: no retry
         raise ApiError(409, "status", f"trial {trial_id} has already ended as {status!r} under this claim; "
                                       "it cannot be failed")
-    if outcome == "ok":
+    if outcome == ClaimOutcome.OK:
         _tell_sampler(request, store, study, trial_id)
     return FinishOut(trial_id=trial_id, status=status)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from service.domain.outcomes import ClaimOutcome
 from service.domain.statuses import FINISHED
 from service.store.engine import StoreBase, now
 from service.store.locks import lock_study_claims
@@ -120,31 +121,30 @@ class ClaimsRepository(StoreBase):
             return t
 
     def _fenced(self, s: Session, study_id: str, trial_id: int, token: str, values: dict[str, Any],
-                *condition) -> tuple[str, Any]:
+                *condition) -> tuple[ClaimOutcome, Any]:
         """One UPDATE of a claimed trial, made only if `token` holds its claim and the lease has
-        not passed (and `condition` holds): ("ok", the trial's optimizer/stage/objective row);
-        else why not, with the trial: "missing" (not in this study), "lost" (another claim, or
-        none), "finished" (ended under this claim: a retry), "expired", "condition"."""
+        not passed (and `condition` holds): (OK, the trial's optimizer/stage/objective row); else why not
+        (service/domain/outcomes.py ClaimOutcome), with the trial."""
         at = now()
         row = s.execute(update(Trial).where(
             Trial.id == trial_id, Trial.study_id == study_id, Trial.claim_token == token,
             Trial.status == "running", Trial.lease_expires_at > at, *condition)
             .values(**values).returning(Trial.optimizer, Trial.stage, Trial.objective)).first()
         if row is not None:
-            return "ok", row
+            return ClaimOutcome.OK, row
         t = s.get(Trial, trial_id)
         if t is None or t.study_id != study_id:
-            return "missing", None
+            return ClaimOutcome.MISSING, None
         if t.claim_token != token:
-            return "lost", t
+            return ClaimOutcome.LOST, t
         if t.status in FINISHED:
-            return "finished", t
+            return ClaimOutcome.FINISHED, t
         expires = t.lease_expires_at
         if expires is None or (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= at:
-            return "expired", t
-        return "condition", t
+            return ClaimOutcome.EXPIRED, t
+        return ClaimOutcome.CONDITION, t
 
-    def renew_claim(self, study_id: str, trial_id: int, token: str, lease_s: float) -> tuple[str, Any]:
+    def renew_claim(self, study_id: str, trial_id: int, token: str, lease_s: float) -> tuple[ClaimOutcome, Any]:
         """A heartbeat of a claimant that is alive but has nothing to report yet (a long epoch)."""
         with self.session() as s:
             out = self._fenced(s, study_id, trial_id, token,
@@ -153,7 +153,7 @@ class ClaimsRepository(StoreBase):
             return out
 
     def report_external(self, study_id: str, trial_id: int, token: str, epoch: int, row: dict[str, Any],
-                        metric: str, lease_s: float) -> tuple[str, Any]:
+                        metric: str, lease_s: float) -> tuple[ClaimOutcome, Any]:
         """Stores one per-epoch report of a claimed trial (a repeated epoch replaces its row) and
         renews the lease. ("ok", optimizer/stage row); "epoch" (lower than one already reported:
         nothing stored) with the trial; or the fence's other answers (see `_fenced`)."""
@@ -164,8 +164,8 @@ class ClaimsRepository(StoreBase):
             values["objective"] = float(value)
         with self.session() as s:
             outcome, got = self._fenced(s, study_id, trial_id, token, values, Trial.epochs <= epoch)
-            if outcome != "ok":  # nothing was written (closing the session ends the transaction)
-                return ("epoch" if outcome == "condition" else outcome), got
+            if outcome != ClaimOutcome.OK:  # nothing was written (closing the session ends the transaction)
+                return (ClaimOutcome.EPOCH if outcome == ClaimOutcome.CONDITION else outcome), got
             drop, add = report_statements()
             params = {"b_trial": trial_id, "b_epoch": epoch, "b_row": row}
             s.execute(drop, params)
@@ -175,7 +175,7 @@ class ClaimsRepository(StoreBase):
 
     def finish_external(self, study_id: str, trial_id: int, token: str, status: str, *,
                         metrics: dict[str, Any] | None = None, metric: str | None = None,
-                        error: str | None = None) -> tuple[str, str | None]:
+                        error: str | None = None) -> tuple[ClaimOutcome, str | None]:
         """Ends a claimed trial as completed/diverged/stopped/failed, fenced like a report:
         ("ok", status); ("finished", its status): it ended under this claim before (a retry,
         nothing changes); "metric": completed without the study's metric ever reported (nothing
@@ -196,8 +196,9 @@ class ClaimsRepository(StoreBase):
         needs = [Trial.objective.is_not(None)] if status == "completed" and metric and not has_value else []
         with self.session() as s:
             outcome, got = self._fenced(s, study_id, trial_id, token, values, *needs)
-            if outcome != "ok":  # nothing was written
-                return ("metric" if outcome == "condition" else outcome), getattr(got, "status", None)
+            if outcome != ClaimOutcome.OK:  # nothing was written
+                why = ClaimOutcome.METRIC if outcome == ClaimOutcome.CONDITION else outcome
+                return why, getattr(got, "status", None)
             s.commit()
             return outcome, status
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
+    from service.domain.outcomes import ClaimOutcome
     from service.domain.spec import ResolvedSpec
     from service.store.models import Study, Suite, Trial
 
@@ -196,16 +197,16 @@ class Store(Protocol):
                             token: str, lease_s: float) -> Trial | None:
         """Claims the trial `choose` picks, under the study's claim lock."""
 
-    def renew_claim(self, study_id: str, trial_id: int, token: str, lease_s: float) -> tuple[str, Any]:
+    def renew_claim(self, study_id: str, trial_id: int, token: str, lease_s: float) -> tuple[ClaimOutcome, Any]:
         """A claimant's heartbeat, fenced by its token: (outcome, row)."""
 
     def report_external(self, study_id: str, trial_id: int, token: str, epoch: int, row: dict[str, Any],
-                        metric: str, lease_s: float) -> tuple[str, Any]:
+                        metric: str, lease_s: float) -> tuple[ClaimOutcome, Any]:
         """A claimant's per-epoch report, fenced by its token: (outcome, row)."""
 
     def finish_external(self, study_id: str, trial_id: int, token: str, status: str, *,
                         metrics: dict[str, Any] | None = None, metric: str | None = None,
-                        error: str | None = None) -> tuple[str, str | None]:
+                        error: str | None = None) -> tuple[ClaimOutcome, str | None]:
         """Ends a claimed trial, fenced by its token: (outcome, status)."""
 
     def rung_values_of_others(self, study_id: str, optimizer: str, stage: int, epoch: int, metric: str,
