@@ -10,7 +10,7 @@ search outcomes at the search level):
   excludes 0): unpaired, Welch's statistic (mean difference over sqrt(s_a^2/n_a + s_b^2/n_b))
   referred to Student's t with Hsu's min(n_a, n_b) - 1 degrees of freedom; paired (`protocol.paired:
   true`, runs matched by seed), the paired t test of the per-seed differences (n - 1 df).
-  Why these: measured by seeded simulation (tests/service/test_verdict_calibration.py, bench/
+  Why these: measured by seeded simulation (tests/service/results/test_verdict_calibration.py, bench/
   verdict_errors.py), Welch's own Satterthwaite df lets 6.5% of null p fall below 0.05 with 3 vs 8
   runs of sd 3 vs 1 (and 8% with 3 vs 10 runs of skewed noise); Hsu's df keeps both under 5%
   (it is the smallest df over every variance ratio, hence conservative). Permutation tests are

@@ -1,7 +1,7 @@
 """The deployment files, checked without a Docker engine: docker-compose.yml through Debian's
 docker-compose parser, the Dockerfiles through hadolint and through their own rules (pinned
 bases matching the Ray this suite runs, non-root users, healthchecks, no secrets, project
-commands as entrypoints). tests/service/test_cluster.py runs those commands for real."""
+commands as entrypoints). tests/service/end_to_end/test_multi_node_cluster.py runs those commands for real."""
 
 import json
 import re

@@ -19,7 +19,7 @@ from service.control import catalog
 from service.settings import Settings
 from tests.plugins.conftest import require_examples
 from tests.service.conftest import bearer, make_token
-from tests.service.serving import run_to_end
+from tests.support.serving import run_to_end
 
 FAILING = textwrap.dedent("""
     import dataclasses

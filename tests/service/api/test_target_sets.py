@@ -1,0 +1,135 @@
+"""Frozen target sets (POST /target-sets): AlgoPerf's recipe on constructed reruns, the set's
+life (queued -> done with {"version", "targets"}), its immutability and its reuse by a suite."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.results.target_sets import best_value, workload_target
+from service.settings import Settings
+from service.store.study_store import StudyStore
+from tests.service.conftest import bearer, make_token
+
+BODY = {"name": "nqm targets", "workloads": [{"name": "noisy_quadratic", "budget": {"epochs": 2, "steps": 4}}],
+        "optimizers": ["sgd", "adamw"], "trials": 3, "reruns": 3}
+
+
+def run(values, epoch_values=None):
+    evals = [{"global_step": k + 1, "train_time_s": k + 1.0, "eval_time_s": 0.0, "loss": v}
+             for k, v in enumerate(epoch_values or [values])]
+    return {"epoch": 1, "loss": evals[-1]["loss"], "evals": evals}
+
+
+def test_the_target_is_the_best_baselines_median_over_reruns_of_each_reruns_best_value():
+    assert best_value([run(None, [3.0, 1.0, 2.0])], "loss", "min") == 1.0  # best over the run, not the last
+    assert best_value([run(None, [3.0, 1.0, 2.0])], "acc", "max") is None
+    spec = {"metric": "loss", "mode": "min", "optimizers": ["a", "b"], "protocol": {"stages": [3]}}
+
+    def t(opt, best, stage=2, status="completed"):
+        return {"optimizer": opt, "stage": stage, "status": status, "history": [run(None, [9.0, best])]}
+
+    trials = [t("a", 3.0), t("a", 1.0), t("a", 2.0), t("b", 0.5), t("b", 4.0), t("b", 5.0),
+              t("b", 0.1, stage=1), t("a", 0.2, status="failed")]  # search trials and failures do not count
+    d = workload_target(spec, trials)
+    assert d["medians"] == {"a": 2.0, "b": 4.0} and d["optimizer"] == "a" and d["target"] == 2.0
+    # max mode: the largest median wins (single evaluations: the best of a run is its value)
+    flat = [{**x, "history": [run(None, [x["history"][0]["evals"][-1]["loss"]])]} for x in trials]
+    assert workload_target({**spec, "mode": "max"}, flat)["target"] == 4.0
+    assert workload_target(spec, [])["target"] is None
+
+
+def finish(url, study_ids, values):
+    """Stands in for the runner: each baseline's reruns (stage 2) end with these best values."""
+    store = StudyStore(url)
+    for sid in study_ids:
+        for opt in ("sgd", "adamw"):
+            store.ensure_trials(sid, opt, 1, [{}] * 3, seeds=[0] * 3)
+            store.ensure_trials(sid, opt, 2, [{}] * 3, seeds=[1, 2, 3])
+            for stage in (1, 2):
+                for k, trial in enumerate(store.trials(sid, optimizer=opt, stage=stage)):
+                    v = values[opt][k] + (10.0 if stage == 1 else 0.0)
+                    store.record_result(trial.id, {**run(None, [20.0, v]), "status": "completed"}, "loss")
+        store.set_status(sid, "completed")
+    store.engine.dispose()
+
+
+def test_a_target_set_freezes_its_targets_refuses_changes_and_is_reused_by_a_suite(db_url):
+    url = db_url  # SQLite and PostgreSQL
+    app = create_app(Settings(database_url=url, start_runner=False))
+    alice, bob = make_token(url, "alice", admin=False), make_token(url, "bob", admin=False)
+    with TestClient(app, headers=bearer(alice)) as c:
+        for bad, field in (({"trials": 0}, "trials"), ({"optimizers": ["nope"]}, "optimizers"),
+                           ({"workloads": [{"name": "noisy_quadratic", "target": 1.0}]}, "workloads")):
+            r = c.post("/target-sets", json={**BODY, **bad})
+            assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith(field), r.text
+        r = c.post("/target-sets", json=BODY)
+        assert r.status_code == 201, r.text
+        ts = r.json()
+        assert ts["status"] == "queued" and ts["version"] is None and ts["targets"] is None
+        study = c.get(f"/studies/{ts['studies'][0]['id']}").json()["spec"]
+        assert study["protocol"]["stages"] == [3] and study["protocol"]["seeds"] == 3
+        assert study["protocol"]["method"] == "sobol"
+        suite = {"name": "ruled", "optimizers": ["sgd", "adamw"], "targets": ts["id"],
+                 "ruleset": {"kind": "algoperf", "studies": 3, "trials_per_study": 1},
+                 "workloads": [{"name": "noisy_quadratic", "budget": {"epochs": 2, "steps": 4}}]}
+        r = c.post("/suites", json=suite)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "targets"  # not done yet
+        finish(url, [s["id"] for s in ts["studies"]], {"sgd": [3.0, 1.0, 2.0], "adamw": [5.0, 6.0, 7.0]})
+        done = c.get(f"/target-sets/{ts['id']}").json()
+        assert done["status"] == "done" and done["version"] == ts["id"]
+        assert done["targets"] == {"noisy_quadratic": 2.0}  # sgd's median best rerun; adamw's is 6
+        for method in ("put", "patch"):
+            r = c.request(method.upper(), f"/target-sets/{ts['id']}", json={"targets": {"noisy_quadratic": 9}})
+            assert r.status_code == 405, r.text
+        r = c.post("/suites", json={**suite, "workloads": [{**suite["workloads"][0], "target": 1.0}]})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "workloads[0].target"
+        r = c.post("/suites", json=suite)
+        assert r.status_code == 201, r.text
+        used = r.json()
+        assert used["studies"][0]["target"] == 2.0 and used["spec"]["targets"] == ts["id"]
+        r = c.delete(f"/target-sets/{ts['id']}")
+        assert r.status_code == 409 and used["id"] in r.json()["detail"]
+        # frozen: deleting one of its studies changes nothing
+        assert c.delete(f"/studies/{ts['studies'][0]['id']}").status_code == 204
+        assert c.get(f"/target-sets/{ts['id']}").json()["targets"] == {"noisy_quadratic": 2.0}
+        assert c.get(f"/suites/{ts['id']}").status_code == 404  # a target set is not a suite
+        assert c.get(f"/target-sets/{used['id']}").status_code == 404  # nor a suite a target set
+        other = c.post("/target-sets", json={**BODY, "name": "unused"}).json()
+        r = c.delete(f"/target-sets/{other['id']}")
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "status"  # still queued
+        for s in other["studies"]:
+            c.post(f"/studies/{s['id']}/cancel")
+        assert c.delete(f"/target-sets/{other['id']}").status_code == 204
+        assert c.get(f"/target-sets/{other['id']}").status_code == 404
+        assert all(c.get(f"/studies/{s['id']}").status_code == 404 for s in other["studies"])
+    with TestClient(app, headers=bearer(bob)) as c:
+        assert c.get(f"/target-sets/{ts['id']}").status_code == 404
+        r = c.post("/suites", json=suite)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "targets"  # not bob's
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_changing_a_running_target_set_is_refused_too(tmp_path, method):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        ts = c.post("/target-sets", json=BODY).json()
+        assert c.request(method, f"/target-sets/{ts['id']}", json={}).status_code == 405
+
+
+def test_a_target_set_that_did_not_complete_has_no_version_and_gives_no_targets(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        ts = c.post("/target-sets", json=BODY).json()
+        for s in ts["studies"]:
+            c.post(f"/studies/{s['id']}/cancel")
+        out = c.get(f"/target-sets/{ts['id']}").json()
+        assert out["status"] == "cancelled" and out["version"] is None
+        r = c.post("/suites", json={"name": "x", "optimizers": ["sgd"], "targets": ts["id"],
+                                    "ruleset": {"kind": "algoperf", "studies": 1, "trials_per_study": 1},
+                                    "workloads": [{"name": "noisy_quadratic"}]})
+        assert r.status_code == 422 and "cancelled" in r.json()["errors"][0]["message"]
+        r = c.post("/suites", json={"name": "x", "optimizers": ["sgd"], "targets": "nope",
+                                    "workloads": [{"name": "noisy_quadratic"}]})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "targets"

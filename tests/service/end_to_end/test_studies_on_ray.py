@@ -1,0 +1,137 @@
+"""End to end on a real local Ray with real data and tiny budgets, against SQLite and PostgreSQL:
+two studies at once (a two-optimizer Fashion-MNIST study and a noisy-quadratic one) through the
+real `rootfree serve` process, killed mid-study and restarted."""
+
+import math
+import time
+
+import pytest
+
+from tests.support import finished_trials, free_port, ray_auth_token_file
+from tests.support.serving import api, kill, serve, wait_for
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "name": "e2e", "workload": "fmnist_vit", "optimizers": ["adamw", "rfrmsprop"],
+    "protocol": {"stages": [4, 3], "top_k": 2, "seed": 1},
+    "budget": {"epochs": 2, "train_subset": 384, "test_subset": 200, "width": 16,
+               "batch_size": 64},
+    "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
+}
+SECOND = {
+    "name": "e2e-nqm", "workload": "noisy_quadratic", "optimizers": ["sgd", "ifshampoo"],
+    "protocol": {"stages": [4, 3], "top_k": 2, "seed": 2}, "priority": 1,
+    "budget": {"epochs": 2, "pace_ms": 500}, "max_concurrent_trials": 1,
+}
+
+
+def _ray_auth() -> dict:
+    token_file = ray_auth_token_file()
+    return {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
+
+
+def _dashboard_log(url: str | None, timeout: float = 60) -> str:
+    """The study log as the Ray dashboard serves it (its state API reads the runner node's file).
+    A local Ray 2.60 turns token authentication on by default, with the token in ~/.ray/auth_token."""
+    assert url and "/api/v0/logs/file?" in url, url
+    headers = _ray_auth()
+    t0 = time.time()
+    while True:
+        r = api.get(url, headers=headers, timeout=30)
+        if r.status_code == 200 or time.time() - t0 > timeout:  # its agent may still be starting
+            assert r.status_code == 200, r.text[:500]
+            return r.text
+        time.sleep(1)
+
+
+def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve(db_url, port, tmp_path)
+    try:
+        sid = api.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
+                         timeout=30).json()["id"]
+        second = api.post(f"{url}/studies", json=SECOND, timeout=30).json()["id"]
+        wait_for(url, sid, lambda s: finished_trials(s) >= 3)
+        # both studies run at once: the second has finished trials before the first ends
+        assert finished_trials(api.get(f"{url}/studies/{second}").json()) >= 1
+    finally:
+        kill(proc)  # a real kill: no shutdown hooks run
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve(db_url, port, tmp_path, dashboard_port=free_port())  # the restart shows the dashboard
+    try:
+        study = wait_for(url, sid, lambda s: s["status"] in ("completed", "failed"))
+        other = wait_for(url, second, lambda s: s["status"] in ("completed", "failed"))
+        other_trials = api.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
+        logs = api.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
+        dashboard_logs = _dashboard_log(study["dashboard_log_url"])
+        jobs = api.get(f"{study['dashboard_url']}/api/jobs/", headers=_ray_auth(), timeout=30).json()
+        assert study["status"] == "completed", study.get("error")
+        trials = api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"}).json()
+        best = api.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
+        export = api.get(f"{url}/studies/{sid}/export", params={"format": "yaml"})
+        again = api.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"})
+    finally:
+        kill(proc)
+
+    assert again.json()["id"] == sid
+    assert other["status"] == "completed", other.get("error")
+    for opt in SECOND["optimizers"]:
+        for stage, n in enumerate(SECOND["protocol"]["stages"], start=1):
+            rows = [t for t in other_trials if t["optimizer"] == opt and t["stage"] == stage]
+            assert sorted(t["index"] for t in rows) == list(range(n))
+            assert all(t["status"] in ("completed", "diverged") for t in rows), rows
+    # the study's log stream: both controllers' runs, every trial's epochs, in the Ray dashboard too
+    assert "started on a local Ray" in logs and "interrupted trials rerun) on a local Ray" in logs
+    assert logs.rstrip().endswith("study completed")
+    for t in trials:
+        label = f"{sid[:8]}-{t['optimizer']}-s{t['stage']}-i{t['index']}"
+        assert f"trial {label} epoch 1: " in logs, label
+    for opt in SPEC["optimizers"]:
+        assert f"{opt} stage 2: 3 trials over " in logs
+    assert "study completed" in dashboard_logs and f"{sid[:8]}-adamw-s2-i0" in dashboard_logs
+    # the runner is a named driver job in the dashboard's Jobs view
+    runner_jobs = [j for j in jobs if (j.get("metadata") or {}).get("rootfree") == "study runner"]
+    assert runner_jobs and runner_jobs[0]["metadata"]["database"].startswith(db_url.split(":")[0]), jobs
+    assert runner_jobs[0]["status"] == "RUNNING"
+    # exact protocol counts, one row per (optimizer, stage, index), all finished
+    for opt in SPEC["optimizers"]:
+        for stage, n in enumerate(SPEC["protocol"]["stages"], start=1):
+            rows = [t for t in trials if t["optimizer"] == opt and t["stage"] == stage]
+            assert sorted(t["index"] for t in rows) == list(range(n))
+            assert all(t["status"] in ("completed", "diverged") for t in rows), rows
+    for t in trials:
+        if t["status"] == "completed":
+            assert [h["epoch"] for h in t["history"]] == [1, 2]
+    # stage 2 lies inside stage 1, or the notes say why it was widened
+    for o in study["optimizers"]:
+        s1, s2 = o["stage_spaces"]["1"], o["stage_spaces"]["2"]
+        for name, p in s2.items():
+            if p["kind"] in ("fixed", "choice"):
+                continue
+            inside = s1[name]["low"] <= p["low"] and p["high"] <= s1[name]["high"]
+            widened = any(name in n and "widened" in n for n in study["notes"])
+            assert inside or widened, (name, p, s1[name], study["notes"])
+        stage2 = [t for t in trials if t["optimizer"] == o["optimizer"] and t["stage"] == 2]
+        for t in stage2:
+            for name, p in s2.items():
+                if p["kind"] not in ("fixed", "choice"):
+                    assert p["low"] <= t["config"][name] <= p["high"]
+    # best and export agree with the trials table
+    for opt in SPEC["optimizers"]:
+        done = sorted((t["objective"], t["id"]) for t in trials
+                      if t["optimizer"] == opt and t["status"] == "completed")
+        assert best[opt][0]["trial_id"] == done[0][1]
+        assert math.isclose(best[opt][0]["objective"], done[0][0])
+        assert f'optimizers.build("{opt}"' in best[opt][0]["snippet"]
+        summary = next(o for o in study["optimizers"] if o["optimizer"] == opt)
+        assert summary["best_trial_id"] == done[0][1]
+    assert "rfrmsprop" in export.text and "snippet" in export.text
+    # the Optuna view of the same database opens
+    import optuna
+
+    names = [s.study_name for s in optuna.get_all_study_summaries(
+        storage=db_url.replace("postgresql+psycopg", "postgresql+psycopg"))]
+    assert "e2e/adamw" in names and "e2e-nqm/sgd" in names  # the live view: one per optimizer
