@@ -128,3 +128,20 @@ class PluginRegistry:
             plugins[name], self.entries[name] = self.admit(obj, path)
         self.plugins, self.errors, self.loaded = plugins, errors, True
         return plugins
+
+    def names(self) -> list[str]:
+        """Built-ins, then the installed plugins."""
+        self.load()
+        return list(self.entries)
+
+    def get(self, name: str) -> Any:
+        self.load()
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise ValueError(f"Unknown {self.what} {name!r}; known: {', '.join(self.entries)}") from None
+
+    def refused(self) -> list[dict[str, str]]:
+        """The plugins refused in this process, each ``{"name", "source", "error"}``."""
+        self.load()
+        return list(self.errors)

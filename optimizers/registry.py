@@ -170,22 +170,16 @@ def load_plugins(reload: bool = False) -> dict[str, OptimizerPlugin]:
 
 def plugin_errors() -> list[dict[str, str]]:
     """The optimizer plugins refused in this process, each ``{"name", "source", "error"}``."""
-    load_plugins()
-    return list(PLUGINS.errors)
+    return PLUGINS.refused()
 
 
 def names() -> list[str]:
     """Names accepted by :func:`build` (built-ins, then installed plugins)."""
-    load_plugins()
-    return list(_REGISTRY)
+    return PLUGINS.names()
 
 
 def spec(name: str) -> OptimizerSpec:
-    load_plugins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(_REGISTRY)}") from None
+    return PLUGINS.get(name)
 
 
 def hyperparameters(name: str) -> tuple[str, ...]:

@@ -211,18 +211,12 @@ def register(w: Workload) -> None:
 
 def plugin_errors() -> list[dict[str, str]]:
     """The workload plugins refused in this process, each ``{"name", "source", "error"}``."""
-    load_plugins()
-    return list(PLUGINS.errors)
+    return PLUGINS.refused()
 
 
 def names() -> list[str]:
-    load_plugins()
-    return list(_REGISTRY)
+    return PLUGINS.names()
 
 
 def get(name: str) -> Workload:
-    load_plugins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"Unknown workload {name!r}; known: {', '.join(_REGISTRY)}") from None
+    return PLUGINS.get(name)
