@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from service.api.admission import adopt_cluster_catalog, check_admission, check_cluster_offers
-from service.api.auth import Principal, audit, client_address, current_user
+from service.api.auth import Principal, client_address, current_user
 from service.api.deps import (
     external_samplers,
     get_app_settings,
@@ -24,14 +24,14 @@ from service.api.deps import (
 from service.api.errors import ApiError
 from service.api.results import cached_analysis_json, cached_report
 from service.api.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
+from service.control import studies
 from service.control.queue_view import place
 from service.domain.ruleset import protocol_version
-from service.domain.statuses import ACTIVE, TERMINAL
+from service.domain.statuses import ACTIVE
 from service.results.feasibility import spec_warnings
 from service.results.summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
 from service.results.verdicts import export_comparisons
 from service.settings import Settings
-from service.store.files import remove_study_files
 from service.store.models import Study
 from service.store.study_log import log_path, ray_log_name, read_from, tail_with_offset
 from service.store.study_store import QuotaExceeded, StudyStore
@@ -177,14 +177,11 @@ def study_logs(tail_lines: int = Query(200, alias="tail", ge=1, le=100_000),
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyOut)
 def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
                  store: StudyStore = Depends(get_store), user: Principal = Depends(current_user)):
-    if study.status in TERMINAL:
-        raise HTTPException(409, f"study {study.id!r} is already {study.status}")
-    if store.set_status(study.id, "cancelled", only_from=ACTIVE):
-        audit(store.engine, user.user, "study.cancel", study.id, client_address(request))
-        if study.resolved.external:  # its claims end now; their later calls answer 410
-            store.end_claims(study.id, "stopped: the study was cancelled")
-        request.app.state.queue_snapshot = None
-        external_samplers(request.app).forget(study.id)
+    try:
+        if studies.cancel_study(store, study, user.user, client_address(request), external_samplers(request.app)):
+            request.app.state.queue_snapshot = None
+    except studies.StudyConflict as e:
+        raise HTTPException(409, str(e)) from None
     return study_out(store, store.get_study(study.id), request)
 
 
@@ -192,20 +189,11 @@ def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
 def delete_study(request: Request, study: Study = Depends(get_study_or_404),
                  store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings), user: Principal = Depends(current_user)):
-    if study.status in ("running", "queued"):
-        raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
-    store.delete_study(study.id)
-    external_samplers(request.app).forget(study.id)
-    # the owner too: a claimant's late call on the deleted study answers 410 (service/api/trials.py)
-    audit(store.engine, user.user, "study.delete", study.id, client_address(request),
-          {"name": study.name, "owner": study.owner})
-    # Then what lives beside the rows: checkpoints and results under the storage path, the study
-    # log, the Optuna views. The rows are gone first, so a failure here never resurrects a study.
-    remove_study_files(settings.storage_path, study.id)
     try:
-        store.delete_optuna_studies(study.id)
-    except Exception:  # noqa: BLE001 - a stray Optuna view is harmless; the study is gone
-        log.warning("could not remove the Optuna views of study %s", study.id, exc_info=True)
+        studies.delete_study(store, study, user.user, client_address(request), settings.storage_path,
+                             external_samplers(request.app))
+    except studies.StudyConflict as e:
+        raise HTTPException(409, str(e)) from None
     return Response(status_code=204)
 
 

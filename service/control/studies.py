@@ -1,0 +1,53 @@
+"""The study use-cases the routers call (they parse, call one of these, shape the answer): cancel
+and delete, each the whole sequence of what ending or removing a study involves — the status, the
+external claims, the samplers' state, the audit trail, the files and the Optuna views. No HTTP
+here: a refusal is `StudyConflict`, which the router answers with 409."""
+
+from __future__ import annotations
+
+import logging
+
+from service.control.external import ExternalSamplers
+from service.domain.statuses import ACTIVE, TERMINAL
+from service.store.audit import append as audit
+from service.store.files import remove_study_files
+from service.store.interface import Store
+from service.store.models import Study
+
+log = logging.getLogger("rootfree.studies")
+
+
+class StudyConflict(Exception):
+    """The study's state refuses the action (already ended; still running)."""
+
+
+def cancel_study(store: Store, study: Study, actor: str, client: str | None, samplers: ExternalSamplers) -> bool:
+    """Cancels a queued or running study: its external claims end at once (their later calls
+    answer 410) and its samplers' state goes. False: it ended meanwhile (nothing changed)."""
+    if study.status in TERMINAL:
+        raise StudyConflict(f"study {study.id!r} is already {study.status}")
+    if not store.set_status(study.id, "cancelled", only_from=ACTIVE):
+        return False
+    audit(store.engine, actor, "study.cancel", study.id, client)
+    if study.resolved.external:
+        store.end_claims(study.id, "stopped: the study was cancelled")
+    samplers.forget(study.id)
+    return True
+
+
+def delete_study(store: Store, study: Study, actor: str, client: str | None, storage_path: str,
+                 samplers: ExternalSamplers) -> None:
+    """Deletes an ended study: its rows first, then what lives beside them (checkpoints and
+    results under the storage path, the study log, the Optuna views), so a failure there never
+    resurrects a study. The audit entry records the owner: a claimant's late call on the deleted
+    study answers 410."""
+    if study.status in ("running", "queued"):
+        raise StudyConflict(f"study {study.id!r} is {study.status}; cancel it first")
+    store.delete_study(study.id)
+    samplers.forget(study.id)
+    audit(store.engine, actor, "study.delete", study.id, client, {"name": study.name, "owner": study.owner})
+    remove_study_files(storage_path, study.id)
+    try:
+        store.delete_optuna_studies(study.id)
+    except Exception:  # noqa: BLE001 - a stray Optuna view is harmless; the study is gone
+        log.warning("could not remove the Optuna views of study %s", study.id, exc_info=True)
