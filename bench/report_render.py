@@ -6,7 +6,7 @@ on a 2-core machine against a 2 s target, constant in the number of trials: the 
 For each size: builds a completed study of N trials in a temporary SQLite store (the store code of
 bench/store_scale.py), then, in a fresh Python process each time (cold: nothing imported, nothing
 drawn yet, as the API's first request after a start): the import of the report code (matplotlib
-included; the API pays it once at start), the study's analysis, the first report (`report_data` +
+included; the API pays it once at start), the study's analysis, the first report (`study_results` +
 `render_report`, the analysis given, as `/report` after `/analysis`), then the same report again in
 that process (warm: the median of 3); wall and CPU seconds. The machine's speed differs from run
 to run (a shared machine), so each wall time is also given as a ratio to a yardstick measured in
@@ -40,7 +40,8 @@ def child(url: str, sid: str) -> dict:
     t = time.perf_counter()
     import matplotlib  # noqa: F401
 
-    from service.results.report import render_report, report_data
+    from service.results.report import render_report
+    from service.results.study_results import study_results
     from service.results.summary import study_analysis
     from service.store.study_store import StudyStore
 
@@ -53,12 +54,12 @@ def child(url: str, sid: str) -> dict:
         analysis = study_analysis(store, study)
         out["analysis"] = time.perf_counter() - t
         t, c = time.perf_counter(), time.process_time()
-        page = render_report([report_data(store, study, analysis=analysis)])
+        page = render_report([study_results(store, study, analysis=analysis)])
         out["first"], out["first cpu"] = time.perf_counter() - t, time.process_time() - c
         warm = []
         for _ in range(3):
             t, c = time.perf_counter(), time.process_time()
-            render_report([report_data(store, study, analysis=analysis)])
+            render_report([study_results(store, study, analysis=analysis)])
             warm.append((time.perf_counter() - t, time.process_time() - c))
         out["warm"], out["warm cpu"] = (statistics.median(w) for w in zip(*warm, strict=True))
     out["warnings"] = len(caught)

@@ -11,7 +11,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from service.results.cache import ResultCache
-from service.results.report import render_report, report_data
+from service.results.report import render_report
+from service.results.study_results import study_results
 from service.results.summary import study_analysis
 from service.store.models import Study
 from service.store.study_store import StudyStore
@@ -80,7 +81,7 @@ def cached_report(request: Request, store: StudyStore, studies: list[Study]) -> 
         datas = []
         for study, fp in zip(studies, fingerprints, strict=True):
             fresh = store.get_study(study.id) or study
-            datas.append(report_data(store, fresh, analysis=cached_analysis(request, store, fresh, fingerprint=fp)))
+            datas.append(study_results(store, fresh, analysis=cached_analysis(request, store, fresh, fingerprint=fp)))
         with _render:
             return render_report(datas)
 

@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from service.control.catalog import optimizer_facts
+from service.domain.spec import ResolvedSpec
 from service.results.analysis import analyse
 from service.results.verdicts import safe_stat
 from service.store.models import Study
@@ -22,20 +23,20 @@ def optimizer_summaries_many(store: StudyStore, studies: list[Study]) -> dict[st
     counts: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
     for sid, opt, stage, status, n in store.count_trials_many([s.id for s in studies]):
         counts.setdefault(sid, {}).setdefault(opt, {}).setdefault(str(stage), {})[status] = n
-    ranked_all = store.best_trials_many({s.id: (s.spec["mode"], s.spec["protocol"]["top_k"],
-                                                len(s.spec["protocol"]["stages"])) for s in studies})
+    ranked_all = store.best_trials_many({s.id: (s.resolved.mode, s.resolved.protocol.top_k,
+                                                s.resolved.protocol.search_stages) for s in studies})
     seeds_all = seed_runs_many(store, studies)
     result = {}
     for study in studies:
-        spec = study.spec
-        p = spec["protocol"]
+        spec = study.resolved
+        p = spec.protocol
         ranked, seeds = ranked_all.get(study.id, {}), seeds_all.get(study.id, {})
         out = []
-        for opt in spec["optimizers"]:
+        for opt in spec.optimizers:
             best = ranked.get(opt, [])
             top = [t.objective for t in best]
             stages = {}
-            sizes = [n * (p.get("repeats") or 1) for n in list(p["stages"]) + ([p["seeds"]] if p.get("seeds") else [])]
+            sizes = [n * p.repeats for n in list(p.stages) + ([p.seeds] if p.seeds else [])]
             for i, n in enumerate(sizes, start=1):
                 by = counts.get(study.id, {}).get(opt, {}).get(str(i), {})
                 stages[str(i)] = {"total": n, "by_status": by}
@@ -61,9 +62,9 @@ def seed_runs(store: StudyStore, study: Study) -> dict[str, dict[str, Any]]:
 
 def seed_runs_many(store: StudyStore, studies: list[Study]) -> dict[str, dict[str, dict[str, Any]]]:
     """`seed_runs` of several studies, in one query."""
-    stages = {s.id: len(s.spec["protocol"]["stages"]) + 1 for s in studies if s.spec["protocol"].get("seeds")}
+    stages = {s.id: s.resolved.protocol.search_stages + 1 for s in studies if s.resolved.protocol.seeds}
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    seeds = {s.id: s.spec["protocol"]["seeds"] for s in studies}
+    seeds = {s.id: s.resolved.protocol.seeds for s in studies}
     for t in store.seed_trials_many(stages):
         if t.index >= seeds[t.study_id]:
             continue  # a later repeat's seed runs: the summary is one search's (repeat 0's)
@@ -95,11 +96,11 @@ def ranking(study: dict) -> list[dict]:
     return sorted(study["optimizers"], key=score)
 
 
-def export_hyperparameters(spec: dict, optimizer: str, config: dict) -> dict[str, Any]:
+def export_hyperparameters(spec: ResolvedSpec, optimizer: str, config: dict) -> dict[str, Any]:
     """What the trial trained with: its sampled config plus what the worker added (B)."""
     hp = dict(config)
-    if optimizer_facts(optimizer)[0] and "batch_size" in spec["budget"]:
-        hp.setdefault("batch_size", spec["budget"]["batch_size"])
+    if optimizer_facts(optimizer)[0] and "batch_size" in spec.budget:
+        hp.setdefault("batch_size", spec.budget["batch_size"])
     return hp
 
 
@@ -114,10 +115,10 @@ def snippet(optimizer: str, hp: dict[str, Any]) -> str:
 
 
 def best_configs(store: StudyStore, study: Study, k: int) -> dict[str, list[dict[str, Any]]]:
-    spec = study.spec
-    ranked = store.best_trials(study.id, spec["mode"], k, max_stage=len(spec["protocol"]["stages"]))
+    spec = study.resolved
+    ranked = store.best_trials(study.id, spec.mode, k, max_stage=spec.protocol.search_stages)
     out = {}
-    for opt in spec["optimizers"]:
+    for opt in spec.optimizers:
         rows = []
         for rank, t in enumerate(ranked.get(opt, []), start=1):
             hp = export_hyperparameters(spec, opt, t.config)
@@ -131,6 +132,7 @@ def best_configs(store: StudyStore, study: Study, k: int) -> dict[str, list[dict
 def study_analysis(store: StudyStore, study: Study, target: float | None = None) -> dict[str, Any]:
     """`service.analysis.analyse` of a study, with the per-epoch histories aggregated in SQL
     (no report row is loaded into Python)."""
-    spec = study.spec
-    costs = store.history_costs(study.id, spec["metric"], spec["mode"], target)
-    return analyse(spec, study.stage_spaces or {}, store.trial_dicts(study.id, history=False), target, costs=costs)
+    spec = study.resolved
+    costs = store.history_costs(study.id, spec.metric, spec.mode, target)
+    trials = store.trial_dicts(study.id, history=False)
+    return analyse(study.spec, study.stage_spaces or {}, trials, target, costs=costs)

@@ -1,9 +1,9 @@
 """The study report: one self-contained HTML page (no scripts, fonts or images from a network)
 that answers "does the root-free optimizer beat its baseline here, and how sure are we".
 
-`report_data(store, study)` gathers the numbers (through `service.analysis`, pure); `render_report`
-turns one or several studies into the page. The API (`GET /studies/{id}/report`) and the CLI
-(`rootfree report ID [ID ...] -o FILE`) share both.
+`service.results.study_results.study_results(store, study)` gathers the numbers once (a typed
+`StudyResults`); `render_report` turns one or several studies' results into the page. The API
+(`GET /studies/{id}/report`) and the CLI (`rootfree report ID [ID ...] -o FILE`) share both.
 """
 
 from __future__ import annotations
@@ -14,44 +14,15 @@ import itertools
 import json
 import math
 from datetime import UTC, datetime
-from typing import Any
 
 import yaml
 
 from service.results.analysis import performance_profile
 from service.results.report import plots
-from service.results.summary import optimizer_summaries, ranking, study_analysis
+from service.results.study_results import StudyResults, curve_trials
 from service.results.verdicts import unresolved_with
 
 LIBRARIES = ("rootfree", "torch", "ray", "optuna", "fastapi", "sqlalchemy", "matplotlib", "numpy")
-
-
-def report_data(store, study, analysis: dict | None = None) -> dict[str, Any]:
-    """The numbers of one study's report. Only the learning curves drawn (each optimizer's three
-    best search trials and its seed runs) carry a per-epoch history: the analysis aggregates the
-    others in SQL (`study_analysis`; `analysis`: one already computed)."""
-    trials = store.trial_dicts(study.id, history=False)
-    summaries = optimizer_summaries(store, study)
-    body = {"id": study.id, "name": study.name, "status": study.status, "owner": study.owner,
-            "spec": study.spec, "stage_spaces": study.stage_spaces or {}, "notes": study.notes or [],
-            "optimizers": summaries, "created_at": study.created_at, "finished_at": study.finished_at}
-    curves = [t for opt in study.spec["optimizers"] for t in _curve_trials(study.spec, trials, opt)]
-    histories = store.histories([t["id"] for t in curves])
-    for t in curves:
-        t["history"] = histories[t["id"]]
-    return {"study": body, "ranking": [o["optimizer"] for o in ranking(body)],
-            "analysis": analysis if analysis is not None else study_analysis(store, study), "trials": trials}
-
-
-def _curve_trials(spec: dict, trials: list[dict], opt: str) -> list[dict]:
-    """The trials whose learning curves the report draws: the three best search trials of
-    `opt` and its seed runs."""
-    search_stages = len(spec["protocol"]["stages"])
-    sign = 1 if spec["mode"] == "min" else -1
-    mine = [t for t in trials if t["optimizer"] == opt]
-    best = sorted((t for t in mine if t["stage"] <= search_stages and t["status"] == "completed"
-                   and t["objective"] is not None), key=lambda t: sign * t["objective"])[:3]
-    return best + [t for t in mine if t["stage"] == search_stages + 1]
 
 
 def _versions() -> dict[str, str]:
@@ -83,14 +54,13 @@ def headline(o: dict) -> tuple[float | None, float | None, str]:
     return o.get("best_objective"), None, "best trial"
 
 
-def _comparison_table(data: dict) -> str:
-    study = data["study"]
-    metric = study["spec"]["metric"]
-    by = {o["optimizer"]: o for o in study["optimizers"]}
+def _comparison_table(r: StudyResults) -> str:
+    metric = r.spec.metric
+    by = r.summaries
     rows = []
-    comps = data["analysis"].get("comparisons") or []
-    for rank, opt in enumerate(data["ranking"], start=1):
-        o, a = by[opt], data["analysis"]["optimizers"][opt]
+    comps = r.comparisons
+    for rank, opt in enumerate(r.ranking, start=1):
+        o, a = by[opt], r.analysis["optimizers"][opt]
         value, std, what = headline(o)
         ties = unresolved_with(comps, opt)
         if ties:  # the order against these is not resolved by the seed runs
@@ -109,7 +79,8 @@ def _comparison_table(data: dict) -> str:
 
 
 def ranking_text(data: dict) -> str:
-    """The ranking with ">" where the seed runs resolve the neighbours' order and "≈" where not."""
+    """The ranking with ">" where the seed runs resolve the neighbours' order and "≈" where not
+    (`data`: {"analysis", "ranking"}, as `StudyResults.verdicts()` gives them)."""
     comps = {frozenset((c["a"], c["b"])): c for c in data["analysis"].get("comparisons") or []
              if c.get("level", "seed") == "seed"}
     order = data["ranking"]
@@ -122,7 +93,8 @@ def ranking_text(data: dict) -> str:
 
 
 def verdict_table(data: dict) -> str:
-    """The pairwise verdicts (service/results/verdicts.py), or why there are none."""
+    """The pairwise verdicts (service/results/verdicts.py), or why there are none (`data`:
+    {"analysis", "ranking"}, as `StudyResults.verdicts()` gives them)."""
     a = data["analysis"]
     comps = a.get("comparisons") or []
     if not comps:
@@ -176,13 +148,13 @@ def _search_line(a: dict) -> str:
                                                        + "; ".join(parts)) + "</p>")
 
 
-def _study_section(data: dict) -> str:
-    study, a = data["study"], data["analysis"]
-    spec, metric = study["spec"], study["spec"]["metric"]
+def _study_section(r: StudyResults) -> str:
+    study, a, spec = r.study, r.analysis, r.spec
+    metric, p = spec.metric, spec.protocol
     by_opt: dict[str, dict[str, list]] = {}
-    search_stages = len(spec["protocol"]["stages"])
-    for opt in spec["optimizers"]:
-        curves = _curve_trials(spec, data["trials"], opt)
+    search_stages = p.search_stages
+    for opt in spec.optimizers:
+        curves = curve_trials(spec, r.trials, opt)
         by_opt[opt] = {"best": [t["history"] for t in curves if t["stage"] <= search_stages],
                        "seeds": [t["history"] for t in curves if t["stage"] == search_stages + 1]}
     figs = [
@@ -209,18 +181,17 @@ def _study_section(data: dict) -> str:
     figs.append(_figure(plots.cost(a), "Mean time per epoch and peak memory of each optimizer's trials "
                                        "(the paper's Table 1 columns; CPU: resident memory, GPU: allocated)."))
     spaces = yaml.safe_dump(study["stage_spaces"], sort_keys=True)
-    spec_yaml = yaml.safe_dump(spec, sort_keys=False)
+    spec_yaml = yaml.safe_dump(study["spec"], sort_keys=False)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in study["notes"])
     return (f"<section id='study-{study['id']}'><h2>{html.escape(study['name'])} "
-            f"<small>({html.escape(spec['workload'])}, {html.escape(study['status'])})</small></h2>"
+            f"<small>({html.escape(spec.workload)}, {html.escape(study['status'])})</small></h2>"
             f"<p>study <code>{study['id']}</code>, owner {html.escape(str(study['owner']))}, "
-            f"{spec['protocol']['scheme'] if 'scheme' in spec['protocol'] else 'modern'} scheme, "
-            f"stages {spec['protocol']['stages']}, seed runs {spec['protocol'].get('seeds', 0)}; "
-            f"{metric} ({'lower' if spec['mode'] == 'min' else 'higher'} is better).</p>"
-            + verdict_table(data)
-            + f"<p>Ranking: {ranking_text(data)} (by the seed runs' mean where there are seed runs, else by the "
-            "best trial; &gt;: resolved by the seed runs, ≈: not resolved, a tie).</p>"
-            + _comparison_table(data) + "".join(figs)
+            f"{p.scheme} scheme, stages {list(p.stages)}, seed runs {p.seeds}; "
+            f"{metric} ({'lower' if spec.mode == 'min' else 'higher'} is better).</p>"
+            + verdict_table(r.verdicts())
+            + f"<p>Ranking: {ranking_text(r.verdicts())} (by the seed runs' mean where there are seed runs, "
+            "else by the best trial; &gt;: resolved by the seed runs, ≈: not resolved, a tie).</p>"
+            + _comparison_table(r) + "".join(figs)
             + f"<h3>Stage notes</h3><ul>{notes or '<li>none</li>'}</ul>"
             + f"<h3>Spec</h3><pre>{html.escape(spec_yaml)}</pre>"
             + f"<h3>Stage spaces</h3><pre>{html.escape(spaces)}</pre>"
@@ -230,14 +201,14 @@ def _study_section(data: dict) -> str:
             + "</pre></section>")
 
 
-def _cross_study(datas: list[dict]) -> str:
-    metrics = {d["study"]["spec"]["metric"] for d in datas}
-    modes = {d["study"]["spec"]["mode"] for d in datas}
-    optimizers = sorted({o for d in datas for o in d["study"]["spec"]["optimizers"]})
+def _cross_study(datas: list[StudyResults]) -> str:
+    metrics = {d.spec.metric for d in datas}
+    modes = {d.spec.mode for d in datas}
+    optimizers = sorted({o for d in datas for o in d.spec.optimizers})
     rows, panels, scores = [], [], {}
     for d in datas:
-        st = d["study"]
-        by = {o["optimizer"]: o for o in st["optimizers"]}
+        st = d.study
+        by = d.summaries
         cells, prow = [], []
         scores[st["id"]] = {}
         for opt in optimizers:
@@ -248,10 +219,9 @@ def _cross_study(datas: list[dict]) -> str:
             scores[st["id"]][opt] = value
             prow.append({"optimizer": opt, "value": value, "std": std})
             cells.append(f"<td>{_fmt(value)}{' ± ' + _fmt(std, 2) if std else ''} <small>({what})</small></td>")
-        rows.append(f"<tr><td>{html.escape(st['name'])}</td><td>{html.escape(st['spec']['workload'])}</td>"
+        rows.append(f"<tr><td>{html.escape(st['name'])}</td><td>{html.escape(d.spec.workload)}</td>"
                     + "".join(cells) + "</tr>")
-        panels.append({"name": st["name"], "workload": st["spec"]["workload"], "metric": st["spec"]["metric"],
-                       "rows": prow})
+        panels.append({"name": st["name"], "workload": d.spec.workload, "metric": d.spec.metric, "rows": prow})
     table = ("<table><thead><tr><th>study</th><th>workload</th>"
              + "".join(f"<th>{html.escape(o)}</th>" for o in optimizers) + "</tr></thead><tbody>"
              + "".join(rows) + "</tbody></table>")
@@ -277,9 +247,9 @@ overflow:auto;font-size:.8em}code{font-size:.85em}small{color:#666}
 """
 
 
-def render_report(datas: list[dict]) -> str:
-    """The page for one or several studies (several: a cross-study section first)."""
-    title = (f"rootfree report: {datas[0]['study']['name']}" if len(datas) == 1
+def render_report(datas: list[StudyResults]) -> str:
+    """The page for one or several studies' results (several: a cross-study section first)."""
+    title = (f"rootfree report: {datas[0].study['name']}" if len(datas) == 1
              else f"rootfree report: {len(datas)} studies")
     versions = _versions()
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -293,6 +263,6 @@ def render_report(datas: list[dict]) -> str:
     parts.append("<section><h2>Library versions</h2><table><tbody>"
                  + "".join(f"<tr><td>{k}</td><td>{html.escape(v)}</td></tr>" for k, v in versions.items())
                  + "</tbody></table>"
-                 + f"<pre>{html.escape(json.dumps({'studies': [d['study']['id'] for d in datas]}))}</pre>"
+                 + f"<pre>{html.escape(json.dumps({'studies': [d.study['id'] for d in datas]}))}</pre>"
                  + "</section></body></html>")
     return "".join(parts)
