@@ -22,92 +22,23 @@ from typing import Any
 
 import numpy as np
 
+from service.results.expected_best import (  # noqa: F401 - re-exported: the analysis' own names before the split
+    BAND_LEVEL,
+    BAND_RULE,
+    K_POINTS,
+    N_BOOT,
+    band_error,
+    expected_best,
+    expected_max_curve,
+    k_grid,
+)
+from service.results.search_luck import METHOD as LUCK_METHOD
+from service.results.search_luck import add_robustness, search_comparisons
 from service.results.verdicts import safe_stat, study_comparisons, usable
 
 LOG_KINDS = ("log_uniform", "one_minus_log_uniform")
 FAILURE_RULE = ("diverged and failed trials count as the worst finite objective among the optimizer's "
                 "search trials (they can never be the best)")
-
-
-def _oriented(values: Sequence[float], mode: str) -> np.ndarray:
-    """Values turned so that larger is better."""
-    v = np.asarray(values, dtype=float)
-    return -v if mode == "min" else v
-
-
-K_POINTS = 40  # the expected-best curve is evaluated on this many log-spaced k (all k when n <= K_POINTS)
-N_BOOT = 100  # bootstrap draws for its band
-BAND_LEVEL = 0.9
-
-
-def band_error(n_boot: int = N_BOOT, level: float = BAND_LEVEL) -> float:
-    """The Monte-Carlo error of the band's ends: each end is the (1-level)/2 or (1+level)/2
-    quantile of `n_boot` bootstrap curves, so the share of curves outside it is uncertain by one
-    binomial standard error, sqrt(q (1-q) / n_boot) with q = (1-level)/2 (0.022 at 100 draws: a
-    90% band covers 90% +- 2.2 points per end)."""
-    q = (1 - level) / 2
-    return math.sqrt(q * (1 - q) / n_boot)
-
-
-BAND_RULE = (f"the band is the {BAND_LEVEL:.0%} bootstrap interval from {N_BOOT} resamples of the search trials; "
-             f"the share outside each end is uncertain by about +-{band_error():.3f} (Monte-Carlo error); the "
-             f"mean is exact. The curve is evaluated at up to {K_POINTS} log-spaced k, always k = 1 and k = n")
-
-
-def k_grid(n: int, points: int = K_POINTS) -> np.ndarray:
-    """The k at which the expected-best curve is evaluated: every k up to `points`, else about
-    `points` log-spaced values, always including 1 and n (the whole search)."""
-    if n <= points:
-        return np.arange(1, n + 1)
-    return np.unique(np.rint(np.geomspace(1, n, points)).astype(np.int64))
-
-
-def _max_weights(n: int, ks: np.ndarray) -> np.ndarray:
-    """W[j, i] = P(the max of ks[j] draws is the i-th smallest of n values) = (i/n)^k - ((i-1)/n)^k."""
-    p = np.arange(1, n + 1) / n
-    k = np.asarray(ks, dtype=float)[:, None]
-    return np.power(p, k) - np.power(p - 1 / n, k)
-
-
-def expected_max_curve(better_is_larger: np.ndarray, ks: int | Sequence[int]) -> np.ndarray:
-    """E[max of k draws with replacement] for each k in `ks` (an int: k = 1..ks), exactly (Dodge
-    et al. 2019, eq. 1): with the values sorted ascending v_1..v_n,
-    E = sum_i v_i [(i/n)^k - ((i-1)/n)^k]. O(n) per k over the values sorted once."""
-    v = np.sort(np.asarray(better_is_larger, dtype=float))
-    ks = np.arange(1, ks + 1) if isinstance(ks, int | np.integer) else np.asarray(ks)
-    return _max_weights(len(v), ks) @ v
-
-
-def expected_best(values: Sequence[float | None], mode: str, n_boot: int = N_BOOT, seed: int = 0,
-                  level: float = BAND_LEVEL, points: int = K_POINTS) -> list[dict[str, float]]:
-    """[{"trials": k, "mean", "lo", "hi"}] for k on `k_grid(len(values), points)` (every k for a
-    small search; always k = 1 and k = n); None/NaN are failures. The band's error: `band_error`."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return []
-    worst = max(finite) if mode == "min" else min(finite)
-    filled = [v if v is not None and math.isfinite(v) else worst for v in values]
-    x = np.sort(_oriented(filled, mode))
-    n = len(x)
-    ks = k_grid(n, points)
-    weights = _max_weights(n, ks)  # depends on n only: shared by the mean and every resample
-    mean = weights @ x
-    rng = np.random.default_rng(seed)
-    boots = np.empty((n_boot, len(ks)))
-    chunk = max(1, 2_000_000 // n)  # resamples per step: bounded memory at any n
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        # x is sorted, so sorted indices give each resample already sorted
-        idx = np.sort(rng.integers(0, n, (m, n)), axis=1)
-        boots[start:start + m] = x[idx] @ weights.T
-    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
-    lo, hi = np.quantile(boots, lo_q, axis=0), np.quantile(boots, hi_q, axis=0)
-    sign = -1.0 if mode == "min" else 1.0
-    out = []
-    for j, k in enumerate(ks):
-        a, b = sign * lo[j], sign * hi[j]
-        out.append({"trials": int(k), "mean": float(sign * mean[j]), "lo": float(min(a, b)), "hi": float(max(a, b))})
-    return out
 
 
 def edf(values: Sequence[float]) -> list[list[float]]:
@@ -186,8 +117,6 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
         out["optimizers"][opt] = entry
     out.update(study_comparisons(spec, trials))  # comparisons, comparison_method, no_verdict
     # imported here: search_luck builds on this module's expected-best functions
-    from service.results.search_luck import METHOD as LUCK_METHOD
-    from service.results.search_luck import add_robustness, search_comparisons
 
     add_robustness(spec, stage_spaces, trials, out["comparisons"])
     out["comparison_method"] = {**out["comparison_method"], **LUCK_METHOD}

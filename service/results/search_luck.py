@@ -27,7 +27,7 @@ import numpy as np
 
 from search_spaces import SearchSpace
 from search_spaces.parameters import Choice, Fixed
-from service.results.analysis import expected_max_curve, k_grid
+from service.results.expected_best import expected_max_curve, k_grid
 from service.results.verdicts import usable
 
 N_BOOT = 200
