@@ -16,8 +16,8 @@ from service.api import audit, catalog, cluster, health, reports, studies, suite
 from service.api.auth import TokenCache
 from service.api.errors import ApiError
 from service.api.limits import InputLimits
-from service.control import catalog as plugin_catalog
 from service.control.supervisor import RunnerSupervisor
+from service.domain import catalog as plugin_catalog
 from service.settings import Settings, get_settings
 from service.store.study_store import StoreUnavailable, StudyStore
 

@@ -202,7 +202,7 @@ def load_plugins(reload: bool = False) -> None:
 
 def register(w: Workload) -> None:
     """Adds a workload under a name no one has taken (the controller's description of a plugin
-    only the cluster's nodes have; see service.control.catalog.adopt)."""
+    only the cluster's nodes have; see service.domain.catalog.adopt)."""
     load_plugins()
     if w.name in _REGISTRY:
         raise ValueError(f"workload {w.name!r} exists")

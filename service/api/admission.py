@@ -9,9 +9,9 @@ from fastapi import Depends
 
 from service.api.deps import get_store
 from service.api.errors import ApiError
-from service.control import catalog
 from service.control.scheduler import infeasible
 from service.control.stages import planned_trials
+from service.domain import catalog
 from service.domain.spec import ResolvedSpec
 from service.settings import Settings
 from service.store.study_store import StudyStore

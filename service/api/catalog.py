@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from service.api.admission import cluster_catalogs
 from service.api.auth import current_user
 from service.api.deps import get_store
-from service.control import catalog
+from service.domain import catalog
 from service.store.study_store import StudyStore
 
 router = APIRouter(tags=["catalog"], dependencies=[Depends(current_user)])

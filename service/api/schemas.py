@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import search_spaces
 from search_spaces import SearchSpace, SearchSpaceError
 from service.api.limits import CONTROL, clean_text, has_format_character
-from service.control import catalog
+from service.domain import catalog
 from service.domain.ruleset import RulesetSpec, protocol_version
 from service.domain.spec import EarlyStopping, ProtocolSpec, ResolvedSpec, Resources, SpecFields  # noqa: F401 - re-exported
 from workers import workloads

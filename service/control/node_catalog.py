@@ -2,7 +2,7 @@
 
 Trials run on the cluster's nodes, which may have plugins the controller lacks (or lack ones it
 has). The runner asks each live node once, with a zero-CPU task pinned to it that returns
-`service.control.catalog.local()` computed there (so with that node's installed plugins), and records the
+`service.domain.catalog.local()` computed there (so with that node's installed plugins), and records the
 answer next to the node's resources; `POST /studies` validates against that record. The question
 is asked without waiting: an answer is recorded on the next refresh after it arrives. A node
 that installs new plugins is asked again once it rejoins (a new node id)."""
@@ -19,7 +19,7 @@ log = logging.getLogger("rootfree.runner")
 
 
 def _catalog_here() -> dict[str, Any]:
-    from service.control import catalog
+    from service.domain import catalog
 
     return catalog.local()
 

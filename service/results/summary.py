@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from service.control.catalog import optimizer_facts
+from service.domain.catalog import optimizer_facts
 from service.domain.spec import ResolvedSpec
 from service.results.analysis import analyse
 from service.results.verdicts import safe_stat

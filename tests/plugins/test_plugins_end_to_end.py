@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.api.schemas import StudySpec
 from service.app import create_app
-from service.control import catalog
+from service.domain import catalog
 from service.settings import Settings
 from tests.plugins.conftest import require_examples
 from tests.service.conftest import bearer, make_token
