@@ -1,6 +1,6 @@
 """The ``rootfree`` command: serve, submit, watch, export, demo, verdict."""
 
-# The docstring is --help's description. The commands' parts: service/client.py (every call to the
+# The docstring is --help's description. The commands' parts: service/client/ (every call to the
 # API), service/cli/token.py (the token they send), service/cli/render.py (what they show),
 # service/cli/live.py (watch, logs), service/cli/demo.py.
 

@@ -1,6 +1,6 @@
 """The token the `rootfree` client commands send: --token, else ROOTFREE_TOKEN, else the per-user
 token file (`rootfree token create --save` writes it). No HTTP here: the commands talk to the API
-through service/client.py."""
+through service/client/."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Python client's patience with a slow service (service/client.py): a call that gets no
+"""The Python client's patience with a slow service (service/client/): a call that gets no
 answer is tried again with backoff until the client's limit (`--timeout`,
 ROOTFREE_CLIENT_TIMEOUT_S, default 60 s) has passed, then ends as `ServiceUnavailable`, which
 every CLI command reports as one line and exit code 2 (issue 30)."""
