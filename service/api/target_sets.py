@@ -75,12 +75,18 @@ def get_target_set_or_404(request: Request, set_id: str = Path(max_length=64),
     return ts
 
 
+def _status(rows: list) -> str:
+    """The set's status from its studies; one deleted before the targets froze counts as cancelled
+    (its workload can never have a target, so the set is never done)."""
+    return suite_status([s.status if s is not None else "cancelled" for s in rows])
+
+
 def refresh(store: StudyStore, ts: Suite) -> dict:
     """The set's stored spec, with its targets frozen into it the first time every study has ended."""
     if ts.spec.get("targets") is not None:
         return ts.spec
     rows = store.suite_studies(ts.id)
-    status = suite_status([s.status for s in rows if s is not None])
+    status = _status(rows)
     if status in ("queued", "running"):
         return ts.spec
     studies = [{"spec": s.spec, "trials": store.trial_dicts(s.id)} if s is not None else {"spec": None, "trials": []}
@@ -97,8 +103,7 @@ def target_set_out(store: StudyStore, ts: Suite) -> dict:
     frozen = spec.get("targets") is not None
     done = frozen and spec.get("final_status") == "completed"
     # ended without every study completing (a failure, a cancel): the targets it has, no version
-    status = ("done" if done else spec.get("final_status")) if frozen else \
-        suite_status([s.status for s in rows if s is not None])
+    status = ("done" if done else spec.get("final_status")) if frozen else _status(rows)
     return {"id": ts.id, "name": ts.name, "status": status, "owner": ts.owner,
             "created_at": ts.created_at.isoformat(), "version": ts.id if done else None,
             "targets": spec.get("targets"), "detail": spec.get("detail"),

@@ -134,3 +134,20 @@ def test_a_target_set_that_did_not_complete_has_no_version_and_gives_no_targets(
         r = c.post("/suites", json={"name": "x", "optimizers": ["sgd"], "targets": "nope",
                                     "workloads": [{"name": "noisy_quadratic"}]})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "targets"
+
+
+def test_a_target_set_with_a_study_deleted_before_its_targets_froze_is_not_done(tmp_path):
+    """A study deleted while the set still ran can never give its workload's target: the set ends
+    without a version (as a cancelled one), not "done" with that workload's target missing."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    two = {**BODY, "workloads": [BODY["workloads"][0], {"name": "noisy_quadratic", "budget": {"epochs": 3}}]}
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        ts = c.post("/target-sets", json=two).json()
+        first, second = (s["id"] for s in ts["studies"])
+        assert c.post(f"/studies/{second}/cancel").status_code in (200, 202)
+        assert c.delete(f"/studies/{second}").status_code == 204
+        finish(url, [first], {"sgd": [3.0, 1.0, 2.0], "adamw": [5.0, 6.0, 7.0]})
+        out = c.get(f"/target-sets/{ts['id']}").json()
+        assert out["status"] != "done" and out["version"] is None, out
+        assert [s["status"] for s in out["studies"]] == ["completed", "deleted"]
