@@ -77,6 +77,9 @@ def create_suite(spec: SuiteSpec, request: Request, response: Response,
         raise ApiError(429, "max_active_studies",
                        f"the suite adds {len(study_specs)} studies to your {e.active} queued or running ones; the "
                        f"limit is {e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES)") from None
+    if not created and suite.spec.get("kind") == "target_set":  # the keys of both kinds share one column
+        raise ApiError(409, "Idempotency-Key", "this key was used for one of your target sets "
+                                               "(POST /target-sets), not a suite; send another key")
     request.app.state.queue_snapshot = None  # the queue changed
     if not created:
         response.status_code = 200

@@ -133,6 +133,9 @@ def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
         raise ApiError(429, "max_active_studies",
                        f"the target set adds {len(study_specs)} studies to your {e.active} queued or running ones; "
                        f"the limit is {e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES)") from None
+    if not created and ts.spec.get("kind") != KIND:  # a suite sent with "target-set:<this key>"
+        raise ApiError(409, "Idempotency-Key", "this key was used for one of your suites, not a target set; "
+                                               "send another key")
     request.app.state.queue_snapshot = None
     if not created:
         response.status_code = 200

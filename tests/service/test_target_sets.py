@@ -151,3 +151,23 @@ def test_a_target_set_with_a_study_deleted_before_its_targets_froze_is_not_done(
         out = c.get(f"/target-sets/{ts['id']}").json()
         assert out["status"] != "done" and out["version"] is None, out
         assert [s["status"] for s in out["studies"]] == ["completed", "deleted"]
+
+
+def test_an_idempotency_key_never_returns_a_suite_as_a_target_set_or_the_reverse(tmp_path):
+    """Suites and target sets share the store's per-owner keys (a target set's carries the prefix
+    "target-set:"): a suite sent with "target-set:<k>" after a target set sent with <k>, or the
+    reverse, is a 409 naming the header, not the other kind's row (or a 500)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    suite = {"name": "s", "optimizers": ["sgd"], "baseline": "sgd", "protocol": {"stages": [2], "seeds": 2},
+             "workloads": [{"name": "noisy_quadratic", "budget": {"epochs": 2, "steps": 3}}]}
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False)),
+                    raise_server_exceptions=False) as c:
+        assert c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "a"}).status_code == 201
+        r = c.post("/suites", json=suite, headers={"Idempotency-Key": "target-set:a"})
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "Idempotency-Key", r.text
+        assert c.post("/suites", json=suite, headers={"Idempotency-Key": "target-set:b"}).status_code == 201
+        r = c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "b"})
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "Idempotency-Key", r.text
+        # the same kind again is still the idempotent 200
+        assert c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "a"}).status_code == 200
