@@ -160,3 +160,27 @@ def test_a_diverged_trials_metrics_say_so(client, db_url):
     client.post(f"{url2}/complete", json={"claim_token": tok2, "status": "diverged"})
     t = client.get(url2).json()
     assert t["metrics"]["diverged"] is True and t["metrics"]["loss"] is None
+
+
+@pytest.mark.parametrize("path, body", [("complete", {"status": "completed", "metrics": {"loss": 1.0}}),
+                                        ("fail", {"reason": "x"})])
+def test_a_cancel_landing_during_a_complete_or_fail_answers_410_not_409(client, db_url, path, body):
+    """The cancel commits after the route read the study (still running) and before its write:
+    the claim was ended by the study, which is a 410 as when the cancel came first, not a 409
+    saying the client itself ended the trial otherwise."""
+    sid, url, tok = _claimed(client, db_url)
+    store = client.app.state.store
+    real = store.finish_external
+
+    def cancel_first(*args, **kwargs):
+        store.set_status(sid, "cancelled", only_from=("queued", "running"))
+        store.end_claims(sid, "stopped: the study was cancelled")
+        return real(*args, **kwargs)
+
+    store.finish_external = cancel_first
+    try:
+        r = client.post(f"{url}/{path}", json={"claim_token": tok, **body})
+    finally:
+        del store.finish_external
+    assert r.status_code == 410, r.text
+    assert client.get(url).json()["error"] == "stopped: the study was cancelled"
