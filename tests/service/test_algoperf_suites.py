@@ -300,3 +300,20 @@ def test_the_export_is_built_once_per_state_of_the_suites_studies(tmp_path):
             assert len(reads) == 2 * len(suite["studies"])
         finally:
             del store.trial_dicts
+
+
+def test_the_cli_export_to_a_path_it_cannot_write_says_so_with_exit_2(tmp_path, monkeypatch, capsys):
+    from service.cli import commands as cli
+    from service.client import Client
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    alice = make_token(url, "alice", admin=False)
+    with TestClient(app, headers=bearer(alice)) as c:
+        ruled = c.post("/suites", json=SUITE).json()
+        monkeypatch.setattr(cli, "connect", lambda args: Client(args.url, http=c))
+        capsys.readouterr()
+        out = tmp_path / "no such dir" / "suite.zip"
+        assert cli.main(["suite", "export", ruled["id"], "-o", str(out), "--url", "http://testserver"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot write" in err and "no such dir" in err and "Traceback" not in err
