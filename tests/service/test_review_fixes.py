@@ -184,3 +184,16 @@ def test_a_cancel_landing_during_a_complete_or_fail_answers_410_not_409(client, 
         del store.finish_external
     assert r.status_code == 410, r.text
     assert client.get(url).json()["error"] == "stopped: the study was cancelled"
+
+
+def test_a_failure_message_with_nul_is_stored_on_every_database(client, db_url):
+    """The runner stores a trial's own exception message (workers/tune.py) and Ray's error tail
+    as they are: a NUL in one (PostgreSQL refuses NUL in text) must not make the write raise in
+    the runner's callback; it is stored as U+FFFD."""
+    sid, url, _ = _claimed(client, db_url)
+    trial_id = int(url.rsplit("/", 1)[1])
+    store = StudyStore(db_url)
+    store.mark_failed(trial_id, "ValueError: bad\x00byte")
+    store.engine.dispose()
+    t = client.get(url).json()
+    assert t["status"] == "failed" and t["error"] == "ValueError: bad\ufffdbyte"
