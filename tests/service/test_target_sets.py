@@ -171,3 +171,34 @@ def test_an_idempotency_key_never_returns_a_suite_as_a_target_set_or_the_reverse
         assert r.status_code == 409 and r.json()["errors"][0]["field"] == "Idempotency-Key", r.text
         # the same kind again is still the idempotent 200
         assert c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "a"}).status_code == 200
+
+
+def test_the_suites_using_a_target_set_are_found_in_sql_not_by_reading_every_suite(db_url):
+    """`DELETE /target-sets/{id}` asks which suites take their targets from it: the database
+    filters on the spec's `targets` (SQLite and PostgreSQL), rather than every suite's spec
+    (every user's) being read into Python on each delete."""
+    import sqlalchemy as sa
+
+    from service.domain.spec import ResolvedSpec
+
+    store = StudyStore(db_url)
+    study = ResolvedSpec.model_validate({"name": "x", "workload": "noisy_quadratic", "optimizers": ["sgd"],
+                                         "metric": "loss", "mode": "min", "budget": {"epochs": 1}})
+    made = {}
+    for name, spec in (("uses", {"targets": "T1"}), ("other", {"targets": "T2"}), ("plain", {}),
+                       ("a set", {"targets": "T1", "kind": "target_set"})):
+        suite, _ = store.create_suite({"name": name, **spec, "workloads": [{"name": "noisy_quadratic"}]},
+                                      [study], None, owner="alice")
+        made[name] = suite.id
+    fetched = []
+
+    @sa.event.listens_for(store.engine, "after_cursor_execute")
+    def _rows(conn, cursor, statement, parameters, context, executemany):
+        if "rf_suites" in statement:
+            fetched.append(statement)
+
+    assert store.suites_using_targets("T1") == [made["uses"]]
+    assert store.suites_using_targets("nope") == []
+    # the JSON path is a bound parameter: the statement filters on the spec column
+    assert fetched and all("WHERE" in s and "spec" in s.split("WHERE", 1)[1] for s in fetched), fetched
+    store.engine.dispose()
