@@ -7,6 +7,7 @@ changes after that: PUT/PATCH answer 405, DELETE 409 while a suite takes its tar
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
@@ -113,6 +114,15 @@ def target_set_out(store: StudyStore, ts: Suite) -> dict:
             "links": {"self": f"/target-sets/{ts.id}"}}
 
 
+def _stored_key(key: str | None) -> str | None:
+    """The key as the suites' column keeps it: prefixed (a suite's own key never returns a target
+    set), and a key the prefix would push past the column's 200 characters by its SHA-256."""
+    if not key:
+        return None
+    stored = f"target-set:{key}"
+    return stored if len(stored) <= 200 else f"target-set:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
 @router.post("", status_code=201, dependencies=[Depends(adopt_cluster_catalog)])
 def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
                       idempotency_key: str | None = Header(default=None, max_length=200),
@@ -125,7 +135,7 @@ def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
     stored = {**suite_spec, "kind": KIND, "trials": spec.trials, "reruns": spec.reruns, "seed": spec.seed,
               "targets": None}
     try:
-        ts, created = store.create_suite(stored, study_specs, idempotency_key and f"target-set:{idempotency_key}",
+        ts, created = store.create_suite(stored, study_specs, _stored_key(idempotency_key),
                                          owner=user.user, audit={"actor": user.user,
                                                                  "client": client_address(request)},
                                          max_active=settings.max_active_studies)

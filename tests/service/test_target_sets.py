@@ -202,3 +202,19 @@ def test_the_suites_using_a_target_set_are_found_in_sql_not_by_reading_every_sui
     # the JSON path is a bound parameter: the statement filters on the spec column
     assert fetched and all("WHERE" in s and "spec" in s.split("WHERE", 1)[1] for s in fetched), fetched
     store.engine.dispose()
+
+
+def test_a_target_sets_longest_idempotency_key_is_kept_on_every_database(db_url):
+    """The header allows 200 characters, the column holds 200: the target set's "target-set:"
+    prefix must not push the longest key past it (PostgreSQL: value too long, a 500)."""
+    app = create_app(Settings(database_url=db_url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(db_url, "alice", admin=False)),
+                    raise_server_exceptions=False) as c:
+        key = {"Idempotency-Key": "k" * 200}
+        first = c.post("/target-sets", json=BODY, headers=key)
+        assert first.status_code == 201, first.text
+        again = c.post("/target-sets", json=BODY, headers=key)
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+        # another key sharing the first 189 characters is another set
+        other = c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "k" * 199 + "x"})
+        assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
