@@ -212,6 +212,13 @@ def delete_study(request: Request, study: Study = Depends(get_study_or_404),
     if study.status in ("running", "queued"):
         raise HTTPException(409, f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
+    after_delete(request, store, settings, user, study)
+    return Response(status_code=204)
+
+
+def after_delete(request: Request, store: StudyStore, settings: Settings, user: Principal, study: Study) -> None:
+    """What follows a study's rows' deletion (here and DELETE /target-sets/{id}): its sampler,
+    the audit entry, and what lives beside the rows."""
     forget_tpe(request.app, study.id)
     # the owner too: a claimant's late call on the deleted study answers 410 (service/api/trials.py)
     audit(store.engine, user.user, "study.delete", study.id, client_address(request),
@@ -223,7 +230,6 @@ def delete_study(request: Request, study: Study = Depends(get_study_or_404),
         store.delete_optuna_studies(study.id)
     except Exception:  # noqa: BLE001 - a stray Optuna view is harmless; the study is gone
         log.warning("could not remove the Optuna views of study %s", study.id, exc_info=True)
-    return Response(status_code=204)
 
 
 @router.get("/{study_id}/analysis")

@@ -18,7 +18,7 @@ from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
 from service.api.deps import get_app_settings, get_store
 from service.api.errors import ApiError
 from service.api.schemas import PlainText, Resources, SuiteSpec, first_error
-from service.api.studies import check_admission
+from service.api.studies import after_delete, check_admission
 from service.domain.statuses import ACTIVE
 from service.results.suites import suite_status
 from service.results.target_sets import targets as compute_targets
@@ -168,13 +168,18 @@ def change_target_set(ts: Suite = Depends(get_target_set_or_404)):
 
 
 @router.delete("/{set_id}", status_code=204)
-def delete_target_set(ts: Suite = Depends(get_target_set_or_404), store: StudyStore = Depends(get_store)):
+def delete_target_set(request: Request, ts: Suite = Depends(get_target_set_or_404),
+                      store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings),
+                      user: Principal = Depends(current_user)):
     users = store.suites_using_targets(ts.id)
     if users:
         raise ApiError(409, "target_set", f"suite(s) {', '.join(users)} take their targets from it")
-    if any(s is not None and s.status in ACTIVE for s in store.suite_studies(ts.id)):
+    studies = [s for s in store.suite_studies(ts.id) if s is not None]
+    if any(s.status in ACTIVE for s in studies):
         raise ApiError(409, "status", "its studies are still queued or running; cancel them first")
     store.delete_suite(ts.id)
+    for study in studies:  # as DELETE /studies/{id}: audited, their files and views removed
+        after_delete(request, store, settings, user, study)
     return Response(status_code=204)
 
 

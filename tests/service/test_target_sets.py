@@ -218,3 +218,32 @@ def test_a_target_sets_longest_idempotency_key_is_kept_on_every_database(db_url)
         # another key sharing the first 189 characters is another set
         other = c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "k" * 199 + "x"})
         assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+
+
+def test_deleting_a_target_set_removes_its_studies_files_and_audits_each_deletion(tmp_path):
+    """DELETE /target-sets/{id} deletes its studies as DELETE /studies/{id} does: their trial
+    directories and logs under the storage path go too, and each deletion is in the audit trail
+    with its owner (a claimant's late call then answers 410, not 404)."""
+    from service.store.files import trial_dirname
+    from service.store.study_log import log_path
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = tmp_path / "runs"
+    app = create_app(Settings(database_url=url, start_runner=False, storage_path=str(storage)))
+    admin = make_token(url, "root", admin=True)
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        ts = c.post("/target-sets", json=BODY).json()
+        sid = ts["studies"][0]["id"]
+        trial_dir = storage / "rootfree-1" / trial_dirname(sid, "sgd", 1, 0)
+        trial_dir.mkdir(parents=True)
+        log = log_path(str(storage), sid)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("started\n")
+        c.post(f"/studies/{sid}/cancel")
+        assert c.delete(f"/target-sets/{ts['id']}").status_code == 204
+        assert not trial_dir.exists() and not log.exists()
+        entries = c.get("/audit", headers=bearer(admin)).json()["items"]
+        deleted = [e for e in entries if e["action"] == "study.delete" and e["target"] == sid]
+        assert len(deleted) == 1 and deleted[0]["actor"] == "alice"
+        r = c.post(f"/studies/{sid}/trials/1/heartbeat", json={"claim_token": "t"})
+        assert r.status_code == 410, r.text
