@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.api.auth import Principal, client_address, current_user
+from service.api.auth import Principal, audit, client_address, current_user
 from service.api.catalog import adopt_cluster_catalog, check_cluster_offers
 from service.api.deps import get_app_settings, get_store
 from service.api.errors import ApiError
@@ -178,6 +178,8 @@ def delete_target_set(request: Request, ts: Suite = Depends(get_target_set_or_40
     if any(s.status in ACTIVE for s in studies):
         raise ApiError(409, "status", "its studies are still queued or running; cancel them first")
     store.delete_suite(ts.id)
+    audit(store.engine, user.user, "target_set.delete", ts.id, client_address(request),
+          {"name": ts.name, "owner": ts.owner})
     for study in studies:  # as DELETE /studies/{id}: audited, their files and views removed
         after_delete(request, store, settings, user, study)
     return Response(status_code=204)

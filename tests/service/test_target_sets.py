@@ -245,5 +245,6 @@ def test_deleting_a_target_set_removes_its_studies_files_and_audits_each_deletio
         entries = c.get("/audit", headers=bearer(admin)).json()["items"]
         deleted = [e for e in entries if e["action"] == "study.delete" and e["target"] == sid]
         assert len(deleted) == 1 and deleted[0]["actor"] == "alice"
+        assert [e["target"] for e in entries if e["action"] == "target_set.delete"] == [ts["id"]]
         r = c.post(f"/studies/{sid}/trials/1/heartbeat", json={"claim_token": "t"})
         assert r.status_code == 410, r.text
