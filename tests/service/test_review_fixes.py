@@ -197,3 +197,18 @@ def test_a_failure_message_with_nul_is_stored_on_every_database(client, db_url):
     store.engine.dispose()
     t = client.get(url).json()
     assert t["status"] == "failed" and t["error"] == "ValueError: bad\ufffdbyte"
+
+
+def test_a_claim_after_the_cancel_committed_takes_no_trial(client, db_url):
+    """The claim route read the study as running; the cancel (status, then its claims ended)
+    commits before the claim's transaction: the claim takes nothing, rather than a trial left
+    running in a cancelled study (whose lapsed claims are never expired again). The claim and
+    the ending of claims are serialised by the study's claim lock."""
+    sid = submit(client, db_url)
+    store = StudyStore(db_url)
+    assert store.set_status(sid, "cancelled", only_from=("queued", "running"))
+    store.end_claims(sid, "stopped: the study was cancelled")
+    t = store.claim_next_external(sid, lambda counts: ("sgd", 1), "tok", 600.0)
+    store.engine.dispose()
+    assert t is None
+    assert all(x["status"] != "running" for x in client.get(f"/studies/{sid}/trials").json())
