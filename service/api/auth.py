@@ -71,10 +71,13 @@ def token_hash(token: str) -> str:
 def create_token(engine: Engine, user: str, admin: bool = False, actor: str = "cli",
                  client: str | None = None) -> tuple[str, int]:
     """Makes a token for `user`; returns (the token, shown this once; its id)."""
-    user = fold_user(user.strip())
+    user = user.strip()
+    # checked as typed, then folded: casefold maps some non-ASCII letters onto ASCII ones (U+017F
+    # long s -> "s", U+212A Kelvin sign -> "k"), which would make "ſam" another name for "sam"
     if not USER_NAME.fullmatch(user):
         raise ValueError(f"user {user!r}: a user name is 1 to 64 of the characters A-Z a-z 0-9 . _ @ - "
                          "(letters, digits, dot, underscore, at sign, hyphen)")
+    user = fold_user(user)
     token = new_token()
     return token, token_rows.add_token(engine, user, admin, token_hash(token), actor, client)
 

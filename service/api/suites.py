@@ -77,6 +77,9 @@ def create_suite(spec: SuiteSpec, request: Request, response: Response,
         raise ApiError(429, "max_active_studies",
                        f"the suite adds {len(study_specs)} studies to your {e.active} queued or running ones; the "
                        f"limit is {e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES)") from None
+    if not created and suite.spec.get("kind") == "target_set":  # the keys of both kinds share one column
+        raise ApiError(409, "Idempotency-Key", "this key was used for one of your target sets "
+                                               "(POST /target-sets), not a suite; send another key")
     request.app.state.queue_snapshot = None  # the queue changed
     if not created:
         response.status_code = 200
@@ -112,7 +115,7 @@ def _study_dicts(store: StudyStore, suite: Suite) -> list[dict]:
 
 @router.get("/{suite_id}/export", response_class=Response,
             responses={200: {"content": {"application/zip": {}}}})
-def export(format: Literal["algoperf"] = "algoperf",  # noqa: A002
+def export(request: Request, format: Literal["algoperf"] = "algoperf",  # noqa: A002
            suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depends(get_store)):
     """A suite run under the algoperf ruleset in AlgoPerf's log layout (a zip):
     `<optimizer>/study_<j>/<workload>/trial_<i>/eval_measurements.csv` and `meta_data.json` per
@@ -120,7 +123,11 @@ def export(format: Literal["algoperf"] = "algoperf",  # noqa: A002
     if not suite.spec.get("ruleset"):
         raise ApiError(409, "format", "the suite was not run under the algoperf ruleset; its trials are not "
                                       "AlgoPerf's studies (GET /suites/{id}/report gives its results)")
-    data = algoperf_zip(suite.id, suite.spec, _study_dicts(store, suite))
+    # every trial's history, zipped: once per state of the suite's studies (as the report), not per request
+    fingerprints = tuple(store.fingerprint(s.id) if s is not None else None for s in store.suite_studies(suite.id))
+    data = results(request).get(("suite.zip", suite.id, fingerprints),
+                                lambda: algoperf_zip(suite.id, suite.spec, _study_dicts(store, suite)),
+                                tag=("suite.zip", suite.id))
     return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="suite-{suite.id}-algoperf.zip"'})
 

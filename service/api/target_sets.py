@@ -7,19 +7,20 @@ changes after that: PUT/PATCH answer 405, DELETE 409 while a suite takes its tar
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.api.admission import adopt_cluster_catalog, check_admission, check_cluster_offers
-from service.api.auth import Principal, client_address, current_user
-from service.api.deps import get_app_settings, get_store
+from service.api.auth import Principal, audit, client_address, current_user
+from service.api.deps import external_samplers, get_app_settings, get_store
 from service.api.errors import ApiError
 from service.api.schemas import PlainText, Resources, SuiteSpec, first_error
+from service.control import studies as study_cases
 from service.domain.statuses import ACTIVE
-from service.results.suites import suite_status
-from service.results.target_sets import KIND, refresh
+from service.results.target_sets import KIND, refresh, set_status
 from service.settings import Settings
 from service.store.models import Suite
 from service.store.study_store import QuotaExceeded, StudyStore
@@ -79,8 +80,7 @@ def target_set_out(store: StudyStore, ts: Suite) -> dict:
     frozen = spec.get("targets") is not None
     done = frozen and spec.get("final_status") == "completed"
     # ended without every study completing (a failure, a cancel): the targets it has, no version
-    status = ("done" if done else spec.get("final_status")) if frozen else \
-        suite_status([s.status for s in rows if s is not None])
+    status = ("done" if done else spec.get("final_status")) if frozen else set_status(rows)
     return {"id": ts.id, "name": ts.name, "status": status, "owner": ts.owner,
             "created_at": ts.created_at.isoformat(), "version": ts.id if done else None,
             "targets": spec.get("targets"), "detail": spec.get("detail"),
@@ -88,6 +88,15 @@ def target_set_out(store: StudyStore, ts: Suite) -> dict:
                         for sid, s, w in zip(spec["study_ids"], rows, spec["workloads"], strict=True)],
             "spec": {k: spec[k] for k in ("workloads", "optimizers", "trials", "reruns", "seed")},
             "links": {"self": f"/target-sets/{ts.id}"}}
+
+
+def _stored_key(key: str | None) -> str | None:
+    """The key as the suites' column keeps it: prefixed (a suite's own key never returns a target
+    set), and a key the prefix would push past the column's 200 characters by its SHA-256."""
+    if not key:
+        return None
+    stored = f"target-set:{key}"
+    return stored if len(stored) <= 200 else f"target-set:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 @router.post("", status_code=201, dependencies=[Depends(adopt_cluster_catalog)])
@@ -102,7 +111,7 @@ def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
     stored = {**suite_spec, "kind": KIND, "trials": spec.trials, "reruns": spec.reruns, "seed": spec.seed,
               "targets": None}
     try:
-        ts, created = store.create_suite(stored, study_specs, idempotency_key and f"target-set:{idempotency_key}",
+        ts, created = store.create_suite(stored, study_specs, _stored_key(idempotency_key),
                                          owner=user.user, audit={"actor": user.user,
                                                                  "client": client_address(request)},
                                          max_active=settings.max_active_studies)
@@ -110,6 +119,9 @@ def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
         raise ApiError(429, "max_active_studies",
                        f"the target set adds {len(study_specs)} studies to your {e.active} queued or running ones; "
                        f"the limit is {e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES)") from None
+    if not created and ts.spec.get("kind") != KIND:  # a suite sent with "target-set:<this key>"
+        raise ApiError(409, "Idempotency-Key", "this key was used for one of your suites, not a target set; "
+                                               "send another key")
     request.app.state.queue_snapshot = None
     if not created:
         response.status_code = 200
@@ -132,13 +144,21 @@ def change_target_set(ts: Suite = Depends(get_target_set_or_404)):
 
 
 @router.delete("/{set_id}", status_code=204)
-def delete_target_set(ts: Suite = Depends(get_target_set_or_404), store: StudyStore = Depends(get_store)):
+def delete_target_set(request: Request, ts: Suite = Depends(get_target_set_or_404),
+                      store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings),
+                      user: Principal = Depends(current_user)):
     users = store.suites_using_targets(ts.id)
     if users:
         raise ApiError(409, "target_set", f"suite(s) {', '.join(users)} take their targets from it")
-    if any(s is not None and s.status in ACTIVE for s in store.suite_studies(ts.id)):
+    studies = [s for s in store.suite_studies(ts.id) if s is not None]
+    if any(s.status in ACTIVE for s in studies):
         raise ApiError(409, "status", "its studies are still queued or running; cancel them first")
     store.delete_suite(ts.id)
+    audit(store.engine, user.user, "target_set.delete", ts.id, client_address(request),
+          {"name": ts.name, "owner": ts.owner})
+    for study in studies:  # as DELETE /studies/{id}: audited, their files and views removed
+        study_cases.after_delete(store, study, user.user, client_address(request), settings.storage_path,
+                                 external_samplers(request.app))
     return Response(status_code=204)
 
 

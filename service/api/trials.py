@@ -213,6 +213,15 @@ def _end_with_study(request: Request, store: StudyStore, study: Study, trial_id:
                              f"as failed ({reason})")
 
 
+def _ended_by_a_late_cancel(request: Request, store: StudyStore, study: Study, trial_id: int, token: str) -> None:
+    """A write that found its trial already ended: when a cancel committed after this request read
+    the study, the study ended the claim, and the answer is its 410 (as had the cancel come first),
+    not the answer to a retry of the client's own earlier end."""
+    fresh = store.get_study(study.id)
+    if fresh is not None and fresh.status in TERMINAL and study.status not in TERMINAL:
+        _end_with_study(request, store, fresh, trial_id, token)
+
+
 def get_claimed_study(request: Request, study_id: str = Path(max_length=64),
                       user: Principal = Depends(current_user)) -> Study:
     """`get_study_or_404` for a claimant's writes, but a study deleted since its claim answers
@@ -298,6 +307,8 @@ def complete_trial(body: CompleteIn, request: Request, trial_id: int = Path(ge=1
         wanted, error = "diverged", f"diverged: {metric} is not finite in the final metrics"
     outcome, status = store.finish_external(study.id, trial_id, body.claim_token, wanted, metrics=metrics,
                                             metric=metric, error=error)
+    if outcome == ClaimOutcome.FINISHED:
+        _ended_by_a_late_cancel(request, store, study, trial_id, body.claim_token)
     if outcome == ClaimOutcome.METRIC:
         raise ApiError(422, f"metrics.{metric}", f"a completed trial needs the study's metric {metric!r}: "
                                                  "report it for an epoch or send it in `metrics`")
@@ -319,6 +330,8 @@ def fail_trial(body: FailIn, request: Request, trial_id: int = Path(ge=1, le=MAX
         _end_with_study(request, store, study, trial_id, body.claim_token)
     outcome, status = store.finish_external(study.id, trial_id, body.claim_token, "failed",
                                             error=body.reason or "failed")
+    if outcome == ClaimOutcome.FINISHED:
+        _ended_by_a_late_cancel(request, store, study, trial_id, body.claim_token)
     if outcome not in ACCEPTED:
         raise _refused(store, study, trial_id, outcome)
     if outcome == ClaimOutcome.FINISHED and status != "failed":  # as complete with another status: no retry

@@ -62,7 +62,9 @@ def _run(trial: Trial, command: Sequence[str], client: Client, study_id: str,
     was killed; the tail of its stderr)."""
     env = {**os.environ, "ROOTFREE_TRIAL": json.dumps(trial.claim), "ROOTFREE_STUDY_ID": study_id,
            "ROOTFREE_URL": client.url, "ROOTFREE_TOKEN": client.token or ""}
-    proc = subprocess.Popen(list(command), env=env, stderr=subprocess.PIPE,
+    # its own process group, so a timeout or Ctrl-C ends the command's children too (a launcher's
+    # or a shell's training process), not only the process the agent started
+    proc = subprocess.Popen(list(command), env=env, stderr=subprocess.PIPE, process_group=0,
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     tail: collections.deque[str] = collections.deque(maxlen=50)
     reader = threading.Thread(target=_tee, args=(proc.stderr, sys.stderr, tail), daemon=True)
@@ -72,24 +74,34 @@ def _run(trial: Trial, command: Sequence[str], client: Client, study_id: str,
         rc: int | None = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:  # a hung command: its trial fails, the agent goes on
         rc = None
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _end_group(proc, signal.SIGTERM)
     except KeyboardInterrupt:
-        # The terminal's Ctrl-C reached the command too (same process group): give it a moment.
-        try:
-            proc.wait(timeout=10)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.kill()
-            proc.wait()
+        # The terminal's Ctrl-C reaches the agent's process group only: passed on to the
+        # command's, which gets a moment to end as it would at the terminal.
+        _end_group(proc, signal.SIGINT)
         raise
     finally:
         heartbeat.stop()
         reader.join(timeout=5)
     return rc, "".join(tail)[-STDERR_TAIL:].strip()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group has ended already
+
+
+def _end_group(proc: subprocess.Popen, sig: int) -> None:
+    """Sends `sig` to the command's process group; whatever of it still runs 10 s later is killed."""
+    _signal_group(proc, sig)
+    try:
+        proc.wait(timeout=10)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        pass
+    _signal_group(proc, signal.SIGKILL)  # its children too, even once the command itself has ended
+    proc.wait()
 
 
 def run_agent(client: Client, study_id: str, command: Sequence[str], count: int | None = None,

@@ -166,7 +166,12 @@ def _suite(client: Client, args) -> int:
         if not args.output:
             print("rootfree suite export: give the zip's path with -o FILE.zip", file=sys.stderr)
             return 2
-        Path(args.output).write_bytes(client.suite_export(args.target, format=args.format))
+        data = client.suite_export(args.target, format=args.format)
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as e:
+            print(f"rootfree suite export: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+            return 2
         print(f"wrote {args.output}")
         return 0
     if args.action == "watch":

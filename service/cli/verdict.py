@@ -11,6 +11,7 @@ import math
 import sys
 from pathlib import Path
 
+from service.api.limits import CONTROL, has_format_character
 from service.results.verdicts import compare_runs
 
 COLUMNS = ("optimizer", "seed", "value")
@@ -27,6 +28,8 @@ def read_runs(path: str, paired: bool) -> dict[str, list[float]]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise CsvError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise CsvError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
     rows = list(csv.reader(text.splitlines()))
     if not rows or [c.strip().lower() for c in rows[0]] != list(COLUMNS):
         raise CsvError(f"{path}: the first line must be the header {','.join(COLUMNS)}")
@@ -39,6 +42,10 @@ def read_runs(path: str, paired: bool) -> dict[str, list[float]]:
         opt, seed, value = (c.strip() for c in row)
         if not opt:
             raise CsvError(f"{path} line {line}: optimizer is empty")
+        if CONTROL.search(opt) or has_format_character(opt):  # it is printed: a bidi override or an
+            # escape sequence would show another name or drive the terminal
+            raise CsvError(f"{path} line {line}: optimizer {opt.encode('unicode_escape').decode()!r} contains "
+                           "control or Unicode format characters")
         try:
             v = float(value)
         except ValueError:
@@ -55,6 +62,8 @@ def read_runs(path: str, paired: bool) -> dict[str, list[float]]:
         return {o: list(r.values()) for o, r in by_opt.items()}
     common = set.intersection(*(set(r) for r in by_opt.values()))
     order = [s for s in next(iter(by_opt.values())) if s in common]
+    if not order:
+        raise CsvError(f"{path}: --paired matches runs by seed, and there is no seed that every optimizer has")
     return {o: [r[s] for s in order] for o, r in by_opt.items()}
 
 

@@ -44,6 +44,13 @@ def delete_study(store: Store, study: Study, actor: str, client: str | None, sto
     if study.status in ("running", "queued"):
         raise StudyConflict(f"study {study.id!r} is {study.status}; cancel it first")
     store.delete_study(study.id)
+    after_delete(store, study, actor, client, storage_path, samplers)
+
+
+def after_delete(store: Store, study: Study, actor: str, client: str | None, storage_path: str,
+                 samplers: ExternalSamplers) -> None:
+    """What follows the deletion of a study's rows (a study's DELETE, a target set's): its
+    samplers' state, the audit entry (with the owner), the files and the Optuna views."""
     samplers.forget(study.id)
     audit(store.engine, actor, "study.delete", study.id, client, {"name": study.name, "owner": study.owner})
     remove_study_files(storage_path, study.id)

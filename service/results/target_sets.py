@@ -68,12 +68,18 @@ def targets(workloads: Sequence[dict], studies: Sequence[dict]) -> dict:
     return {"targets": out, "detail": detail}
 
 
+def set_status(rows: list) -> str:
+    """A target set's status from its studies; one deleted before the targets froze counts as
+    cancelled (its workload can never have a target, so the set is never done)."""
+    return suite_status([s.status if s is not None else "cancelled" for s in rows])
+
+
 def refresh(store: Store, ts: Suite) -> dict:
     """The set's stored spec, with its targets frozen into it the first time every study has ended."""
     if ts.spec.get("targets") is not None:
         return ts.spec
     rows = store.suite_studies(ts.id)
-    status = suite_status([s.status for s in rows if s is not None])
+    status = set_status(rows)
     if status in ("queued", "running"):
         return ts.spec
     studies = [{"spec": s.spec, "trials": store.trial_dicts(s.id)} if s is not None else {"spec": None, "trials": []}

@@ -14,10 +14,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.domain.outcomes import ClaimOutcome
-from service.domain.statuses import FINISHED
+from service.domain.statuses import ACTIVE, FINISHED
 from service.store.engine import StoreBase, now
 from service.store.locks import lock_study_claims
-from service.store.models import Report, Trial
+from service.store.models import Report, Study, Trial
 from service.store.trials import report_statements
 
 
@@ -35,6 +35,7 @@ class ClaimsRepository(StoreBase):
         claims end at once, not when their leases lapse). The claim token stays, so the
         claimant's later calls find their trial ended by the study (410). Returns how many."""
         with self.session() as s:
+            lock_study_claims(s, study_id)  # after a claim that read the study as running, not beside it
             n = s.execute(update(Trial).where(
                 Trial.study_id == study_id, Trial.status == "running", Trial.claim_token.is_not(None))
                 .values(status="failed", error=reason, finished_at=now(), lease_expires_at=None)).rowcount
@@ -98,6 +99,9 @@ class ClaimsRepository(StoreBase):
         arrive together never exceed `max_concurrent_trials`."""
         with self.session() as s:
             lock_study_claims(s, study_id)
+            if s.scalar(select(Study.status).where(Study.id == study_id)) not in ACTIVE:
+                s.commit()  # ended (a cancel committed after the caller read it): nothing to claim
+                return None
             self._expire(s, study_id)  # lapsed claims first, in the same transaction: one round of locks
             counts = list(s.execute(
                 select(Trial.optimizer, Trial.stage, Trial.status, func.count())

@@ -70,7 +70,9 @@ class SuitesRepository(StoreBase):
 
     def suites_using_targets(self, target_set_id: str) -> list[str]:
         """The ids of the suites whose targets come from this target set."""
-        with self.session() as s:
-            return [sid for sid, spec in s.execute(select(Suite.id, Suite.spec)).all()
+        with self.session() as s:  # filtered by the database (JSON ->> / json_extract), not every spec read here
+            rows = s.execute(select(Suite.id, Suite.spec)
+                             .where(Suite.spec["targets"].as_string() == target_set_id)).all()
+            return [sid for sid, spec in rows
                     if isinstance(spec, dict) and spec.get("targets") == target_set_id
                     and spec.get("kind") != "target_set"]

@@ -239,5 +239,7 @@ class TrialsRepository(StoreBase):
         with self.session() as s:
             t = s.get(Trial, trial_id)
             if t is not None and (t.status not in FINISHED or refine and t.status == "failed"):
-                t.status, t.error, t.finished_at = "failed", error[-2000:], now()
+                # the trial's own exception message or Ray's error tail, as raised: PostgreSQL
+                # refuses NUL in text, and the write must not fail in the runner's callback
+                t.status, t.error, t.finished_at = "failed", error.replace("\x00", "\ufffd")[-2000:], now()
                 s.commit()

@@ -9,8 +9,8 @@ from service.domain.spec import ResolvedSpec
 
 
 def pruner_for(spec: ResolvedSpec, trials=None) -> Pruner | None:
-    """The study's pruner (None: every trial trains its whole budget). `trials(study_id)`: the
-    study's trials with histories (the late stops of the algoperf ruleset read them)."""
+    """The study's pruner (None: every trial trains its whole budget). `trials(study_id, history=...)`:
+    the study's trials, with their histories when asked (the algoperf ruleset's late stops read them)."""
     return LateStopPruner.from_spec(spec, trials) or AshaPruner.from_spec(spec)
 
 

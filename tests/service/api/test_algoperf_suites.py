@@ -271,3 +271,48 @@ def test_the_cli_tables_of_an_algoperf_report_show_per_study_times_and_misses():
         console.print(t)
     text = console.export_text()
     assert "algoperf 0.6" in text and "study 3" in text and "after 4x rule" in text
+
+
+def test_the_export_is_built_once_per_state_of_the_suites_studies(tmp_path):
+    """`GET /suites/{id}/export` reads every trial's history and zips it: built once and served
+    from the results cache until a study changes (as the report is), not on every request."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        suite = c.post("/suites", json=SUITE).json()
+        store = app.state.store
+        real, reads = store.trial_dicts, []
+
+        def counted(study_id, *args, **kwargs):
+            reads.append(study_id)
+            return real(study_id, *args, **kwargs)
+
+        store.trial_dicts = counted
+        try:
+            first = c.get(f"/suites/{suite['id']}/export")
+            second = c.get(f"/suites/{suite['id']}/export")
+            assert first.status_code == second.status_code == 200
+            assert first.content == second.content
+            assert len(reads) == len(suite["studies"])  # the second came from the cache
+            c.post(f"/studies/{suite['studies'][0]['id']}/cancel")  # a study changed: built again
+            assert c.get(f"/suites/{suite['id']}/export").status_code == 200
+            assert len(reads) == 2 * len(suite["studies"])
+        finally:
+            del store.trial_dicts
+
+
+def test_the_cli_export_to_a_path_it_cannot_write_says_so_with_exit_2(tmp_path, monkeypatch, capsys):
+    from service.cli import commands as cli
+    from service.client import Client
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    alice = make_token(url, "alice", admin=False)
+    with TestClient(app, headers=bearer(alice)) as c:
+        ruled = c.post("/suites", json=SUITE).json()
+        monkeypatch.setattr(cli, "connect", lambda args: Client(args.url, http=c))
+        capsys.readouterr()
+        out = tmp_path / "no such dir" / "suite.zip"
+        assert cli.main(["suite", "export", ruled["id"], "-o", str(out), "--url", "http://testserver"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot write" in err and "no such dir" in err and "Traceback" not in err

@@ -159,3 +159,55 @@ def test_a_diverged_trials_metrics_say_so(client, db_url):
     client.post(f"{url2}/complete", json={"claim_token": tok2, "status": "diverged"})
     t = client.get(url2).json()
     assert t["metrics"]["diverged"] is True and t["metrics"]["loss"] is None
+
+
+@pytest.mark.parametrize("path, body", [("complete", {"status": "completed", "metrics": {"loss": 1.0}}),
+                                        ("fail", {"reason": "x"})])
+def test_a_cancel_landing_during_a_complete_or_fail_answers_410_not_409(client, db_url, path, body):
+    """The cancel commits after the route read the study (still running) and before its write:
+    the claim was ended by the study, which is a 410 as when the cancel came first, not a 409
+    saying the client itself ended the trial otherwise."""
+    sid, url, tok = _claimed(client, db_url)
+    store = client.app.state.store
+    real = store.finish_external
+
+    def cancel_first(*args, **kwargs):
+        store.set_status(sid, "cancelled", only_from=("queued", "running"))
+        store.end_claims(sid, "stopped: the study was cancelled")
+        return real(*args, **kwargs)
+
+    store.finish_external = cancel_first
+    try:
+        r = client.post(f"{url}/{path}", json={"claim_token": tok, **body})
+    finally:
+        del store.finish_external
+    assert r.status_code == 410, r.text
+    assert client.get(url).json()["error"] == "stopped: the study was cancelled"
+
+
+def test_a_failure_message_with_nul_is_stored_on_every_database(client, db_url):
+    """The runner stores a trial's own exception message (workers/tune.py) and Ray's error tail
+    as they are: a NUL in one (PostgreSQL refuses NUL in text) must not make the write raise in
+    the runner's callback; it is stored as U+FFFD."""
+    sid, url, _ = _claimed(client, db_url)
+    trial_id = int(url.rsplit("/", 1)[1])
+    store = StudyStore(db_url)
+    store.mark_failed(trial_id, "ValueError: bad\x00byte")
+    store.engine.dispose()
+    t = client.get(url).json()
+    assert t["status"] == "failed" and t["error"] == "ValueError: bad\ufffdbyte"
+
+
+def test_a_claim_after_the_cancel_committed_takes_no_trial(client, db_url):
+    """The claim route read the study as running; the cancel (status, then its claims ended)
+    commits before the claim's transaction: the claim takes nothing, rather than a trial left
+    running in a cancelled study (whose lapsed claims are never expired again). The claim and
+    the ending of claims are serialised by the study's claim lock."""
+    sid = submit(client, db_url)
+    store = StudyStore(db_url)
+    assert store.set_status(sid, "cancelled", only_from=("queued", "running"))
+    store.end_claims(sid, "stopped: the study was cancelled")
+    t = store.claim_next_external(sid, lambda counts: ("sgd", 1), "tok", 600.0)
+    store.engine.dispose()
+    assert t is None
+    assert all(x["status"] != "running" for x in client.get(f"/studies/{sid}/trials").json())

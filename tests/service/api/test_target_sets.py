@@ -133,3 +133,117 @@ def test_a_target_set_that_did_not_complete_has_no_version_and_gives_no_targets(
         r = c.post("/suites", json={"name": "x", "optimizers": ["sgd"], "targets": "nope",
                                     "workloads": [{"name": "noisy_quadratic"}]})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "targets"
+
+
+def test_a_target_set_with_a_study_deleted_before_its_targets_froze_is_not_done(tmp_path):
+    """A study deleted while the set still ran can never give its workload's target: the set ends
+    without a version (as a cancelled one), not "done" with that workload's target missing."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    two = {**BODY, "workloads": [BODY["workloads"][0], {"name": "noisy_quadratic", "budget": {"epochs": 3}}]}
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        ts = c.post("/target-sets", json=two).json()
+        first, second = (s["id"] for s in ts["studies"])
+        assert c.post(f"/studies/{second}/cancel").status_code in (200, 202)
+        assert c.delete(f"/studies/{second}").status_code == 204
+        finish(url, [first], {"sgd": [3.0, 1.0, 2.0], "adamw": [5.0, 6.0, 7.0]})
+        out = c.get(f"/target-sets/{ts['id']}").json()
+        assert out["status"] != "done" and out["version"] is None, out
+        assert [s["status"] for s in out["studies"]] == ["completed", "deleted"]
+
+
+def test_an_idempotency_key_never_returns_a_suite_as_a_target_set_or_the_reverse(tmp_path):
+    """Suites and target sets share the store's per-owner keys (a target set's carries the prefix
+    "target-set:"): a suite sent with "target-set:<k>" after a target set sent with <k>, or the
+    reverse, is a 409 naming the header, not the other kind's row (or a 500)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    app = create_app(Settings(database_url=url, start_runner=False))
+    suite = {"name": "s", "optimizers": ["sgd"], "baseline": "sgd", "protocol": {"stages": [2], "seeds": 2},
+             "workloads": [{"name": "noisy_quadratic", "budget": {"epochs": 2, "steps": 3}}]}
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False)),
+                    raise_server_exceptions=False) as c:
+        assert c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "a"}).status_code == 201
+        r = c.post("/suites", json=suite, headers={"Idempotency-Key": "target-set:a"})
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "Idempotency-Key", r.text
+        assert c.post("/suites", json=suite, headers={"Idempotency-Key": "target-set:b"}).status_code == 201
+        r = c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "b"})
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "Idempotency-Key", r.text
+        # the same kind again is still the idempotent 200
+        assert c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "a"}).status_code == 200
+
+
+def test_the_suites_using_a_target_set_are_found_in_sql_not_by_reading_every_suite(db_url):
+    """`DELETE /target-sets/{id}` asks which suites take their targets from it: the database
+    filters on the spec's `targets` (SQLite and PostgreSQL), rather than every suite's spec
+    (every user's) being read into Python on each delete."""
+    import sqlalchemy as sa
+
+    from service.domain.spec import ResolvedSpec
+
+    store = StudyStore(db_url)
+    study = ResolvedSpec.model_validate({"name": "x", "workload": "noisy_quadratic", "optimizers": ["sgd"],
+                                         "metric": "loss", "mode": "min", "budget": {"epochs": 1}})
+    made = {}
+    for name, spec in (("uses", {"targets": "T1"}), ("other", {"targets": "T2"}), ("plain", {}),
+                       ("a set", {"targets": "T1", "kind": "target_set"})):
+        suite, _ = store.create_suite({"name": name, **spec, "workloads": [{"name": "noisy_quadratic"}]},
+                                      [study], None, owner="alice")
+        made[name] = suite.id
+    fetched = []
+
+    @sa.event.listens_for(store.engine, "after_cursor_execute")
+    def _rows(conn, cursor, statement, parameters, context, executemany):
+        if "rf_suites" in statement:
+            fetched.append(statement)
+
+    assert store.suites_using_targets("T1") == [made["uses"]]
+    assert store.suites_using_targets("nope") == []
+    # the JSON path is a bound parameter: the statement filters on the spec column
+    assert fetched and all("WHERE" in s and "spec" in s.split("WHERE", 1)[1] for s in fetched), fetched
+    store.engine.dispose()
+
+
+def test_a_target_sets_longest_idempotency_key_is_kept_on_every_database(db_url):
+    """The header allows 200 characters, the column holds 200: the target set's "target-set:"
+    prefix must not push the longest key past it (PostgreSQL: value too long, a 500)."""
+    app = create_app(Settings(database_url=db_url, start_runner=False))
+    with TestClient(app, headers=bearer(make_token(db_url, "alice", admin=False)),
+                    raise_server_exceptions=False) as c:
+        key = {"Idempotency-Key": "k" * 200}
+        first = c.post("/target-sets", json=BODY, headers=key)
+        assert first.status_code == 201, first.text
+        again = c.post("/target-sets", json=BODY, headers=key)
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+        # another key sharing the first 189 characters is another set
+        other = c.post("/target-sets", json=BODY, headers={"Idempotency-Key": "k" * 199 + "x"})
+        assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+
+
+def test_deleting_a_target_set_removes_its_studies_files_and_audits_each_deletion(tmp_path):
+    """DELETE /target-sets/{id} deletes its studies as DELETE /studies/{id} does: their trial
+    directories and logs under the storage path go too, and each deletion is in the audit trail
+    with its owner (a claimant's late call then answers 410, not 404)."""
+    from service.store.files import trial_dirname
+    from service.store.study_log import log_path
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = tmp_path / "runs"
+    app = create_app(Settings(database_url=url, start_runner=False, storage_path=str(storage)))
+    admin = make_token(url, "root", admin=True)
+    with TestClient(app, headers=bearer(make_token(url, "alice", admin=False))) as c:
+        ts = c.post("/target-sets", json=BODY).json()
+        sid = ts["studies"][0]["id"]
+        trial_dir = storage / "rootfree-1" / trial_dirname(sid, "sgd", 1, 0)
+        trial_dir.mkdir(parents=True)
+        log = log_path(str(storage), sid)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("started\n")
+        c.post(f"/studies/{sid}/cancel")
+        assert c.delete(f"/target-sets/{ts['id']}").status_code == 204
+        assert not trial_dir.exists() and not log.exists()
+        entries = c.get("/audit", headers=bearer(admin)).json()["items"]
+        deleted = [e for e in entries if e["action"] == "study.delete" and e["target"] == sid]
+        assert len(deleted) == 1 and deleted[0]["actor"] == "alice"
+        assert [e["target"] for e in entries if e["action"] == "target_set.delete"] == [ts["id"]]
+        r = c.post(f"/studies/{sid}/trials/1/heartbeat", json={"claim_token": "t"})
+        assert r.status_code == 410, r.text

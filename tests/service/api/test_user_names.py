@@ -72,3 +72,14 @@ def test_migration_refuses_users_that_would_collide_and_names_them(db_url):
     with engine.connect() as conn:  # nothing changed
         assert sorted(conn.execute(sa.text('SELECT "user" FROM rf_tokens')).scalars()) == ["Alice", "Bob", "alice"]
     engine.dispose()
+
+
+@pytest.mark.parametrize("name", ["\u017fam", "\u212aate", "\u0130van"])  # long s, Kelvin sign, dotted I
+def test_a_non_ascii_name_that_folds_into_ascii_is_refused_not_merged_into_another_user(tmp_path, name):
+    """casefold maps some non-ASCII letters onto ASCII ones (U+017F -> s, U+212A -> k): the name is
+    checked as typed, so `ſam` is refused rather than silently becoming the existing user `sam`."""
+    store = StudyStore(f"sqlite:///{tmp_path / 'u.db'}")
+    with pytest.raises(ValueError, match="a user name is"):
+        create_token(store.engine, name)
+    assert store.engine.connect().execute(sa.text("SELECT count(*) FROM rf_tokens")).scalar() == 0
+    store.engine.dispose()

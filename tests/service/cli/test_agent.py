@@ -187,3 +187,48 @@ def test_agent_timeout_kills_a_hung_command_and_goes_on(server):
     assert p.returncode == 0, err
     failed = c.get(f"/studies/{study.id}/trials", params={"status": "failed"})
     assert len(failed) == 2 and all("did not finish within 3 s" in t["error"] for t in failed)
+
+
+def _gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_the_timeout_kills_the_commands_children_too(tmp_path):
+    """`--timeout` ends the whole command: a shell or launcher's child (the training process
+    itself) is killed with it, not left training a trial that was already failed."""
+    from service.cli.agent import _run
+
+    class _Beat:
+        def stop(self):
+            pass
+
+    class _Trial:
+        claim: dict = {}
+
+        def keep_alive(self):
+            return _Beat()
+
+    pidfile = tmp_path / "child.pid"
+    launcher = textwrap.dedent(f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        open({str(pidfile)!r}, "w").write(str(child.pid))
+        time.sleep(120)
+    """)
+    rc, _ = _run(_Trial(), [sys.executable, "-c", launcher], Client("http://127.0.0.1:9", "t"), "s", timeout_s=3)
+    assert rc is None
+    child = int(pidfile.read_text())
+    deadline = time.time() + 10
+    while not _gone(child) and time.time() < deadline:
+        time.sleep(0.1)
+    try:
+        assert _gone(child), "the command's child still runs"
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)

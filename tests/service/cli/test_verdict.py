@@ -55,3 +55,19 @@ def test_verdict_says_what_is_wrong_with_a_file(tmp_path, capsys, text, message)
 def test_verdict_on_a_missing_file(tmp_path, capsys):
     assert main(["verdict", str(tmp_path / "none.csv")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("data, args, message", [
+    (b"optimizer,seed,value\n\xff\xfe,1,0.3\nadamw,1,0.2\n", [], "not UTF-8"),
+    (b"optimizer,seed,value\nsgd,1,0.3\nadamw,2,0.2\n", ["--paired"], "no seed that every optimizer has"),
+    ("optimizer,seed,value\nsgd\u202e,1,0.3\nadamw,1,0.2\n".encode(), [], "line 2: optimizer"),
+    (b"optimizer,seed,value\nsgd\x1b[2J,1,0.3\nadamw,1,0.2\n", [], "line 2: optimizer"),
+])
+def test_verdict_refuses_what_it_cannot_show_or_pair_with_exit_2(tmp_path, capsys, data, args, message):
+    """Not UTF-8 (was a traceback), paired runs with no seed in common (was an empty table and exit
+    0), and an optimizer name with control or Unicode format characters (a bidi override or an
+    escape sequence would print as another name, or drive the terminal)."""
+    f = tmp_path / "runs.csv"
+    f.write_bytes(data)
+    assert main(["verdict", str(f), *args]) == 2
+    assert message in capsys.readouterr().err

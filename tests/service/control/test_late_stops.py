@@ -52,7 +52,7 @@ def test_the_bound_comes_from_ended_studies_and_the_stop_fires_only_past_four_ti
     resolved = ResolvedSpec.model_validate({
         "name": "x", "workload": "noisy_quadratic", "optimizers": ["a", "b"], "metric": "loss", "mode": "min",
         "budget": {"epochs": 1}, "protocol": {"stages": [S * O], "method": "sobol"}, "ruleset": sp["ruleset"]})
-    pruner = LateStopPruner.from_spec(resolved, lambda study_id: trials)
+    pruner = LateStopPruner.from_spec(resolved, lambda study_id, history=True: trials)
     assert pruner is not None and pruner.decides_at(1, 3)
 
     def report(t):
@@ -62,7 +62,7 @@ def test_the_bound_comes_from_ended_studies_and_the_stop_fires_only_past_four_ti
     stop = pruner.decide(report(81.0), lambda: [])
     assert stop.stop and "late stop" in stop.reason
     off = ResolvedSpec.model_validate({**resolved.model_dump(), "ruleset": {**sp["ruleset"], "stop_late": False}})
-    assert LateStopPruner.from_spec(off, lambda study_id: trials) is None
+    assert LateStopPruner.from_spec(off, lambda study_id, history=True: trials) is None
 
 
 def _score(sp, trials, target):
@@ -110,3 +110,36 @@ def test_cutting_trials_past_four_times_the_bound_never_changes_the_score():
             cut.append({**t, "history": [{"epoch": 1, "evals": evals}]})
         assert _score(sp, cut, 1.0) == pytest.approx(full), case
     assert fired > 50  # the stop did fire, often
+
+
+def test_the_bound_reads_histories_again_only_when_a_trial_has_ended_since(monkeypatch):
+    """Each refresh reads the trials without histories; the full read (every trial's history)
+    happens only when the set of ended trials changed, not on every refresh."""
+    from service.control.pruners import late as late_module
+    from service.domain.spec import ResolvedSpec
+
+    monkeypatch.setattr(late_module, "REFRESH_S", 0.0)
+    sp = spec()
+    trials = [trial(k + 1, o, k % (S * O), curve(5.0, [2.0, 0.5]), status="running")
+              for k, o in enumerate(["a"] * (S * O) + ["b"] * (S * O))]
+    resolved = ResolvedSpec.model_validate({
+        "name": "x", "workload": "noisy_quadratic", "optimizers": ["a", "b"], "metric": "loss", "mode": "min",
+        "budget": {"epochs": 1}, "protocol": {"stages": [S * O], "method": "sobol"}, "ruleset": sp["ruleset"]})
+    full_reads = []
+
+    def load(study_id, history=True):
+        full_reads.append(history)
+        return [t if history else {k: v for k, v in t.items() if k != "history"} for t in trials]
+
+    pruner = LateStopPruner.from_spec(resolved, load)
+    for _ in range(5):
+        assert pruner.bound("s") == math.inf
+    assert full_reads.count(True) <= 1
+    for t in trials:
+        if t["optimizer"] == "a":
+            t["status"] = "completed"
+    assert pruner.bound("s") == 10.0  # a's studies each reach the target at 10 s
+    before = full_reads.count(True)
+    for _ in range(5):
+        assert pruner.bound("s") == 10.0
+    assert full_reads.count(True) == before
