@@ -75,8 +75,15 @@ def t_test(xa: Sequence[float], xb: Sequence[float], paired: bool = False,
         va, vb = float(a.var(ddof=1)), float(b.var(ddof=1))
         diff, variance = float(a.mean() - b.mean()), va + vb
         se, df = math.sqrt(va / len(a) + vb / len(b)), min(len(a), len(b)) - 1
-    if se == 0.0 or not math.isfinite(se):  # no spread: a difference is certain, none is none
-        return diff, diff, diff, (1.0 if diff == 0.0 else 0.0), variance
+    if se == 0.0 or not math.isfinite(se):
+        # No spread (a deterministic workload, identical per-seed differences): the t statistic is
+        # undefined, not infinite. The p is the exact test's smallest — every sign flip (paired) or
+        # relabelling (unpaired) but the observed one and its mirror is further from zero — so 2 or
+        # 3 identical runs can never make a verdict certain.
+        if diff == 0.0:
+            return diff, diff, diff, 1.0, variance
+        arrangements = 2 ** len(a) if paired else math.comb(len(a) + len(b), len(a))
+        return diff, diff, diff, min(1.0, 2 / arrangements), variance
     # scipy.special's t functions are what scipy.stats.t calls, without its per-call overhead
     half = float(special.stdtrit(df, 0.5 + level / 2)) * se
     p = float(2 * special.stdtr(df, -abs(diff) / se))

@@ -96,3 +96,16 @@ def test_never_the_wrong_direction_in_a_ranked_family():
             hi = max(c["a"], c["b"])  # o3 > o2 > o1 > o0
             assert c["verdict"].startswith(f"{hi} better than")
     assert resolved > REPS  # the test is not vacuous: most families resolve several pairs
+
+
+def test_runs_without_spread_get_the_exact_tests_smallest_p_not_certainty():
+    """Identical per-seed differences (a deterministic workload) have no t statistic: the p is the
+    exact sign-flip (paired) or permutation (unpaired) test's smallest, so 2 or 3 runs never resolve."""
+    three = compare_runs({"a": [1.0, 2.0, 3.0], "b": [2.0, 3.0, 4.0]}, paired=True)[0]
+    assert three["p"] == pytest.approx(2 / 2**3) and three["verdict"] == "not resolved with 3 seeds"
+    six = compare_runs({"a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "b": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}, paired=True)[0]
+    assert six["p"] == pytest.approx(2 / 2**6) and six["verdict"] == "a better than b"
+    flat = compare_runs({"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]})[0]  # unpaired: 2 / C(6, 3)
+    assert flat["p"] == pytest.approx(2 / 20) and flat["verdict"] == "not resolved with 3 seeds"
+    same = compare_runs({"a": [1.0, 1.0], "b": [1.0, 1.0]}, paired=True)[0]
+    assert same["p"] == 1.0
