@@ -60,12 +60,18 @@ def server(tmp_path):
     thread.join(timeout=10)
 
 
+def _as_at_a_terminal() -> None:
+    # A shell's background job (CI started without job control) ignores SIGINT, and the agent would
+    # inherit that: Ctrl-C at a terminal is what the tests mean, so the agent starts as it would there.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def agent(server, sid, *extra, mode="ok", **kw):
     env = {**os.environ, "MODE": mode, "PYTHONPATH": os.getcwd()}
     return subprocess.Popen([sys.executable, "-m", "service.cli", "agent", sid, "--url", server["url"],
                              "--token", server["token"], "--poll", "0.2", *extra, "--",
                              sys.executable, server["script"]],
-                            env=env, stderr=subprocess.PIPE, text=True, **kw)
+                            env=env, stderr=subprocess.PIPE, text=True, preexec_fn=_as_at_a_terminal, **kw)
 
 
 def stderr_until(p, word: str, timeout: float) -> str:
