@@ -22,7 +22,7 @@ from service.api.deps import (
     queue_snapshot,
 )
 from service.api.errors import ApiError
-from service.api.results import cached_analysis_json, cached_report
+from service.api.results import cached_analysis, cached_analysis_json, cached_report
 from service.api.schemas import Export, StudyList, StudyOut, StudySpec, TrialOut
 from service.control import studies
 from service.control.queue_view import place
@@ -30,7 +30,6 @@ from service.domain.ruleset import protocol_version
 from service.domain.statuses import ACTIVE
 from service.results.feasibility import spec_warnings
 from service.results.summary import best_configs, optimizer_summaries, optimizer_summaries_many, ranking
-from service.results.verdicts import export_comparisons
 from service.settings import Settings
 from service.store.models import Study
 from service.store.study_log import log_path, ray_log_name, read_from, tail_with_offset
@@ -225,7 +224,8 @@ def best(k: int = Query(5, ge=1, le=1000), study: Study = Depends(get_study_or_4
 
 
 @router.get("/{study_id}/export")
-def export(format: Literal["json", "yaml"] = "json", k: int = Query(1, ge=1, le=1000),  # noqa: A002
+def export(request: Request, format: Literal["json", "yaml"] = "json",  # noqa: A002
+           k: int = Query(1, ge=1, le=1000),
            study: Study = Depends(get_study_or_404), store: StudyStore = Depends(get_store)):
     summary = optimizer_summaries(store, study)
     order = ranking({"spec": study.spec, "optimizers": summary})
@@ -234,7 +234,9 @@ def export(format: Literal["json", "yaml"] = "json", k: int = Query(1, ge=1, le=
                  best=best_configs(store, study, k),
                  ranking=[o["optimizer"] for o in order],
                  seed_runs={o["optimizer"]: o["seed_runs"] for o in summary if o.get("seed_runs")},
-                 comparisons=export_comparisons(study.spec, summary),
+                 # the analysis' own verdicts (cached until the study changes): seed and search level,
+                 # with their audit, exactly as GET /studies/{id}/analysis serves them
+                 comparisons=cached_analysis(request, store, study).get("comparisons") or [],
                  protocol_version=spec.protocol_version or protocol_version(spec.ruleset)).model_dump()
     if format == "yaml":
         return Response(yaml.safe_dump(doc, sort_keys=False), media_type="application/yaml")

@@ -94,7 +94,9 @@ def test_original_scheme_searches_only_lr_with_a_constant_rate(finished):
         assert len({c["lr"] for c in configs}) == len(configs)  # lr varies
         others = [{k: v for k, v in c.items() if k != "lr"} for c in configs]
         assert all(o == others[0] for o in others)  # nothing else does
-    assert all(c == {"lr": c["lr"], "batch_size": 1, "init": 0.0} for c in
+    # the fixed values RF-RMSProp shares with RMSProp (issue 29's fair pairs) are listed too
+    shared = {"beta2": 0.01, "momentum": 0.0, "damping": 1e-4, "weight_decay": 0.0, "gamma": 1.0}
+    assert all(c == {"lr": c["lr"], "batch_size": 1, "init": 0.0, **shared} for c in
                (t.config for t in trials if t.optimizer == "rfrmsprop"))
     for t in trials:
         lrs = [h["lr"] for h in store.history(t.id)]
