@@ -165,31 +165,43 @@ def queue_table(cluster: dict) -> str:
     return "\n".join(lines)
 
 
+def _num(v, d: int = 4) -> str:
+    return f"{v:.{d}g}" if isinstance(v, int | float) else "-"
+
+
+def _scores_table(report: dict, title: str):
+    """A suite's scores per optimizer: score, geometric-mean speed-up, tuning cost (both report kinds)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    scores = Table(title=Text(title), title_justify="left")
+    for col in ("optimizer", "score", "speed-up (workloads)", "trials", "CPU-s", "GPU-s"):
+        scores.add_column(col)
+    for o in report["optimizers"]:
+        sp, cost = report["speedups"].get(o) or {}, report["tuning_cost"][o]
+        scores.add_row(Text(o), _num(report["scores"][o], 3),
+                       f"{_num(sp.get('geomean'), 3)} ({sp.get('workloads', 0)})",
+                       str(cost["trials"]), _num(cost["cpu_s"]), _num(cost["gpu_s"]))
+    return scores
+
+
 def suite_tables(report: dict) -> list:
     """The suite report's numbers as rich tables (user strings as plain Text, never markup)."""
     from rich.table import Table
     from rich.text import Text
 
-    fmt = lambda v, d=4: f"{v:.{d}g}" if isinstance(v, int | float) else "-"  # noqa: E731
     if report.get("ruleset"):
         return algoperf_tables(report)
     opts = report["optimizers"]
-    scores = Table(title=Text(f"suite {report['name']}: {report['status']} (baseline {report['baseline'] or '-'})"),
-                   title_justify="left")
-    for col in ("optimizer", "score", "speed-up (workloads)", "trials", "CPU-s", "GPU-s"):
-        scores.add_column(col)
-    for o in opts:
-        sp, cost = report["speedups"].get(o) or {}, report["tuning_cost"][o]
-        scores.add_row(Text(o), fmt(report["scores"][o], 3), f"{fmt(sp.get('geomean'), 3)} ({sp.get('workloads', 0)})",
-                       str(cost["trials"]), fmt(cost["cpu_s"]), fmt(cost["gpu_s"]))
+    scores = _scores_table(report, f"suite {report['name']}: {report['status']} (baseline {report['baseline'] or '-'})")
     out: list = [scores]
     ttt = Table(title="time to target (s, epoch; - = missed)", title_justify="left")
     for col in ("workload", "target", *opts):
         ttt.add_column(Text(col))
     for w in report["workloads"]:
-        cells = [f"{fmt(v['time_s'], 3)}, {fmt(v['epochs'], 3)}" if v["reached"] else "missed"
+        cells = [f"{_num(v['time_s'], 3)}, {_num(v['epochs'], 3)}" if v["reached"] else "missed"
                  for v in (w["time_to_target"][o] for o in opts)]
-        ttt.add_row(Text(w["key"]), fmt(w["target"]), *cells)
+        ttt.add_row(Text(w["key"]), _num(w["target"]), *cells)
     out.append(ttt)
     for w in report["workloads"]:
         if not w["comparisons"]:
@@ -205,24 +217,17 @@ def algoperf_tables(report: dict) -> list:
     from rich.table import Table
     from rich.text import Text
 
-    fmt = lambda v, d=4: f"{v:.{d}g}" if isinstance(v, int | float) else "-"  # noqa: E731
     opts, pv = report["optimizers"], report.get("protocol_version") or {}
-    scores = Table(title=Text(f"suite {report['name']}: {report['status']} ({pv.get('ruleset')} {pv.get('version')}, "
-                              f"baseline {report['baseline'] or '-'})"), title_justify="left")
-    for col in ("optimizer", "score", "speed-up (workloads)", "trials", "CPU-s", "GPU-s"):
-        scores.add_column(col)
-    for o in opts:
-        sp, cost = report["speedups"].get(o) or {}, report["tuning_cost"][o]
-        scores.add_row(Text(o), fmt(report["scores"][o], 3), f"{fmt(sp.get('geomean'), 3)} ({sp.get('workloads', 0)})",
-                       str(cost["trials"]), fmt(cost["cpu_s"]), fmt(cost["gpu_s"]))
+    scores = _scores_table(report, f"suite {report['name']}: {report['status']} ({pv.get('ruleset')} "
+                                   f"{pv.get('version')}, baseline {report['baseline'] or '-'})")
     out: list = [scores]
     for w in report["workloads"]:
         n = max((len(v) for v in w["studies"].values()), default=0)
-        t = Table(title=Text(f"{w['key']}: time to target {fmt(w['target'])} (s; - = missed)"), title_justify="left")
+        t = Table(title=Text(f"{w['key']}: time to target {_num(w['target'])} (s; - = missed)"), title_justify="left")
         for col in ("optimizer", *(f"study {j + 1}" for j in range(n)), "median", "after 4x rule"):
             t.add_column(col)
         for o in opts:
-            t.add_row(Text(o), *(fmt(s["time_s"], 3) for s in w["studies"][o]),
-                      fmt(w["time_to_target"][o]["time_s"], 3), fmt(w["capped"][o], 3))
+            t.add_row(Text(o), *(_num(s["time_s"], 3) for s in w["studies"][o]),
+                      _num(w["time_to_target"][o]["time_s"], 3), _num(w["capped"][o], 3))
         out.append(t)
     return out
