@@ -14,10 +14,11 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service.api import audit, catalog, cluster, health, reports, studies, suites, target_sets, trials
 from service.api.auth import TokenCache
-from service.api.errors import ApiError
+from service.api.errors import ApiError, refusal_response
 from service.api.limits import InputLimits
 from service.control.supervisor import RunnerSupervisor
 from service.domain import catalog as plugin_catalog
+from service.domain.refusals import Refused
 from service.settings import Settings, get_settings
 from service.store.study_store import StoreUnavailable, StudyStore
 
@@ -77,6 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return JSONResponse(status_code=exc.status, content=exc.body(), headers=exc.headers)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused):  # a use-case's refusal (service/control)
+        return refusal_response(exc)
 
     @app.exception_handler(StoreUnavailable)
     async def _db_down(request: Request, exc: StoreUnavailable):

@@ -13,9 +13,9 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from service.api.admission import cluster_catalogs
 from service.api.auth import current_user
 from service.api.deps import get_store
+from service.control.admission import cluster_catalogs
 from service.domain import catalog
 from service.store.study_store import StudyStore
 

@@ -8,6 +8,7 @@ import time
 from fastapi import Depends, HTTPException, Path, Request
 
 from service.api.auth import Principal, current_user
+from service.control import admission
 from service.control.external import ExternalSamplers
 from service.settings import Settings
 from service.store.models import Study
@@ -20,6 +21,12 @@ def get_store(request: Request) -> StudyStore:
 
 def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def adopt_cluster_catalog(store: StudyStore = Depends(get_store)) -> None:
+    """Before a submission's body is validated: what only the cluster's nodes offer becomes known
+    here (a dependency of the study, suite and target-set POSTs)."""
+    admission.adopt_cluster_catalog(store)
 
 
 def get_study_or_404(request: Request, study_id: str = Path(max_length=64),

@@ -11,9 +11,9 @@ import yaml
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from service.api.admission import adopt_cluster_catalog, check_admission, check_cluster_offers
 from service.api.auth import Principal, client_address, current_user
 from service.api.deps import (
+    adopt_cluster_catalog,
     external_samplers,
     get_app_settings,
     get_store,
@@ -33,7 +33,7 @@ from service.results.summary import best_configs, optimizer_summaries, optimizer
 from service.settings import Settings
 from service.store.models import Study
 from service.store.study_log import log_path, ray_log_name, read_from, tail_with_offset
-from service.store.study_store import QuotaExceeded, StudyStore
+from service.store.study_store import StudyStore
 
 router = APIRouter(prefix="/studies", tags=["studies"], dependencies=[Depends(current_user)])
 log = logging.getLogger("rootfree.api")
@@ -70,17 +70,8 @@ def create_study(spec: StudySpec, request: Request, response: Response,
                  idempotency_key: str | None = Header(default=None, max_length=200),
                  store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings), user: Principal = Depends(current_user)):
-    resolved = spec.resolved()
-    check_cluster_offers(store, resolved)  # the cluster decides which workloads/optimizers exist
-    check_admission(store, settings, resolved)
-    try:  # the quota is counted in the insert's transaction, under a per-user lock (no race)
-        study, created = store.create_study(resolved, idempotency_key, owner=user.user,
-                                            audit={"actor": user.user, "client": client_address(request)},
-                                            max_active=settings.max_active_studies)
-    except QuotaExceeded as e:
-        raise ApiError(429, "max_active_studies", f"{e.active} of your studies are queued or running, the limit is "
-                                                  f"{e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES); "
-                                                  "wait for one to end or cancel one") from None
+    study, created = studies.submit_study(store, settings, spec.resolved(), idempotency_key, user.user,
+                                          {"actor": user.user, "client": client_address(request)})
     request.app.state.queue_snapshot = None  # the queue changed
     if not created:
         response.status_code = 200
@@ -176,11 +167,8 @@ def study_logs(tail_lines: int = Query(200, alias="tail", ge=1, le=100_000),
 @router.post("/{study_id}/cancel", status_code=202, response_model=StudyOut)
 def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
                  store: StudyStore = Depends(get_store), user: Principal = Depends(current_user)):
-    try:
-        if studies.cancel_study(store, study, user.user, client_address(request), external_samplers(request.app)):
-            request.app.state.queue_snapshot = None
-    except studies.StudyConflict as e:
-        raise HTTPException(409, str(e)) from None
+    if studies.cancel_study(store, study, user.user, client_address(request), external_samplers(request.app)):
+        request.app.state.queue_snapshot = None
     return study_out(store, store.get_study(study.id), request)
 
 
@@ -188,11 +176,8 @@ def cancel_study(request: Request, study: Study = Depends(get_study_or_404),
 def delete_study(request: Request, study: Study = Depends(get_study_or_404),
                  store: StudyStore = Depends(get_store),
                  settings: Settings = Depends(get_app_settings), user: Principal = Depends(current_user)):
-    try:
-        studies.delete_study(store, study, user.user, client_address(request), settings.storage_path,
-                             external_samplers(request.app))
-    except studies.StudyConflict as e:
-        raise HTTPException(409, str(e)) from None
+    studies.delete_study(store, study, user.user, client_address(request), settings.storage_path,
+                         external_samplers(request.app))
     return Response(status_code=204)
 
 

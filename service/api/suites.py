@@ -7,12 +7,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from service.api.admission import adopt_cluster_catalog, check_admission, check_cluster_offers
 from service.api.auth import Principal, client_address, current_user
-from service.api.deps import get_app_settings, get_store
+from service.api.deps import adopt_cluster_catalog, get_app_settings, get_store
 from service.api.errors import ApiError
 from service.api.results import render_lock, results
 from service.api.schemas import SuiteOut, SuiteSpec, SuiteStudy
+from service.control.suites import submit_suite
 from service.domain.ruleset import protocol_version
 from service.results.algoperf_export import algoperf_zip
 from service.results.algoperf_report import algoperf_suite_report
@@ -23,7 +23,7 @@ from service.results.suites import jsonable, suite_report, suite_status
 from service.results.target_sets import TargetsUnavailable, suite_targets
 from service.settings import Settings
 from service.store.models import Suite
-from service.store.study_store import QuotaExceeded, StudyStore
+from service.store.study_store import StudyStore
 
 router = APIRouter(prefix="/suites", tags=["suites"], dependencies=[Depends(current_user)])
 
@@ -61,25 +61,8 @@ def create_suite(spec: SuiteSpec, request: Request, response: Response,
     if spec.targets is not None:
         spec = with_target_set(store, user, spec)
     suite_spec, study_specs = spec.resolved()
-    for i, s in enumerate(study_specs):
-        try:
-            check_cluster_offers(store, s)  # the cluster decides which workloads/optimizers exist
-            check_admission(store, settings, s)
-        except ApiError as e:
-            if e.status == 422 and e.field in ("trials", "workload"):
-                e.field = f"workloads[{i}].{'name' if e.field == 'workload' else e.field}"
-            raise
-    try:
-        suite, created = store.create_suite(suite_spec, study_specs, idempotency_key, owner=user.user,
-                                            audit={"actor": user.user, "client": client_address(request)},
-                                            max_active=settings.max_active_studies)
-    except QuotaExceeded as e:
-        raise ApiError(429, "max_active_studies",
-                       f"the suite adds {len(study_specs)} studies to your {e.active} queued or running ones; the "
-                       f"limit is {e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES)") from None
-    if not created and suite.spec.get("kind") == "target_set":  # the keys of both kinds share one column
-        raise ApiError(409, "Idempotency-Key", "this key was used for one of your target sets "
-                                               "(POST /target-sets), not a suite; send another key")
+    suite, created = submit_suite(store, settings, suite_spec, study_specs, idempotency_key, user.user,
+                                  {"actor": user.user, "client": client_address(request)})
     request.app.state.queue_snapshot = None  # the queue changed
     if not created:
         response.status_code = 200

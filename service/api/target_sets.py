@@ -7,23 +7,22 @@ changes after that: PUT/PATCH answer 405, DELETE 409 while a suite takes its tar
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.api.admission import adopt_cluster_catalog, check_admission, check_cluster_offers
 from service.api.auth import Principal, audit, client_address, current_user
-from service.api.deps import external_samplers, get_app_settings, get_store
+from service.api.deps import adopt_cluster_catalog, external_samplers, get_app_settings, get_store
 from service.api.errors import ApiError
 from service.api.schemas import PlainText, Resources, SuiteSpec, first_error
 from service.control import studies as study_cases
+from service.control.suites import submit_target_set
 from service.domain.statuses import ACTIVE
 from service.results.target_sets import KIND, refresh, set_status
 from service.settings import Settings
 from service.store.models import Suite
-from service.store.study_store import QuotaExceeded, StudyStore
+from service.store.study_store import StudyStore
 
 router = APIRouter(prefix="/target-sets", tags=["target-sets"], dependencies=[Depends(current_user)])
 
@@ -90,38 +89,16 @@ def target_set_out(store: StudyStore, ts: Suite) -> dict:
             "links": {"self": f"/target-sets/{ts.id}"}}
 
 
-def _stored_key(key: str | None) -> str | None:
-    """The key as the suites' column keeps it: prefixed (a suite's own key never returns a target
-    set), and a key the prefix would push past the column's 200 characters by its SHA-256."""
-    if not key:
-        return None
-    stored = f"target-set:{key}"
-    return stored if len(stored) <= 200 else f"target-set:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
-
-
 @router.post("", status_code=201, dependencies=[Depends(adopt_cluster_catalog)])
 def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
                       idempotency_key: str | None = Header(default=None, max_length=200),
                       store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings),
                       user: Principal = Depends(current_user)):
     suite_spec, study_specs = spec.as_suite().resolved()
-    for s in study_specs:
-        check_cluster_offers(store, s)
-        check_admission(store, settings, s)
     stored = {**suite_spec, "kind": KIND, "trials": spec.trials, "reruns": spec.reruns, "seed": spec.seed,
               "targets": None}
-    try:
-        ts, created = store.create_suite(stored, study_specs, _stored_key(idempotency_key),
-                                         owner=user.user, audit={"actor": user.user,
-                                                                 "client": client_address(request)},
-                                         max_active=settings.max_active_studies)
-    except QuotaExceeded as e:
-        raise ApiError(429, "max_active_studies",
-                       f"the target set adds {len(study_specs)} studies to your {e.active} queued or running ones; "
-                       f"the limit is {e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES)") from None
-    if not created and ts.spec.get("kind") != KIND:  # a suite sent with "target-set:<this key>"
-        raise ApiError(409, "Idempotency-Key", "this key was used for one of your suites, not a target set; "
-                                               "send another key")
+    ts, created = submit_target_set(store, settings, stored, study_specs, idempotency_key, user.user,
+                                    {"actor": user.user, "client": client_address(request)})
     request.app.state.queue_snapshot = None
     if not created:
         response.status_code = 200

@@ -16,7 +16,7 @@ ATTEMPT_S = 30.0  # the most one attempt waits for its answer (a busy server ans
 # Nothing reached the server: any call may be sent again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Calls that mean the same when sent twice (an external trial's writes answer a retry under the
-# same claim as they answered the first time; service/api/trials.py).
+# same claim as they answered the first time; service/control/external_trials.py).
 _IDEMPOTENT_POSTS = ("/reports", "/complete", "/fail", "/heartbeat")
 
 

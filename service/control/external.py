@@ -1,5 +1,6 @@
-"""Studies whose trials run anywhere (`execution: external`): the decisions behind the claim
-endpoints, apart from their HTTP (service/api/trials.py) and their SQL (the store).
+"""Studies whose trials run anywhere (`execution: external`): the group a claim draws from, the
+claim's answer and the samplers' state, which the claim use-cases (service/control/external_trials.py)
+use apart from their HTTP (service/api/trials.py) and their SQL (the store).
 
 The runner still drives an external study's stages (it opens stage 2 around stage 1's best
 trials, then the seed runs, and ends the study); it only never sends its trials to Ray. A client
@@ -53,7 +54,7 @@ class ExternalSamplers:
     """The API process's sampler state for external studies, and its lock (Optuna's samplers are
     not thread-safe; the API serves a thread pool): TPE asks as claims arrive and learns from each
     ended trial; a fixed sampler (random, halton) drew its configurations when the stage opened.
-    One per app (`app.state.external_samplers`); the routers call `ask`, `tell` and `forget`."""
+    One per app (`app.state.external_samplers`); the use-cases call `ask`, `tell` and `forget`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -1,24 +1,49 @@
-"""The study use-cases the routers call (they parse, call one of these, shape the answer): cancel
-and delete, each the whole sequence of what ending or removing a study involves — the status, the
-external claims, the samplers' state, the audit trail, the files and the Optuna views. No HTTP
-here: a refusal is `StudyConflict`, which the router answers with 409."""
+"""The study use-cases the routers call (they parse, call one of these, shape the answer): submit,
+cancel and delete, each the whole sequence of what admitting, ending or removing a study involves —
+the admission checks and the quota, the status, the external claims, the samplers' state, the audit
+trail, the files and the Optuna views. No HTTP here: a refusal is a `Refused`
+(service/domain/refusals.py; `StudyConflict` is the api's 409), which the api answers."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from service.control.admission import admit
 from service.control.external import ExternalSamplers
+from service.domain.refusals import Conflict, OverQuota
+from service.domain.spec import ResolvedSpec
 from service.domain.statuses import ACTIVE, TERMINAL
+from service.settings import Settings
 from service.store.audit import append as audit
 from service.store.files import remove_study_files
 from service.store.interface import Store
+from service.store.locks import QuotaExceeded
 from service.store.models import Study
 
 log = logging.getLogger("rootfree.studies")
 
 
-class StudyConflict(Exception):
+class StudyConflict(Conflict):
     """The study's state refuses the action (already ended; still running)."""
+
+    def __init__(self, message: str):
+        super().__init__(None, message)
+
+
+def submit_study(store: Store, settings: Settings, spec: ResolvedSpec, idempotency_key: str | None,
+                 owner: str | None, audit_entry: dict[str, Any]) -> tuple[Study, bool]:
+    """Admits and stores a study: (the study, whether it was created; False: the idempotency key
+    returned an earlier one). `InvalidField` when the cluster could not run it or it plans too
+    many trials, `OverQuota` when the owner has `max_active_studies` active ones."""
+    admit(store, settings, spec)
+    try:  # the quota is counted in the insert's transaction, under a per-user lock (no race)
+        return store.create_study(spec, idempotency_key, owner=owner, audit=audit_entry,
+                                  max_active=settings.max_active_studies)
+    except QuotaExceeded as e:
+        raise OverQuota("max_active_studies", f"{e.active} of your studies are queued or running, the limit is "
+                                              f"{e.limit} (ROOTFREE_MAX_ACTIVE_STUDIES); "
+                                              "wait for one to end or cancel one") from None
 
 
 def cancel_study(store: Store, study: Study, actor: str, client: str | None, samplers: ExternalSamplers) -> bool:

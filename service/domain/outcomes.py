@@ -1,5 +1,5 @@
 """What a claimant's write to the store came to (service/store/claims.py), as one `str` enum the
-store returns and the external-trial routes branch on (a str enum: equal to its value, so logs and
+store returns and the external-trial use-cases branch on (a str enum: equal to its value, so logs and
 older call sites read the same)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """External trials (claims): a client claims a pending trial of an external study under a lease;
 every write of the claimant is fenced by its claim token and the lease in the statement that
 makes it, so an expired claimant can never write over the trial's next claimant
-(service/api/trials.py)."""
+(service/control/external_trials.py decides, service/api/trials.py answers)."""
 
 from __future__ import annotations
 

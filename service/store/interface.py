@@ -178,7 +178,7 @@ class Store(Protocol):
     def rung_values(self, study_id: str, optimizer: str, stage: int, epoch: int, metric: str) -> list[float]:
         """The objectives a group's trials reported at one epoch (ASHA's rung; runner: fenced)."""
 
-    # ------------------------------------------------------------------ external trials (api/trials.py)
+    # ------------------------------------------------------------------ external trials (control/external_trials.py)
     def expire_claims(self, study_id: str) -> int:
         """Lapsed claims go back to pending; how many."""
 

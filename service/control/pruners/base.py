@@ -1,6 +1,6 @@
 """What a pruner is: it sees each report of a trial and says whether the trial goes on, and why not.
 
-The Ray trials (service/control/driver.py) and the external trials (service/api/trials.py) ask the
+The Ray trials (service/control/driver.py) and the external trials (control/external_trials.py) ask the
 same pruner. A pruner owns the state its decisions need (ASHA: the values recorded at each rung),
 loading it from the store the first time it is asked, so a restarted controller decides alike.
 """
