@@ -61,7 +61,7 @@ def study_out(store: StudyStore, study: Study, request: Request,
         queue=place(queue_snapshot(request), study.id) if study.status in ACTIVE else None,
         links={"self": base, "trials": f"{base}/trials", "best": f"{base}/best",
                "export": f"{base}/export", "logs": f"{base}/logs"},
-        warnings=spec_warnings(study.spec),
+        warnings=spec_warnings(study.resolved),
     )
 
 

@@ -91,7 +91,8 @@ def get_suite(suite: Suite = Depends(get_suite_or_404), store: StudyStore = Depe
 
 def _study_dicts(store: StudyStore, suite: Suite) -> list[dict]:
     rows = store.suite_studies(suite.id)
-    return [{"id": s.id, "name": s.name, "status": s.status, "spec": s.spec, "trials": store.trial_dicts(s.id)}
+    return [{"id": s.id, "name": s.name, "status": s.status, "spec": s.resolved,
+             "trials": store.trial_dicts(s.id)}
             if s is not None else {"id": sid, "name": "(deleted)", "status": "deleted", "spec": None, "trials": []}
             for sid, s in zip(suite.spec["study_ids"], rows, strict=True)]
 
@@ -125,7 +126,8 @@ def report(request: Request, format: Literal["html", "json"] = "html",  # noqa: 
     fingerprints = tuple(store.fingerprint(s.id) if s is not None else None for s in rows)
 
     def compute() -> dict:
-        studies = [{"id": s.id, "name": s.name, "status": s.status, "spec": s.spec, "trials": store.trial_dicts(s.id)}
+        studies = [{"id": s.id, "name": s.name, "status": s.status, "spec": s.resolved,
+                    "trials": store.trial_dicts(s.id)}
                    if s is not None else {"id": sid, "name": "(deleted)", "status": "deleted", "spec": None,
                                           "trials": []}
                    for sid, s in zip(suite.spec["study_ids"], rows, strict=True)]

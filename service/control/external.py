@@ -15,12 +15,13 @@ import threading
 from typing import Any
 
 from service.control.scheduler import Group, StudyState, policy
+from service.domain.records import TrialCount
 from service.domain.spec import ResolvedSpec
 from service.domain.statuses import FINISHED
 
 
 def next_group(spec: ResolvedSpec, study_id: str, created: float,
-               counts: list[tuple[str, int, str, int]], scheduler: str = "fair") -> tuple[str, int] | None:
+               counts: list[TrialCount], scheduler: str = "fair") -> tuple[str, int] | None:
     """The (optimizer, stage) the scheduler's policy hands the next claim of this study, from the
     store's (optimizer, stage, status, count) rows; None when nothing may start now (no pending
     trial, or `max_concurrent_trials` claims out)."""

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from service.domain.spec import ResolvedSpec, as_spec
+
 TAU_MIN, TAU_MAX, POINTS = 1.0, 4.0, 100
 VERSIONS = {"0.5": (5, 5), "0.6": (3, 5)}  # ruleset version -> (studies, trials per study)
 
@@ -160,22 +162,23 @@ def by_study(trials: Iterable[dict], studies: int, trials_per_study: int, seed: 
 FINISHED_TRIAL = ("completed", "stopped", "diverged", "failed", "cancelled")
 
 
-def fastest_median_bound(spec: dict, trials: Sequence[dict], target: float) -> float:
+def fastest_median_bound(spec: ResolvedSpec | dict, trials: Sequence[dict], target: float) -> float:
     """An upper bound, from what is recorded now, on the fastest optimizer's median time on this
     workload (its study's `trials` with histories): a study whose trials have all ended has its
     time known; one still running counts as a miss (the median only falls as its studies end).
     inf until some optimizer has enough ended studies for a finite median."""
-    r = spec["ruleset"]
+    spec = as_spec(spec)
+    r = spec.ruleset
     best = math.inf
-    for o in spec["optimizers"]:
+    for o in spec.optimizers:
         mine = [t for t in trials if t["optimizer"] == o and t["stage"] == 1]
         times = []
-        for group in by_study(mine, r["studies"], r["trials_per_study"], spec["protocol"]["seed"], o):
+        for group in by_study(mine, r["studies"], r["trials_per_study"], spec.protocol.seed, o):
             if len(group) < r["trials_per_study"] or any(t["status"] not in FINISHED_TRIAL for t in group):
                 times.append(math.inf)
                 continue
-            evals = [evaluations(t.get("history") or [], spec["metric"]) for t in group]
-            times.append(study_time(evals, spec["metric"], spec["mode"], target)[0])
+            evals = [evaluations(t.get("history") or [], spec.metric) for t in group]
+            times.append(study_time(evals, spec.metric, spec.mode, target)[0])
         best = min(best, median_time(times))
     return best
 

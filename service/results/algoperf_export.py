@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.domain.ruleset import protocol_version
+from service.domain.spec import as_spec
 from service.results import algoperf
 from service.results.algoperf_report import SCORED
 
@@ -53,7 +54,8 @@ def eval_csv(evals: Sequence[dict], metric: str) -> str:
 
 def algoperf_zip(suite_id: str, suite_spec: dict, studies: Sequence[dict]) -> bytes:
     """`studies` as for the report: in workload order, {"id", "spec", "trials"} (trials with
-    histories; a deleted study has spec None and contributes nothing)."""
+    histories; a deleted study has spec None and contributes nothing; spec typed or as stored).
+    `suite_spec`: the suite's spec as stored (a dict)."""
     stamp = suite_spec.get("protocol_version") or protocol_version(suite_spec["ruleset"])
     dirs = workload_dirs(suite_spec["workloads"])
     buf = io.BytesIO()
@@ -68,21 +70,21 @@ def algoperf_zip(suite_id: str, suite_spec: dict, studies: Sequence[dict]) -> by
                           for d, w in zip(dirs, suite_spec["workloads"], strict=True)]}, indent=2))
         r = suite_spec["ruleset"]
         for d, w, st in zip(dirs, suite_spec["workloads"], studies, strict=True):
-            spec = st["spec"]
-            if spec is None:
+            if st["spec"] is None:
                 continue
+            spec = as_spec(st["spec"])
             for o in suite_spec["optimizers"]:
                 mine = [t for t in st["trials"] if t["optimizer"] == o and t["stage"] == 1]
-                groups = algoperf.by_study(mine, r["studies"], r["trials_per_study"], spec["protocol"]["seed"], o)
+                groups = algoperf.by_study(mine, r["studies"], r["trials_per_study"], spec.protocol.seed, o)
                 for j, group in enumerate(groups, start=1):
                     for i, t in enumerate((t for t in group if t["status"] in SCORED), start=1):
                         base = f"{o}/study_{j}/{d}/trial_{i}"
-                        evals = algoperf.evaluations(t.get("history") or [], spec["metric"])
-                        z.writestr(f"{base}/eval_measurements.csv", eval_csv(evals, spec["metric"]))
+                        evals = algoperf.evaluations(t.get("history") or [], spec.metric)
+                        z.writestr(f"{base}/eval_measurements.csv", eval_csv(evals, spec.metric))
                         z.writestr(f"{base}/meta_data.json", json.dumps({
                             "hyperparameters": t["config"], "optimizer": o, "study": j, "trial": i,
                             "index": t["index"], "trial_id": t["id"], "status": t["status"],
-                            "seed": t.get("seed"), "workload": w["name"], "metric": f"validation/{spec['metric']}",
-                            "mode": spec["mode"], "target": w.get("target"), "budget": spec["budget"],
+                            "seed": t.get("seed"), "workload": w["name"], "metric": f"validation/{spec.metric}",
+                            "mode": spec.mode, "target": w.get("target"), "budget": spec.budget,
                             "study_id": st["id"], "suite_id": suite_id, "protocol_version": stamp}, indent=2))
     return buf.getvalue()

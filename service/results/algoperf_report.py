@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.domain.ruleset import protocol_version
+from service.domain.spec import ResolvedSpec, as_spec
 from service.results import algoperf
 from service.results.suites import speedups, tuning_cost
 
@@ -33,24 +34,27 @@ METHOD = {
 SCORED = ("completed", "stopped", "diverged", "failed")  # a trial that ran; its evaluations count
 
 
-def optimizer_studies(spec: dict, trials: Sequence[dict], optimizer: str, target: float) -> list[dict]:
+def optimizer_studies(spec: ResolvedSpec | dict, trials: Sequence[dict], optimizer: str,
+                      target: float) -> list[dict]:
     """Per study of one optimizer on one workload: {"study", "time_s", "trial_id", "trials"}."""
-    r = spec["ruleset"]
+    spec = as_spec(spec)
+    r = spec.ruleset
     mine = [t for t in trials if t["optimizer"] == optimizer and t["stage"] == 1]
-    groups = algoperf.by_study(mine, r["studies"], r["trials_per_study"], spec["protocol"]["seed"], optimizer)
+    groups = algoperf.by_study(mine, r["studies"], r["trials_per_study"], spec.protocol.seed, optimizer)
     out = []
     for j, group in enumerate(groups):
         ran = [t for t in group if t["status"] in SCORED]
-        evals = [algoperf.evaluations(t.get("history") or [], spec["metric"]) for t in ran]
-        time_s, pos = algoperf.study_time(evals, spec["metric"], spec["mode"], target)
+        evals = [algoperf.evaluations(t.get("history") or [], spec.metric) for t in ran]
+        time_s, pos = algoperf.study_time(evals, spec.metric, spec.mode, target)
         out.append({"study": j + 1, "time_s": time_s, "trial_id": ran[pos]["id"] if pos is not None else None,
                     "trials": len(ran), "planned": len(group)})
     return out
 
 
 def algoperf_suite_report(suite_spec: dict, studies: Sequence[dict]) -> dict[str, Any]:
-    """`studies`: in workload order, each {"id", "name", "status", "spec", "trials"} (trials with
-    histories); pure (inf inside, see service.results.suites.jsonable)."""
+    """`studies`: in workload order, each {"id", "name", "status", "spec", "trials"} (spec typed or
+    as stored; trials with histories); pure (inf inside, see service.results.suites.jsonable).
+    `suite_spec`: the suite's spec as stored (a dict)."""
     optimizers, baseline = suite_spec["optimizers"], suite_spec.get("baseline")
     entries, medians = [], {}
     for i, (w, st) in enumerate(zip(suite_spec["workloads"], studies, strict=True)):
@@ -60,8 +64,9 @@ def algoperf_suite_report(suite_spec: dict, studies: Sequence[dict]) -> dict[str
                  "workload": w["name"], "budget": w.get("budget", {}), "metric": w.get("metric", ""),
                  "mode": w.get("mode", "min"), "target": target, "max_runtime_s": w.get("max_runtime_s"),
                  "studies": {}, "time_to_target": {}}
+        spec = as_spec(st["spec"]) if st["spec"] is not None else None
         for o in optimizers:
-            per = optimizer_studies(st["spec"], st["trials"], o, target) if st["spec"] is not None else []
+            per = optimizer_studies(spec, st["trials"], o, target) if spec is not None else []
             med = algoperf.median_time([p["time_s"] for p in per])
             entry["studies"][o] = per
             entry["time_to_target"][o] = {"time_s": med, "reached": math.isfinite(med)}

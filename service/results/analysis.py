@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from service.domain.spec import ResolvedSpec, as_spec
 from service.results.expected_best import (  # noqa: F401 - re-exported: the analysis' own names before the split
     BAND_LEVEL,
     BAND_RULE,
@@ -52,7 +53,7 @@ def _searched(space: dict) -> list[str]:
     return [k for k, d in (space or {}).items() if isinstance(d, dict) and d.get("kind") not in ("fixed",)]
 
 
-def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: float | None = None,
+def analyse(spec: ResolvedSpec | dict, stage_spaces: dict, trials: Sequence[dict], target: float | None = None,
             costs: dict[str, dict] | None = None) -> dict:
     """Per optimizer: expected_best, edf per stage, diverged_share, hyperparameter slices with the
     stage ranges, time per epoch and peak memory, seed runs, time to `target`.
@@ -60,12 +61,13 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
     `trials`: dicts with optimizer, stage, index, status, objective, config, seed, history.
     `costs`: what the histories would give, already aggregated (by the store, in SQL): per
     optimizer time_per_epoch_s, peak_memory_mb and (with `target`) time_to_target; given, the
-    trials need no history."""
-    mode, metric = spec["mode"], spec["metric"]
-    search_stages = len(spec["protocol"]["stages"])
+    trials need no history. `spec`: the study's (a dict: `as_spec` reads it)."""
+    spec = as_spec(spec)
+    mode, metric = spec.mode, spec.metric
+    search_stages = spec.protocol.search_stages
     out: dict[str, Any] = {"metric": metric, "mode": mode, "failures": FAILURE_RULE, "band": BAND_RULE,
                            "optimizers": {}}
-    for opt in spec["optimizers"]:
+    for opt in spec.optimizers:
         mine = [t for t in trials if t["optimizer"] == opt]
         search = [t for t in mine if t["stage"] <= search_stages and t["status"] in ("completed", "diverged", "failed")]
         search.sort(key=lambda t: (t["stage"], t["index"]))
@@ -93,7 +95,7 @@ def analyse(spec: dict, stage_spaces: dict, trials: Sequence[dict], target: floa
         else:
             mine_costs = costs.get(opt) or {"time_per_epoch_s": None, "peak_memory_mb": None}
         # one search's seed runs (repeat 0's; the search-level comparisons take every repeat's)
-        seed_stage = [t for t in mine if t["stage"] == search_stages + 1 and t["index"] < spec["protocol"]["seeds"]]
+        seed_stage = [t for t in mine if t["stage"] == search_stages + 1 and t["index"] < spec.protocol.seeds]
         seed_values = [t["objective"] for t in seed_stage if t["status"] == "completed" and usable(t["objective"])]
         entry = {
             "search_trials": len(search),

@@ -16,6 +16,7 @@ from typing import Any
 
 from scipy import special
 
+from service.domain.spec import ProtocolSpec, ResolvedSpec
 from service.results.verdicts import ALPHA, MIN_PAIRED, MIN_UNPAIRED
 
 EFFECT_SD = 2.0
@@ -32,14 +33,17 @@ def power_at(n: int, effect_sd: float, paired: bool, family: int, alpha: float =
     return float(1 - special.nctdtr(n - 1, ncp, crit) + special.nctdtr(n - 1, ncp, -crit))
 
 
-def spec_warnings(spec: dict[str, Any], prefix: str = "") -> list[str]:
+def spec_warnings(spec: ResolvedSpec | dict[str, Any], prefix: str = "") -> list[str]:
     """What keeps this spec from a resolved verdict, each naming the field (`prefix` before it: a
-    suite's fields are its own); [] when it can resolve."""
-    optimizers = spec.get("optimizers") or []
-    protocol = spec.get("protocol") or {}
+    suite's fields are its own); [] when it can resolve. `spec`: a study's, or a suite's as stored
+    (a dict: both carry the optimizers and the protocol, all that is read)."""
+    if isinstance(spec, ResolvedSpec):
+        optimizers, protocol = spec.optimizers, spec.protocol
+    else:
+        optimizers, protocol = spec.get("optimizers") or [], ProtocolSpec.model_validate(spec.get("protocol") or {})
     if len(optimizers) < 2:
         return []
-    seeds, paired = int(protocol.get("seeds") or 0), bool(protocol.get("paired"))
+    seeds, paired = protocol.seeds, protocol.paired
     minimum = MIN_PAIRED if paired else MIN_UNPAIRED
     family = len(optimizers) * (len(optimizers) - 1) // 2
     out = []
@@ -55,7 +59,7 @@ def spec_warnings(spec: dict[str, Any], prefix: str = "") -> list[str]:
                    f"{'s' if family > 1 else ''}); the minimum is {minimum}"
                    + ("" if paired else f" (or {MIN_PAIRED} with protocol.paired: true, which removes the "
                                         "seed-to-seed spread both optimizers share)"))
-    repeats = int(protocol.get("repeats") or 1)
+    repeats = protocol.repeats
     if 2 <= repeats < MIN_UNPAIRED:
         out.append(f"{prefix}protocol.repeats is {repeats}: {repeats} search outcomes per optimizer can hardly resolve "
                    f"a search-level verdict (chance {power_at(repeats, EFFECT_SD, False, family):.0%} at a true "

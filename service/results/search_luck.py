@@ -27,6 +27,7 @@ import numpy as np
 
 from search_spaces import SearchSpace
 from search_spaces.parameters import Choice, Fixed
+from service.domain.spec import ResolvedSpec
 from service.results.expected_best import expected_max_curve, k_grid
 from service.results.verdicts import usable
 
@@ -91,13 +92,13 @@ def pair_search_comparison(a_vals: np.ndarray, b_vals: np.ndarray, ks: int | Seq
     return out[0] if isinstance(ks, int) else out
 
 
-def search_comparisons(spec: dict, trials: Sequence[dict]) -> list[dict[str, Any]]:
+def search_comparisons(spec: ResolvedSpec, trials: Sequence[dict]) -> list[dict[str, Any]]:
     """[{"a", "b", "k", "p_a_wins", "lo", "hi"}] for every pair of optimizers with stage-1 results."""
-    n1 = spec["protocol"]["stages"][0]
+    n1 = spec.protocol.stages[0]
     ks = [int(k) for k in k_grid(n1, K_POINTS)]
-    vals = {o: _oriented_stage1(trials, o, spec["mode"])[0] for o in spec["optimizers"]}
+    vals = {o: _oriented_stage1(trials, o, spec.mode)[0] for o in spec.optimizers}
     out = []
-    for a, b in itertools.combinations([o for o in spec["optimizers"] if len(vals[o])], 2):
+    for a, b in itertools.combinations([o for o in spec.optimizers if len(vals[o])], 2):
         for k, c in zip(ks, pair_search_comparison(vals[a], vals[b], ks), strict=True):
             out.append({"a": a, "b": b, "k": k, **c})
     return out
@@ -116,14 +117,14 @@ def _halves(space: dict) -> list[tuple[str, str, Any]]:
     return out
 
 
-def robustness(spec: dict, stage_spaces: dict, trials: Sequence[dict], a: str, b: str,
+def robustness(spec: ResolvedSpec, stage_spaces: dict, trials: Sequence[dict], a: str, b: str,
                a_better: bool) -> dict[str, Any]:
     """The audit of one resolved verdict ("a better than b" when `a_better`)."""
-    mode, k = spec["mode"], spec["protocol"]["stages"][0]
+    mode, k = spec.mode, spec.protocol.stages[0]
     data = {o: _oriented_stage1(trials, o, mode) for o in (a, b)}
     cuts: dict[tuple[str, str], dict[str, Any]] = {}
     for o in (a, b):
-        space = (stage_spaces.get(o) or {}).get("1") or (spec.get("search_spaces") or {}).get(o) or {}
+        space = (stage_spaces.get(o) or {}).get("1") or spec.search_spaces.get(o) or {}
         for name, half, inside in _halves(space):
             cuts.setdefault((name, half), {})[o] = inside
     subspaces = agree = 0
@@ -151,7 +152,7 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def add_robustness(spec: dict, stage_spaces: dict, trials: Sequence[dict], comps: list[dict]) -> None:
+def add_robustness(spec: ResolvedSpec, stage_spaces: dict, trials: Sequence[dict], comps: list[dict]) -> None:
     """Each resolved comparison gains `robustness` (None where the verdict is not resolved)."""
     for c in comps:
         resolved = not c["verdict"].startswith("not resolved")

@@ -28,6 +28,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from service.domain.spec import ResolvedSpec, as_spec
 from service.domain.statuses import ACTIVE
 from service.results.verdicts import study_comparisons
 
@@ -85,12 +86,14 @@ def _median(values: Sequence[float]) -> float:
     return v[(len(v) - 1) // 2] if v else math.inf
 
 
-def optimizer_time_to_target(spec: dict, trials: Sequence[dict], optimizer: str, target: float | None) -> dict:
+def optimizer_time_to_target(spec: ResolvedSpec | dict, trials: Sequence[dict], optimizer: str,
+                             target: float | None) -> dict:
     """{"time_s", "epochs", "reached", "runs", "from"} of one optimizer on one workload."""
     if target is None:
         return {"time_s": math.inf, "epochs": math.inf, "reached": False, "runs": 0, "from": "no target"}
-    metric, mode = spec["metric"], spec["mode"]
-    seed_stage = len(spec["protocol"]["stages"]) + 1
+    spec = as_spec(spec)
+    metric, mode = spec.metric, spec.mode
+    seed_stage = spec.protocol.search_stages + 1
     mine = [t for t in trials if t["optimizer"] == optimizer]
     seeds = [t for t in mine if t["stage"] == seed_stage and t["status"] in ("completed", "diverged", "failed")]
     if seeds:
@@ -110,9 +113,9 @@ def optimizer_time_to_target(spec: dict, trials: Sequence[dict], optimizer: str,
             "runs": len(seeds) or 1, "from": source}
 
 
-def baseline_target(spec: dict, trials: Sequence[dict], baseline: str) -> float | None:
+def baseline_target(spec: ResolvedSpec | dict, trials: Sequence[dict], baseline: str) -> float | None:
     """The baseline optimizer's median seed result (None when it has none)."""
-    seed_stage = len(spec["protocol"]["stages"]) + 1
+    seed_stage = as_spec(spec).protocol.search_stages + 1
     values = [t["objective"] for t in trials if t["optimizer"] == baseline and t["stage"] == seed_stage
               and t["status"] == "completed" and t["objective"] is not None and math.isfinite(t["objective"])]
     return statistics.median(values) if values else None
@@ -162,7 +165,7 @@ def tuning_cost(studies: Sequence[dict], optimizers: Sequence[str]) -> dict[str,
     for st in studies:
         if st["spec"] is None:  # deleted
             continue
-        res = st["spec"]["resources"]
+        res = as_spec(st["spec"]).resources
         for t in st["trials"]:
             if t["optimizer"] not in out or t["status"] in ("pending",):
                 continue
@@ -170,14 +173,16 @@ def tuning_cost(studies: Sequence[dict], optimizers: Sequence[str]) -> dict[str,
             wall = max((h.get("wall_time_s") or 0.0 for h in hist), default=0.0)
             c = out[t["optimizer"]]
             c["trials"] += 1
-            c["cpu_s"] += wall * res.get("cpu", 1)
-            c["gpu_s"] += wall * res.get("gpu", 0)
+            c["cpu_s"] += wall * res.cpu
+            c["gpu_s"] += wall * res.gpu
     return out
 
 
 def suite_report(suite_spec: dict, studies: Sequence[dict]) -> dict[str, Any]:
     """The whole report. `studies`: in workload order, each {"id", "name", "status", "spec",
-    "trials"} (trials: the store's trial dicts with histories); pure (inf inside, see `jsonable`)."""
+    "trials"} (spec: the study's, typed or as stored; trials: the store's trial dicts with
+    histories); pure (inf inside, see `jsonable`). `suite_spec`: the suite's spec as stored (a dict:
+    no typed model of it exists below the API's request schema)."""
     optimizers, baseline = suite_spec["optimizers"], suite_spec.get("baseline")
     entries, times = [], {}
     for i, (w, st) in enumerate(zip(suite_spec["workloads"], studies, strict=True)):
@@ -191,15 +196,15 @@ def suite_report(suite_spec: dict, studies: Sequence[dict]) -> dict[str, Any]:
                                                    "runs": 0, "from": "deleted"} for o in optimizers},
                             "comparisons": [], "no_verdict": "the study was deleted"})
             continue
-        spec, trials = st["spec"], st["trials"]
+        spec, trials = as_spec(st["spec"]), st["trials"]
         target, source = w.get("target"), "given"
         if target is None and baseline:
             target, source = baseline_target(spec, trials, baseline), f"median seed result of {baseline}"
         ttt = {o: optimizer_time_to_target(spec, trials, o, target) for o in optimizers}
         times[key] = {o: v["time_s"] for o, v in ttt.items()}
         entries.append({"key": key, "study_id": st["id"], "name": st["name"], "status": st["status"],
-                        "workload": w["name"], "budget": spec["budget"], "metric": spec["metric"],
-                        "mode": spec["mode"], "target": target, "target_source": source if target is not None
+                        "workload": w["name"], "budget": dict(spec.budget), "metric": spec.metric,
+                        "mode": spec.mode, "target": target, "target_source": source if target is not None
                         else "no target (the baseline has no completed seed run)",
                         "time_to_target": ttt, **study_comparisons(spec, trials)})
     prof = profile_and_scores(times, optimizers)

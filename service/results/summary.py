@@ -135,4 +135,4 @@ def study_analysis(store: StudyStore, study: Study, target: float | None = None)
     spec = study.resolved
     costs = store.history_costs(study.id, spec.metric, spec.mode, target)
     trials = store.trial_dicts(study.id, history=False)
-    return analyse(study.spec, study.stage_spaces or {}, trials, target, costs=costs)
+    return analyse(spec, study.stage_spaces or {}, trials, target, costs=costs)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.domain.spec import ResolvedSpec, as_spec
 from service.results.algoperf import evaluations
 from service.results.algoperf_export import workload_dirs
 from service.results.suites import suite_status
@@ -39,13 +40,14 @@ def best_value(history: Sequence[dict], metric: str, mode: str) -> float | None:
     return min(vals) if mode == "min" else max(vals)
 
 
-def workload_target(spec: dict, trials: Sequence[dict]) -> dict:
+def workload_target(spec: ResolvedSpec | dict, trials: Sequence[dict]) -> dict:
     """{"target", "optimizer", "reruns": {optimizer: [best values]}, "medians": {optimizer: median}}
     of one workload's study (spec: the study's; seed runs in stage len(stages) + 1)."""
-    metric, mode = spec["metric"], spec["mode"]
-    seed_stage = len(spec["protocol"]["stages"]) + 1
+    spec = as_spec(spec)
+    metric, mode = spec.metric, spec.mode
+    seed_stage = spec.protocol.search_stages + 1
     reruns, medians = {}, {}
-    for o in spec["optimizers"]:
+    for o in spec.optimizers:
         vals = [best_value(t.get("history") or [], metric, mode) for t in trials
                 if t["optimizer"] == o and t["stage"] == seed_stage and t["status"] in ("completed", "diverged")]
         vals = [v for v in vals if v is not None]
@@ -82,8 +84,8 @@ def refresh(store: Store, ts: Suite) -> dict:
     status = set_status(rows)
     if status in ("queued", "running"):
         return ts.spec
-    studies = [{"spec": s.spec, "trials": store.trial_dicts(s.id)} if s is not None else {"spec": None, "trials": []}
-               for s in rows]
+    studies = [{"spec": s.resolved, "trials": store.trial_dicts(s.id)} if s is not None
+               else {"spec": None, "trials": []} for s in rows]
     computed = targets(ts.spec["workloads"], studies)
     spec = {**ts.spec, "targets": computed["targets"], "detail": computed["detail"], "final_status": status}
     store.set_suite_spec(ts.id, spec)

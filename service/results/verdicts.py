@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from service.domain.spec import ResolvedSpec, as_spec
+
 ALPHA = 0.05
 POWER = 0.8
 MIN_UNPAIRED = 4  # below these the t test's calibration rests on normality alone and its power is slight
@@ -231,10 +233,11 @@ def safe_stat(fn, values: Sequence[float]) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def runs_from_trials(spec: dict, trials: Sequence[dict]) -> dict[str, list[tuple[Any, float]]]:
+def runs_from_trials(spec: ResolvedSpec | dict, trials: Sequence[dict]) -> dict[str, list[tuple[Any, float]]]:
     """(seed, objective) of each optimizer's completed seed runs of one search (repeat 0's: the
     first protocol.seeds indices of the seed stage), from the store's trial dicts."""
-    stage, n = len(spec["protocol"]["stages"]) + 1, spec["protocol"].get("seeds") or 0
+    p = as_spec(spec).protocol
+    stage, n = p.search_stages + 1, p.seeds
     out: dict[str, list[tuple[Any, float]]] = {}
     for t in sorted(trials, key=lambda t: (t["optimizer"], t["index"])):
         if t["stage"] == stage and t["index"] < n and t["status"] == "completed" and usable(t["objective"]):
@@ -242,12 +245,12 @@ def runs_from_trials(spec: dict, trials: Sequence[dict]) -> dict[str, list[tuple
     return out
 
 
-def search_outcomes(spec: dict, trials: Sequence[dict]) -> dict[str, list[tuple[Any, float]]]:
+def search_outcomes(spec: ResolvedSpec | dict, trials: Sequence[dict]) -> dict[str, list[tuple[Any, float]]]:
     """(repeat, outcome) per optimizer and repeat: the mean of the repeat's completed seed runs, or
     without seed runs the best objective of the repeat's search trials (what "tune it with this
     protocol, then use it" gives once)."""
-    p = spec["protocol"]
-    stages, seeds, sign = p["stages"], p.get("seeds") or 0, 1.0 if spec["mode"] == "min" else -1.0
+    spec = as_spec(spec)
+    stages, seeds, sign = spec.protocol.stages, spec.protocol.seeds, 1.0 if spec.mode == "min" else -1.0
     per: dict[str, dict[int, list[float]]] = {}
     for t in trials:
         if not usable(t["objective"]):
@@ -274,32 +277,34 @@ def runs_from_seed_runs(seed_runs: dict[str, dict[str, Any] | None]) -> dict[str
     return out
 
 
-def no_verdict_reason(spec: dict, runs: dict[str, Sequence], searches: int = 0) -> str | None:
+def no_verdict_reason(spec: ResolvedSpec | dict, runs: dict[str, Sequence], searches: int = 0) -> str | None:
     """Why a study has no verdict at all (None: it has at least one comparison; `searches`: how many
     search-level comparisons it has)."""
-    if len(spec["optimizers"]) < 2:
+    spec = as_spec(spec)
+    if len(spec.optimizers) < 2:
         return "the study has one optimizer: there is nothing to compare it with"
     if searches:
         return None
-    if not spec["protocol"].get("seeds"):
+    if not spec.protocol.seeds:
         return ("the study has no seed runs (protocol.seeds is 0): a verdict needs each optimizer's best "
                 "configuration re-trained with several seeds, and one best trial per optimizer says nothing "
                 "about the spread; resubmit with protocol.seeds >= 4")
-    if sum(1 for o in spec["optimizers"] if runs.get(o)) < 2:
+    if sum(1 for o in spec.optimizers if runs.get(o)) < 2:
         return "fewer than two optimizers have a completed seed run yet"
     return None
 
 
-def study_comparisons(spec: dict, trials: Sequence[dict]) -> dict[str, Any]:
+def study_comparisons(spec: ResolvedSpec | dict, trials: Sequence[dict]) -> dict[str, Any]:
     """The analysis's additions: comparisons (level "seed": one search's best, re-run with seeds;
     with protocol.repeats >= 2 also level "search": the per-repeat outcomes, unpaired, `repeats_needed`
     in place of `seeds_needed`; each level its own Holm family), the method, and why there are none."""
+    spec = as_spec(spec)
     runs = runs_from_trials(spec, trials)
-    paired = bool(spec["protocol"].get("paired"))
-    comps = [{**c, "level": "seed"} for c in comparisons(runs, spec["optimizers"], spec["mode"], paired)]
+    paired = spec.protocol.paired
+    comps = [{**c, "level": "seed"} for c in comparisons(runs, spec.optimizers, spec.mode, paired)]
     searches = []
-    if (spec["protocol"].get("repeats") or 1) >= 2:
-        for c in comparisons(search_outcomes(spec, trials), spec["optimizers"], spec["mode"]):
+    if spec.protocol.repeats >= 2:
+        for c in comparisons(search_outcomes(spec, trials), spec.optimizers, spec.mode):
             needed = c.pop("seeds_needed")
             searches.append({**c, "verdict": c["verdict"].replace(" seeds", " repeats"),
                              "repeats_needed": needed, "level": "search"})
@@ -327,7 +332,8 @@ def unresolved_with(comps: Sequence[dict], optimizer: str) -> list[str]:
     return out
 
 
-def export_comparisons(spec: dict, summaries: Sequence[dict]) -> list[dict[str, Any]]:
+def export_comparisons(spec: ResolvedSpec | dict, summaries: Sequence[dict]) -> list[dict[str, Any]]:
     """The comparisons from a `GET /studies/{id}` body's optimizer summaries (export, CLI)."""
+    spec = as_spec(spec)
     runs = runs_from_seed_runs({o["optimizer"]: o.get("seed_runs") for o in summaries})
-    return comparisons(runs, spec["optimizers"], spec["mode"], bool(spec["protocol"].get("paired")))
+    return comparisons(runs, spec.optimizers, spec.mode, spec.protocol.paired)

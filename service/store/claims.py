@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.domain.outcomes import ClaimOutcome
+from service.domain.records import TrialCount
 from service.domain.statuses import ACTIVE, FINISHED
 from service.store.engine import StoreBase, now
 from service.store.locks import lock_study_claims
@@ -90,8 +91,7 @@ class ClaimsRepository(StoreBase):
                     return None
             return None
 
-    def claim_next_external(self, study_id: str, choose: Callable[[list[tuple[str, int, str, int]]],
-                                                                  tuple[str, int] | None],
+    def claim_next_external(self, study_id: str, choose: Callable[[list[TrialCount]], tuple[str, int] | None],
                             token: str, lease_s: float) -> Trial | None:
         """Claims the trial the scheduler picks for a client: `choose` gets the study's
         (optimizer, stage, status, count) rows and answers a group or None (nothing may start).
@@ -103,10 +103,10 @@ class ClaimsRepository(StoreBase):
                 s.commit()  # ended (a cancel committed after the caller read it): nothing to claim
                 return None
             self._expire(s, study_id)  # lapsed claims first, in the same transaction: one round of locks
-            counts = list(s.execute(
+            counts = [TrialCount(*row) for row in s.execute(
                 select(Trial.optimizer, Trial.stage, Trial.status, func.count())
                 .where(Trial.study_id == study_id)
-                .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
+                .group_by(Trial.optimizer, Trial.stage, Trial.status))]
             group = choose(counts)
             if group is None:
                 s.commit()  # the expiries stand

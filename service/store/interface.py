@@ -11,8 +11,9 @@ nothing in the store imports the class that implements them. The lease, the toke
 trail are functions over `Store.engine` (service/store/lease.py, tokens.py, audit.py): they run
 outside the runner's fence on purpose (the lease fences the runner; it cannot fence itself).
 
-Reads return the ORM rows of service/store/models.py (detached: `expire_on_commit=False`) or the
-plain rows and dicts each call documents.
+Reads return the ORM rows of service/store/models.py (detached: `expire_on_commit=False`), the
+typed records of service/domain/records.py (the aggregate reads: counts, rankings, progress), or
+the plain dicts each call documents (the trials as the analysis reads them, the cluster record).
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from service.domain.outcomes import ClaimOutcome
+    from service.domain.records import (
+        OptimizerGauge,
+        RankedTrial,
+        ReportRow,
+        SeedRun,
+        StudyTrialCount,
+        TrialCount,
+        TrialProgress,
+    )
     from service.domain.spec import ResolvedSpec
     from service.store.models import Study, Suite, Trial
 
@@ -142,20 +152,22 @@ class Store(Protocol):
     def trial(self, study_id: str, trial_id: int) -> Trial | None:
         """One trial of the study (None: not one of its trials)."""
 
-    def count_trials(self, study_id: str) -> list[tuple[str, int, str, int]]:
+    def count_trials(self, study_id: str) -> list[TrialCount]:
         """(optimizer, stage, status, count) rows of a study."""
 
     # ------------------------------------------------------------------ ranking (results; runner: retried only)
-    def best_trials(self, study_id: str, mode: str, k: int, max_stage: int | None = None) -> dict[str, list[Any]]:
-        """The top-k finished trials per optimizer, best first (rows, without histories)."""
+    def best_trials(self, study_id: str, mode: str, k: int,
+                    max_stage: int | None = None) -> dict[str, list[RankedTrial]]:
+        """The top-k finished trials per optimizer, best first (without histories)."""
 
-    def best_trials_many(self, wanted: dict[str, tuple[str, int, int | None]]) -> dict[str, dict[str, list[Any]]]:
+    def best_trials_many(self, wanted: dict[str, tuple[str, int, int | None]],
+                         ) -> dict[str, dict[str, list[RankedTrial]]]:
         """`best_trials` of several studies in one query."""
 
-    def seed_trials_many(self, stages: dict[str, int]) -> list[Any]:
-        """The trials of one stage per study (the seed re-runs), as rows."""
+    def seed_trials_many(self, stages: dict[str, int]) -> list[SeedRun]:
+        """The trials of one stage per study (the seed re-runs)."""
 
-    def count_trials_many(self, study_ids: list[str]) -> list[tuple[str, str, int, str, int]]:
+    def count_trials_many(self, study_ids: list[str]) -> list[StudyTrialCount]:
         """(study id, optimizer, stage, status, count) rows of several studies."""
 
     # ------------------------------------------------------------------ reports (results, api; runner: fenced)
@@ -193,7 +205,7 @@ class Store(Protocol):
         """Claims a group's lowest-index pending trial for a client."""
 
     def claim_next_external(self, study_id: str,
-                            choose: Callable[[list[tuple[str, int, str, int]]], tuple[str, int] | None],
+                            choose: Callable[[list[TrialCount]], tuple[str, int] | None],
                             token: str, lease_s: float) -> Trial | None:
         """Claims the trial `choose` picks, under the study's claim lock."""
 
@@ -227,16 +239,16 @@ class Store(Protocol):
     def last_report_id(self) -> int:
         """The newest report row's id (a follower's cursor)."""
 
-    def reports_after(self, cursor: int, limit: int = 5000) -> list[tuple]:
+    def reports_after(self, cursor: int, limit: int = 5000) -> list[ReportRow]:
         """(report id, trial id, epoch, row, study id) after `cursor`, oldest first."""
 
-    def trial_progress(self, study_id: str) -> list[tuple[int, str, int]]:
+    def trial_progress(self, study_id: str) -> list[TrialProgress]:
         """(id, status, epochs) of the study's started trials."""
 
     def trials_by_id(self, ids: list[int]) -> list[Trial]:
         """Trial rows by id."""
 
-    def optimizer_gauges(self, study_id: str, mode: str) -> tuple[list[tuple], dict[str, float]]:
+    def optimizer_gauges(self, study_id: str, mode: str) -> tuple[list[OptimizerGauge], dict[str, float]]:
         """(optimizer, status, trials, epochs) rows and each optimizer's best objective."""
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, func, literal, select
 
+from service.domain.records import RankedTrial, SeedRun, StudyTrialCount
 from service.domain.statuses import RESULTS
 from service.store.engine import StoreBase
 from service.store.models import Trial
@@ -39,15 +40,17 @@ def _counts_of_one():
 
 
 class RankingRepository(StoreBase):
-    def best_trials(self, study_id: str, mode: str, k: int, max_stage: int | None = None) -> dict[str, list[Any]]:
+    def best_trials(self, study_id: str, mode: str, k: int,
+                    max_stage: int | None = None) -> dict[str, list[RankedTrial]]:
         """The top-k completed trials of every optimizer, best first (ties: stage, then index),
-        as rows with id, optimizer, stage, index, objective, config.
+        as `RankedTrial`s (id, optimizer, stage, index, objective, config, rank).
 
         One windowed query, without the per-epoch histories: `GET /studies/{id}` runs it on every
         poll, and a paper-sized study holds hundreds of trials (bench/api_latency.py)."""
         return self.best_trials_many({study_id: (mode, k, max_stage)}).get(study_id, {})
 
-    def best_trials_many(self, wanted: dict[str, tuple[str, int, int | None]]) -> dict[str, dict[str, list[Any]]]:
+    def best_trials_many(self, wanted: dict[str, tuple[str, int, int | None]],
+                         ) -> dict[str, dict[str, list[RankedTrial]]]:
         """`best_trials` of several studies in one query: study id -> (mode, k, max_stage) ->
         study id -> optimizer -> rows (a page of `GET /studies` costs one query, not one per study)."""
         if not wanted:
@@ -58,9 +61,9 @@ class RankingRepository(StoreBase):
                       "max_stage": 2**30 if max_stage is None else max_stage}
             with self.engine.connect() as conn:
                 rows = conn.execute(_best_of_one(), params).all()
-            out1: dict[str, list[Any]] = {}
+            out1: dict[str, list[RankedTrial]] = {}
             for row in rows:
-                out1.setdefault(row.optimizer, []).append(row)
+                out1.setdefault(row.optimizer, []).append(RankedTrial(**row._mapping))
             return {sid: out1} if out1 else {}
 
         def per_study(values: dict[str, Any]):  # a constant for one study, else CASE on study_id
@@ -87,15 +90,15 @@ class RankingRepository(StoreBase):
                     ranked.c.objective, Trial.config, ranked.c.rank)
              .join(Trial, Trial.id == ranked.c.id).where(ranked.c.rank <= ranked.c.top)
              .order_by(ranked.c.study_id, ranked.c.optimizer, ranked.c.rank))
-        out: dict[str, dict[str, list[Any]]] = {}
+        out: dict[str, dict[str, list[RankedTrial]]] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(q):
-                out.setdefault(row.study_id, {}).setdefault(row.optimizer, []).append(row)
+                out.setdefault(row.study_id, {}).setdefault(row.optimizer, []).append(RankedTrial(**row._mapping))
         return out
 
-    def seed_trials_many(self, stages: dict[str, int]) -> list[Any]:
-        """The trials of one stage per study (study id -> stage: the seed re-runs), as rows with
-        study_id, optimizer, status, objective, seed, in one query."""
+    def seed_trials_many(self, stages: dict[str, int]) -> list[SeedRun]:
+        """The trials of one stage per study (study id -> stage: the seed re-runs), as `SeedRun`s
+        (study_id, optimizer, index, status, objective, seed), in one query."""
         if not stages:
             return []
         stage = (literal(next(iter(stages.values()))) if len(stages) == 1
@@ -104,17 +107,17 @@ class RankingRepository(StoreBase):
              .where(Trial.study_id.in_(list(stages)), Trial.stage == stage)
              .order_by(Trial.study_id, Trial.optimizer, Trial.index))
         with self.engine.connect() as conn:
-            return list(conn.execute(q))
+            return [SeedRun(*row) for row in conn.execute(q)]
 
-    def count_trials_many(self, study_ids: list[str]) -> list[tuple[str, str, int, str, int]]:
+    def count_trials_many(self, study_ids: list[str]) -> list[StudyTrialCount]:
         """(study id, optimizer, stage, status, count) of several studies, in one query."""
         if not study_ids:
             return []
         if len(study_ids) == 1:
             with self.engine.connect() as conn:
-                return list(conn.execute(_counts_of_one(), {"sid": study_ids[0]}).all())
+                return [StudyTrialCount(*row) for row in conn.execute(_counts_of_one(), {"sid": study_ids[0]})]
         with self.engine.connect() as conn:
-            return list(conn.execute(
+            return [StudyTrialCount(*row) for row in conn.execute(
                 select(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status, func.count())
                 .where(Trial.study_id.in_(study_ids))
-                .group_by(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status)).all())
+                .group_by(Trial.study_id, Trial.optimizer, Trial.stage, Trial.status))]

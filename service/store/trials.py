@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, literal, select, tuple_, update
 
+from service.domain.records import TrialCount
 from service.domain.statuses import FINISHED
 from service.store.engine import StoreBase, now
 from service.store.models import Report, Trial
@@ -159,12 +160,12 @@ class TrialsRepository(StoreBase):
             t = s.get(Trial, trial_id)
             return t if t is not None and t.study_id == study_id else None
 
-    def count_trials(self, study_id: str) -> list[tuple[str, int, str, int]]:
+    def count_trials(self, study_id: str) -> list[TrialCount]:
         with self.session() as s:
-            return list(s.execute(
+            return [TrialCount(*row) for row in s.execute(
                 select(Trial.optimizer, Trial.stage, Trial.status, func.count())
                 .where(Trial.study_id == study_id)
-                .group_by(Trial.optimizer, Trial.stage, Trial.status)).all())
+                .group_by(Trial.optimizer, Trial.stage, Trial.status))]
 
     def mark_started(self, trial_id: int) -> None:
         """The trial's worker has started it: a claimed (pending) trial is `running` from now on

@@ -23,7 +23,7 @@ REFRESH_S = 2.0
 
 
 class LateStopPruner(Pruner):
-    def __init__(self, spec: dict, target: float, trials: Callable[..., Sequence[dict]]):
+    def __init__(self, spec: ResolvedSpec, target: float, trials: Callable[..., Sequence[dict]]):
         self.spec, self.target, self._trials = spec, target, trials
         self._bound, self._at = float("inf"), float("-inf")
         self._ended: frozenset | None = None  # the ended trials the bound was computed from
@@ -34,7 +34,7 @@ class LateStopPruner(Pruner):
         r, target = spec.ruleset, (spec.ruleset or {}).get("target")
         if not r or not r.get("stop_late") or target is None or trials is None:
             return None
-        return cls(spec.model_dump(mode="json"), float(target), trials)
+        return cls(spec, float(target), trials)
 
     def decides_at(self, stage: int, epoch: int) -> bool:
         return stage == 1
