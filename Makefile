@@ -19,10 +19,10 @@ test: install
 	$(PY) -m ruff check optimizers search_spaces workers service tests bench
 	$(PY) -m pytest -q -x --durations=15
 
-# For iterating: unit and API tests only (no Ray, no PostgreSQL), a few minutes.
+# For iterating: unit and API tests only (no Ray, no PostgreSQL, nothing over ~3 s), on both cores.
 test-fast: install
 	$(PY) -m ruff check optimizers search_spaces workers service tests bench
-	$(PY) -m pytest -q -x -m "not slow and not postgres"
+	$(PY) -m pytest -q -x -n 2 -m "not slow and not postgres"
 
 bench: install
 	$(PY) bench/optimizer_step.py

@@ -18,6 +18,7 @@ SETTINGS = {
 }
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_trains_fashion_mnist_above_chance(name):
     data = fashion_mnist()

@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import EntryPoint
 
 import httpx
+import pytest
 
 import optimizers
 import optimizers.plugins
@@ -31,6 +32,7 @@ def test_a_hanging_import_is_refused_after_the_time_limit(tmp_path, monkeypatch)
                        "error": "import did not finish within 1 s (ROOTFREE_PLUGIN_IMPORT_TIMEOUT_S): it hangs"}]
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_serve_starts_with_a_hanging_plugin_installed(tmp_path):
     """A real installed distribution (a dist-info with entry points on the path) whose module
     hangs at import; `rootfree serve` listens and lists the plugin among the errors."""

@@ -4,6 +4,8 @@ stays responsive; 0 leaves it alone."""
 import os
 import threading
 
+import pytest
+
 from workers.tune import lower_priority
 
 
@@ -11,6 +13,7 @@ def _nices():
     return {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_lower_priority_sets_every_thread():
     import multiprocessing as mp
 

@@ -38,6 +38,7 @@ def test_each_workload_improves_with_each_optimizer(workload, optimizer):
         assert row[key] is not None and row[key] >= 0
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_same_seed_same_metrics():
     cfg = {"workload": "fmnist_vit", "optimizer": "ifshampoo", "hyperparameters": {"lr": 3e-3},
            "budget": TINY["fmnist_vit"], "seed": 3}

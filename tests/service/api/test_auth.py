@@ -136,6 +136,7 @@ def _cli(*args, env=None, timeout=60):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_token_cli_and_the_token_file(tmp_path):
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     r = _cli("token", "create", "--user", "carol", "--admin", "--save", "--db", db,
@@ -165,6 +166,7 @@ def test_token_cli_and_the_token_file(tmp_path):
     assert _cli("token", "revoke", "--user", "nobody", "--db", db).returncode == 1
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 @pytest.mark.parametrize("env,words", [
     ({"ROOTFREE_AUTH": "none"}, ["ROOTFREE_AUTH=none", "loopback", "0.0.0.0"]),
     ({"ROOTFREE_DATABASE_URL": "postgresql://rootfree:change-me@127.0.0.1:5432/test"},

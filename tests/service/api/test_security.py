@@ -138,6 +138,7 @@ def test_token_create_accepts_the_documented_set(tmp_path, name):
     assert [t.user for t in list_tokens(store.engine)] == [name.lower()]  # stored folded (issue 30)
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_the_token_cli_names_the_allowed_characters(tmp_path):
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     r = subprocess.run([sys.executable, "-m", "service.cli", "token", "create", "--user", "alice:bob", "--db", db],

@@ -19,6 +19,8 @@ from tests.service.api.test_external_trials import SPEC, open_stages
 from tests.service.conftest import make_token
 from tests.support import free_port, wait_healthy
 
+pytestmark = pytest.mark.slow  # real commands under a real server, seconds each: not in `make test-fast`
+
 SCRIPT = textwrap.dedent("""
     import os, sys, time
     from service.client import current_trial

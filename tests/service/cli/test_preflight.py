@@ -17,6 +17,7 @@ def _serve(*args, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 @pytest.mark.parametrize("url, says", [
     ("not-a-url", "is not usable"),
     (f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", "cannot reach the study database"),
@@ -29,6 +30,7 @@ def test_bad_database_fails_fast(url, says):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_unreachable_ray_address_fails_fast(tmp_path):
     port = free_port()
     r = _serve("--db", f"sqlite:///{tmp_path / 's.db'}", "--ray-address", f"127.0.0.1:{port}")

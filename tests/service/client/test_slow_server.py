@@ -101,6 +101,7 @@ def _stop(p: subprocess.Popen) -> None:
         p.wait(timeout=30)
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_watch_follows_a_study_through_a_pause_and_a_restart(tmp_path):
     db = f"sqlite:///{tmp_path / 's.db'}"
     token = make_token(db, "alice", admin=False)

@@ -77,6 +77,7 @@ def _score(sp, trials, target):
     return algoperf.scores({"w": per}, sp["optimizers"])["scores"]
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_cutting_trials_past_four_times_the_bound_never_changes_the_score():
     """Seeded random logs (3 optimizers, S = 3 studies of O = 2; a study's trials take the same
     time per step, as trials of one optimizer on one workload do); some studies ended, the rest

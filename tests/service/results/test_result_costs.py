@@ -9,6 +9,7 @@ import math
 import statistics
 
 import numpy as np
+import pytest
 
 from service.results import analysis
 
@@ -57,7 +58,6 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 import httpx  # noqa: E402
-import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -250,6 +250,7 @@ def test_analysis_and_report_aggregate_histories_in_sql_and_match_the_pure_analy
     assert counter["rows"] <= len(spec.optimizers) * (3 + 2) * 4
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_analysis_and_report_are_cached_until_the_study_changes(served_sqlite):
     client, store, _ = served_sqlite
     spec = _spec()

@@ -23,6 +23,7 @@ def family_error(draw, paired: bool, reps: int = REPS) -> float:
     return hits / reps
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_four_equal_optimizers_six_paired_seeds():
     rng = np.random.default_rng(1)
 
@@ -35,6 +36,7 @@ def test_four_equal_optimizers_six_paired_seeds():
     assert rate <= ALPHA + MC_ERROR
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_five_equal_optimizers_five_unpaired_seeds():
     rng = np.random.default_rng(2)
     rate = family_error(lambda: {f"o{i}": list(rng.normal(0, 1, 5)) for i in range(5)}, paired=False)
@@ -81,6 +83,7 @@ def test_power_at_two_sd_with_five_unpaired_seeds_and_never_the_wrong_direction(
     assert 0.5 < power < 0.8  # Hsu's df costs power against Welch's 0.77: the price of calibration
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_never_the_wrong_direction_in_a_ranked_family():
     # four optimizers one sd apart, 6 paired seeds, max mode: any verdict names the higher one
     rng = np.random.default_rng(6)
