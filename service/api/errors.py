@@ -22,7 +22,10 @@ class ApiError(Exception):
 
 
 def refusal_status(exc: Refused) -> int:
-    return next(status for kind, status in STATUS.items() if isinstance(exc, kind))
+    status = next((status for kind, status in STATUS.items() if isinstance(exc, kind)), None)
+    if status is None:  # a kind without a status here: say so (a bare StopIteration surfaced as a RuntimeError)
+        raise TypeError(f"{type(exc).__name__} is a refusal with no HTTP status (service/api/errors.py STATUS)")
+    return status
 
 
 def refusal_response(exc: Refused) -> JSONResponse:

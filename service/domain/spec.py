@@ -189,5 +189,10 @@ def as_spec(spec: dict | ResolvedSpec) -> ResolvedSpec:
 
 
 def spec_json(spec: ResolvedSpec | dict) -> dict:
-    """What the store's JSON column keeps of a spec."""
-    return spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
+    """What the store's JSON column keeps of a spec. A spec `as_spec` read in part is refused: its
+    dump would leave its unset fields out silently, and a stored study needs them."""
+    if isinstance(spec, BaseModel):
+        if unset := [k for k in _STAND_INS if k not in spec.__dict__]:
+            raise ValueError(f"a spec given in part (without {', '.join(unset)}) cannot be stored")
+        return spec.model_dump(mode="json")
+    return spec
