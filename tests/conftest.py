@@ -8,6 +8,15 @@ import pytest
 _status = {"code": None}
 
 
+def pytest_configure(config):
+    # Under pytest-xdist (`make test-fast`: -n 2) each worker trains with one thread: two workers
+    # with torch's default of one thread per core thrash the two cores (a 3 s test took 60 s).
+    if hasattr(config, "workerinput"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+
+
 def pytest_sessionfinish(session, exitstatus):
     _status["code"] = int(exitstatus)
 

@@ -23,6 +23,7 @@ def _untrained_metric(workload_name, budget):
     return prepared.evaluate(prepared.model)
 
 
+@pytest.mark.slow  # 24 short trainings, a minute in all: `make test-fast` leaves them out
 @pytest.mark.parametrize("workload", list(TINY))
 @pytest.mark.parametrize("optimizer", list(LR))
 def test_each_workload_improves_with_each_optimizer(workload, optimizer):
@@ -48,6 +49,7 @@ def test_same_seed_same_metrics():
     assert c["metrics"] != a["metrics"]
 
 
+@pytest.mark.slow  # over ~3 s: `make test-fast` leaves it out
 def test_nan_loss_ends_as_diverged():
     r = run_trial({"workload": "fmnist_vit", "optimizer": "sgd", "hyperparameters": {"lr": 1e8},
                    "budget": TINY["fmnist_vit"], "seed": 0})
