@@ -7,6 +7,23 @@ import pytest
 
 _status = {"code": None}
 
+# The slow tests of these modules start Ray: in-process, through `rootfree serve`, or as a `ray start`
+# cluster, which any later `ray.init()` on this machine joins and whose `ray stop` ends every Ray here.
+# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) they are one group: one worker runs them one
+# at a time, first (they are the longest lane), while the other worker takes everything else.
+# A new module whose tests start Ray belongs here.
+RAY_MODULES = {
+    "tests/plugins/test_hung_plugin.py", "tests/plugins/test_plugins_end_to_end.py",
+    "tests/service/api/test_algoperf_suites.py", "tests/service/client/test_slow_server.py",
+    "tests/service/control/test_repeats.py", "tests/service/control/test_runner_ray.py",
+    "tests/service/control/test_scheduler_ray.py", "tests/service/control/test_search_methods.py",
+    "tests/service/end_to_end/test_external_studies.py", "tests/service/end_to_end/test_faults.py",
+    "tests/service/end_to_end/test_infra_retries.py", "tests/service/end_to_end/test_multi_node_cluster.py",
+    "tests/service/end_to_end/test_soak.py", "tests/service/end_to_end/test_studies_on_ray.py",
+    "tests/service/followers/test_optuna_live.py", "tests/service/results/test_report.py",
+    "tests/service/results/test_suites.py", "tests/workers/test_ray_tune.py",
+}
+
 
 def pytest_configure(config):
     # Under pytest-xdist (`make test-fast`: -n 2) each worker trains with one thread: two workers
@@ -32,3 +49,17 @@ def pytest_unconfigure(config):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_status["code"])
+
+
+def _starts_ray(item) -> bool:
+    return item.get_closest_marker("slow") is not None and \
+        item.path.relative_to(item.config.rootpath).as_posix() in RAY_MODULES
+
+
+def pytest_collection_modifyitems(config, items):
+    ray = [i for i in items if _starts_ray(i)]
+    for i in ray:
+        i.add_marker(pytest.mark.xdist_group("ray"))
+    if hasattr(config, "workerinput"):  # every worker collects the same order: the Ray lane first
+        ray_ids = {id(i) for i in ray}
+        items[:] = ray + [i for i in items if id(i) not in ray_ids]
