@@ -22,7 +22,7 @@ def _serve(*args, timeout=60):
     ("not-a-url", "is not usable"),
     (f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", "cannot reach the study database"),
     ("mysql+nosuchdriver://x@127.0.0.1/db", "is not usable"),
-])
+], ids=["not-a-url", "unreachable-postgres", "unknown-driver"])  # fixed ids: the port differs per xdist worker
 def test_bad_database_fails_fast(url, says):
     r = _serve("--db", url)
     assert r.returncode == 2
