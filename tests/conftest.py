@@ -56,6 +56,7 @@ def _starts_ray(item) -> bool:
         item.path.relative_to(item.config.rootpath).as_posix() in RAY_MODULES
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the group marker into the node id's @ray
 def pytest_collection_modifyitems(config, items):
     ray = [i for i in items if _starts_ray(i)]
     for i in ray:
