@@ -9,9 +9,9 @@ _status = {"code": None}
 
 # The slow tests of these modules start Ray: in-process, through `rootfree serve`, or as a `ray start`
 # cluster, which any later `ray.init()` on this machine joins and whose `ray stop` ends every Ray here.
-# Under pytest-xdist (`make test`: -n 2 --dist loadgroup) they are one group: one worker runs them one
-# at a time, first (they are the longest lane), while the other worker takes everything else.
-# A new module whose tests start Ray belongs here.
+# They get the marker `ray`: `make test` (scripts/test_lanes.sh) runs them one at a time in one lane
+# and everything else beside them in a second lane, one per core. A new module whose tests start
+# Ray belongs here.
 RAY_MODULES = {
     "tests/plugins/test_hung_plugin.py", "tests/plugins/test_plugins_end_to_end.py",
     "tests/service/api/test_algoperf_suites.py", "tests/service/client/test_slow_server.py",
@@ -56,11 +56,8 @@ def _starts_ray(item) -> bool:
         item.path.relative_to(item.config.rootpath).as_posix() in RAY_MODULES
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the group marker into the node id's @ray
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marker
 def pytest_collection_modifyitems(config, items):
-    ray = [i for i in items if _starts_ray(i)]
-    for i in ray:
-        i.add_marker(pytest.mark.xdist_group("ray"))
-    if hasattr(config, "workerinput"):  # every worker collects the same order: the Ray lane first
-        ray_ids = {id(i) for i in ray}
-        items[:] = ray + [i for i in items if id(i) not in ray_ids]
+    for i in items:
+        if _starts_ray(i):
+            i.add_marker(pytest.mark.ray)

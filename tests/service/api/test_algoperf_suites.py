@@ -202,7 +202,8 @@ def test_a_ruleset_suite_runs_s_times_o_trials_and_its_export_gives_the_reports_
         for o in ("sgd", "adamw"):
             mine = [t for t in trials if t["optimizer"] == o]
             assert len(mine) == 6 and {t["stage"] for t in mine} == {1}
-            assert all(t["status"] in ("completed", "diverged") for t in mine), [(t["status"], t["error"]) for t in mine]
+            assert all(t["status"] in ("completed", "diverged") for t in mine), \
+                [(t["status"], t["error"]) for t in mine]
     app = create_app(Settings(database_url=store.url, start_runner=False))
     with TestClient(app, headers=bearer(make_token(store.url, "alice", admin=False))) as c:
         assert c.get(f"/suites/{sid}").json()["status"] == "completed"
