@@ -14,6 +14,7 @@ from service.api.results import render_lock, results
 from service.api.schemas import SuiteOut, SuiteSpec, SuiteStudy
 from service.control.suites import submit_suite
 from service.domain.ruleset import protocol_version
+from service.domain.spec import TARGET_SET_KIND
 from service.results.algoperf_export import algoperf_zip
 from service.results.algoperf_report import algoperf_suite_report
 from service.results.feasibility import spec_warnings
@@ -33,7 +34,7 @@ def get_suite_or_404(request: Request, suite_id: str = Path(max_length=64),
     """The suite, if the caller may see it (its owner or an admin); another user's answers like a
     missing one."""
     suite = get_store(request).get_suite(suite_id)
-    if suite is None or not user.owns(suite.owner) or suite.spec.get("kind") == "target_set":
+    if suite is None or not user.owns(suite.owner) or suite.spec.get("kind") == TARGET_SET_KIND:
         raise HTTPException(404, f"suite {suite_id!r} not found")
     return suite
 

@@ -1,6 +1,6 @@
 """The /target-sets resource: frozen, versioned targets for algoperf suites (service/results/target_sets.py).
 
-A target set is kept as a suite row of kind "target_set" (its studies are ordinary studies that carry
+A target set is kept as a suite row of kind `TARGET_SET_KIND` (its studies are ordinary studies that carry
 its id); once every study has ended its targets are computed once and frozen into it. It never
 changes after that: PUT/PATCH answer 405, DELETE 409 while a suite takes its targets from it.
 """
@@ -18,8 +18,9 @@ from service.api.errors import ApiError
 from service.api.schemas import PlainText, Resources, SuiteSpec, first_error
 from service.control import studies as study_cases
 from service.control.suites import submit_target_set
+from service.domain.spec import TARGET_SET_KIND
 from service.domain.statuses import ACTIVE
-from service.results.target_sets import KIND, refresh, set_status
+from service.results.target_sets import refresh, set_status
 from service.settings import Settings
 from service.store.models import Suite
 from service.store.study_store import StudyStore
@@ -68,7 +69,7 @@ class TargetSetSpec(PlainText):
 def get_target_set_or_404(request: Request, set_id: str = Path(max_length=64),
                           user: Principal = Depends(current_user)) -> Suite:
     ts = get_store(request).get_suite(set_id)
-    if ts is None or ts.spec.get("kind") != KIND or not user.owns(ts.owner):
+    if ts is None or ts.spec.get("kind") != TARGET_SET_KIND or not user.owns(ts.owner):
         raise HTTPException(404, f"target set {set_id!r} not found")
     return ts
 
@@ -95,7 +96,7 @@ def create_target_set(spec: TargetSetSpec, request: Request, response: Response,
                       store: StudyStore = Depends(get_store), settings: Settings = Depends(get_app_settings),
                       user: Principal = Depends(current_user)):
     suite_spec, study_specs = spec.as_suite().resolved()
-    stored = {**suite_spec, "kind": KIND, "trials": spec.trials, "reruns": spec.reruns, "seed": spec.seed,
+    stored = {**suite_spec, "kind": TARGET_SET_KIND, "trials": spec.trials, "reruns": spec.reruns, "seed": spec.seed,
               "targets": None}
     ts, created = submit_target_set(store, settings, stored, study_specs, idempotency_key, user.user,
                                     {"actor": user.user, "client": client_address(request)})

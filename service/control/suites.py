@@ -10,13 +10,11 @@ from typing import Any
 
 from service.control.admission import admit
 from service.domain.refusals import Conflict, InvalidField, OverQuota
-from service.domain.spec import ResolvedSpec
+from service.domain.spec import TARGET_SET_KIND, ResolvedSpec
 from service.settings import Settings
 from service.store.interface import Store
 from service.store.locks import QuotaExceeded
 from service.store.models import Suite
-
-TARGET_SET = "target_set"  # a target set's suite row has this kind (service/results/target_sets.py)
 
 
 def submit_suite(store: Store, settings: Settings, suite_spec: dict[str, Any], study_specs: list[ResolvedSpec],
@@ -34,7 +32,7 @@ def submit_suite(store: Store, settings: Settings, suite_spec: dict[str, Any], s
             raise
     suite, created = _create(store, settings, suite_spec, study_specs, idempotency_key, owner, audit_entry,
                              "the suite")
-    if not created and suite.spec.get("kind") == TARGET_SET:  # the keys of both kinds share one column
+    if not created and suite.spec.get("kind") == TARGET_SET_KIND:  # the keys of both kinds share one column
         raise Conflict("Idempotency-Key", "this key was used for one of your target sets "
                                           "(POST /target-sets), not a suite; send another key")
     return suite, created
@@ -44,12 +42,12 @@ def submit_target_set(store: Store, settings: Settings, stored_spec: dict[str, A
                       study_specs: list[ResolvedSpec], idempotency_key: str | None, owner: str | None,
                       audit_entry: dict[str, Any]) -> tuple[Suite, bool]:
     """As `submit_suite` for a target set (`stored_spec`: its suite row's spec, of kind
-    "target_set"); its key is kept apart from the suites' keys (`stored_key`)."""
+    `TARGET_SET_KIND`); its key is kept apart from the suites' keys (`stored_key`)."""
     for s in study_specs:
         admit(store, settings, s)
     ts, created = _create(store, settings, stored_spec, study_specs, stored_key(idempotency_key), owner,
                           audit_entry, "the target set")
-    if not created and ts.spec.get("kind") != TARGET_SET:  # a suite sent with "target-set:<this key>"
+    if not created and ts.spec.get("kind") != TARGET_SET_KIND:  # a suite sent with "target-set:<this key>"
         raise Conflict("Idempotency-Key", "this key was used for one of your suites, not a target set; "
                                           "send another key")
     return ts, created

@@ -12,6 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+# A target set (POST /target-sets) is kept as a suite row whose spec has this "kind"; the suites'
+# reads, keys and lookups tell the two apart by it (one spelling for every layer).
+TARGET_SET_KIND = "target_set"
+
 
 class EarlyStopping(BaseModel):
     """{"kind": "asha", "grace_epochs": 1, "reduction_factor": 3}: ASHA's rungs are grace_epochs,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.domain.spec import ResolvedSpec, as_spec
+from service.domain.spec import TARGET_SET_KIND, ResolvedSpec, as_spec
 from service.results.algoperf import evaluations
 from service.results.algoperf_export import workload_dirs
 from service.results.suites import suite_status
@@ -23,9 +23,6 @@ from service.results.suites import suite_status
 if TYPE_CHECKING:
     from service.store.interface import Store
     from service.store.models import Suite
-
-KIND = "target_set"  # a target set is kept as a suite row of this kind
-
 
 class TargetsUnavailable(ValueError):
     """A suite names a target set that is missing, not done, or lacks one of its workloads."""
@@ -97,7 +94,7 @@ def suite_targets(store: Store, owns: Callable[[str | None], bool], set_id: str,
     the set has a workload twice); `TargetsUnavailable` (the API's 422 naming `targets`) when it is
     missing, not done or lacks one. `owns(owner)`: whether the caller may use a set of that owner."""
     ts = store.get_suite(set_id)
-    if ts is None or ts.spec.get("kind") != KIND or not owns(ts.owner):
+    if ts is None or ts.spec.get("kind") != TARGET_SET_KIND or not owns(ts.owner):
         raise TargetsUnavailable(f"target set {set_id!r} not found")
     spec = refresh(store, ts)
     frozen = spec.get("targets")

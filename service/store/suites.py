@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.domain.spec import ResolvedSpec, spec_json
+from service.domain.spec import TARGET_SET_KIND, ResolvedSpec, spec_json
 from service.store.engine import StoreBase, now
 from service.store.locks import admit
 from service.store.models import AuditEntry, Study, Suite
@@ -75,4 +75,4 @@ class SuitesRepository(StoreBase):
                              .where(Suite.spec["targets"].as_string() == target_set_id)).all()
             return [sid for sid, spec in rows
                     if isinstance(spec, dict) and spec.get("targets") == target_set_id
-                    and spec.get("kind") != "target_set"]
+                    and spec.get("kind") != TARGET_SET_KIND]
