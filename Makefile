@@ -17,7 +17,7 @@ demo: install
 test: install
 	bash scripts/ensure_services.sh
 	$(PY) -m ruff check optimizers search_spaces workers service tests bench
-	bash scripts/test_lanes.sh $(PY)
+	$(PY) -m pytest -q -x --durations=15
 
 # For iterating: unit and API tests only (no Ray, no PostgreSQL, nothing over ~3 s), on both cores.
 test-fast: install

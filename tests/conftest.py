@@ -9,9 +9,9 @@ _status = {"code": None}
 
 # The slow tests of these modules start Ray: in-process, through `rootfree serve`, or as a `ray start`
 # cluster, which any later `ray.init()` on this machine joins and whose `ray stop` ends every Ray here.
-# They get the marker `ray`: `make test` (scripts/test_lanes.sh) runs them one at a time in one lane
-# and everything else beside them in a second lane, one per core. A new module whose tests start
-# Ray belongs here.
+# They get the marker `ray` (`-m "not ray"` leaves them out), and they must never run two at once: no
+# pytest-xdist for them (`make test` runs the suite in one process; `make test-fast` has none of them).
+# A new module whose tests start Ray belongs here.
 RAY_MODULES = {
     "tests/plugins/test_hung_plugin.py", "tests/plugins/test_plugins_end_to_end.py",
     "tests/service/api/test_algoperf_suites.py", "tests/service/client/test_slow_server.py",
