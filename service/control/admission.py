@@ -25,23 +25,23 @@ def adopt_cluster_catalog(store: Store) -> None:
     catalog.adopt(cluster_catalogs(store))
 
 
-def check_cluster_offers(store: Store, spec: ResolvedSpec) -> None:
+def check_cluster_offers(cluster: dict, spec: ResolvedSpec) -> None:
     """`InvalidField` naming `workload` or `optimizers` when no live node could run some trial of
     the study (the record of each node's catalog); nothing recorded yet: the controller's own
     catalog, which the spec's validation already applied."""
-    problem = catalog.check_offered(cluster_catalogs(store), spec.workload, spec.optimizers)
+    problem = catalog.check_offered(catalog.offered(cluster), spec.workload, spec.optimizers)
     if problem is not None:
         raise InvalidField(*problem)
 
 
-def check_admission(store: Store, settings: Settings, spec: ResolvedSpec) -> None:
+def check_admission(cluster: dict, settings: Settings, spec: ResolvedSpec) -> None:
     """The trial quota and feasibility, before anything is stored: `InvalidField` naming the field
     (the per-user active-study quota, 429, is counted by the insert itself)."""
     n = planned_trials(spec)
     if n > settings.max_trials_per_study:
         raise InvalidField("trials", f"the study plans {n} trials (stages x optimizers); the limit is "
                                      f"{settings.max_trials_per_study} (ROOTFREE_MAX_TRIALS_PER_STUDY)")
-    nodes = [node["resources"] for node in store.cluster().get("nodes", []) if node.get("alive")]
+    nodes = [node["resources"] for node in cluster.get("nodes", []) if node.get("alive")]
     # An external study's trials run on the clients' machines, not on this cluster.
     short = None if spec.external else infeasible(spec.resources.ray_request(), nodes)
     if short is not None:
@@ -55,6 +55,7 @@ def check_admission(store: Store, settings: Settings, spec: ResolvedSpec) -> Non
 
 
 def admit(store: Store, settings: Settings, spec: ResolvedSpec) -> None:
-    """Both checks, in the order every submission runs them."""
-    check_cluster_offers(store, spec)  # the cluster decides which workloads/optimizers exist
-    check_admission(store, settings, spec)
+    """Both checks, in the order every submission runs them, on one read of the cluster's record."""
+    cluster = store.cluster()
+    check_cluster_offers(cluster, spec)  # the cluster decides which workloads/optimizers exist
+    check_admission(cluster, settings, spec)
