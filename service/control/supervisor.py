@@ -10,6 +10,7 @@ import threading
 import time
 
 from service.control.process import RunnerProcess, RunnerStartError
+from service.store.lease import release_dead_holder
 
 log = logging.getLogger("rootfree.supervisor")
 EXIT_RUNNER_FAILED = 3
@@ -18,6 +19,7 @@ EXIT_RUNNER_FAILED = 3
 class RunnerSupervisor:
     def __init__(self, settings, store, check_s: float = 1.0, exit=os._exit):
         self.settings, self.store, self.check_s, self._exit = settings, store, check_s, exit
+        self._lease_engine = store.engine  # the supervisor's one use of the store: a dead runner's lease
         self.runner = None  # a RunnerProcess, or a StudyRunner thread (runner_process off)
         self.restarts = 0
         self.failures = 0  # consecutive failed starts
@@ -47,6 +49,7 @@ class RunnerSupervisor:
                 continue
             code = self.runner.process.exitcode if self.runner.process else None
             log.error("the study runner process died (exit code %s); restarting it", code)
+            self._free_lease_of(self.runner.holder)
             self.restarts += 1
             try:
                 self.runner = self._new()
@@ -63,6 +66,18 @@ class RunnerSupervisor:
                     self._exit(EXIT_RUNNER_FAILED)
                     return
                 time.sleep(min(30.0, 2.0 ** self.failures))
+
+    def _free_lease_of(self, holder: str | None) -> None:
+        """The dead runner's lease is freed now, not at its expiry (lease_ttl_s, 30 s by default):
+        this process reaped it, so it is not merely paused, and its Ray (trials included) ends with
+        it. The restarted runner leads at once instead of waiting out a lease nobody renews."""
+        if not holder:
+            return
+        try:
+            if release_dead_holder(self._lease_engine, holder):
+                log.info("freed the runner lease of the dead runner %s", holder)
+        except Exception as e:  # noqa: BLE001 - the database may be down: the expiry frees it then
+            log.warning("could not free the dead runner's lease (it expires on its own): %s", e)
 
     def alive(self) -> bool:
         if self.runner is None:

@@ -168,6 +168,20 @@ class Lease:
             raise LeaseLost("the runner lease has expired")
 
 
+def release_dead_holder(engine: Engine, holder: str, name: str = NAME) -> bool:
+    """Expires the lease at once if `holder` still holds it; True when it did. Only for the process
+    that started that holder and saw it exit (the `serve` that supervises its runner): a standby
+    cannot tell a dead leader from a paused one and waits for the expiry, but a parent that reaped
+    its child knows. The next holder's token is still one higher, so nothing of the dead one's
+    could write after it anyway."""
+    with Session(engine) as s:
+        n = s.execute(update(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder,
+                                             LeaseRow.expires_at > _now())
+                      .values(expires_at=_now()).execution_options(synchronize_session=False)).rowcount
+        s.commit()
+    return n == 1
+
+
 def current(engine: Engine, name: str = NAME) -> dict | None:
     """The lease row as the API shows it (holder, token, expires_at), or None."""
     with Session(engine) as s:

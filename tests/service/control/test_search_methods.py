@@ -12,8 +12,7 @@ from service.control.pruners.asha import Asha
 from service.domain.spec import load_spec, spec_json
 from service.settings import Settings
 from tests.service.conftest import bearer, make_token
-from tests.support import free_port
-from tests.support.serving import api, kill, run_to_end, serve, wait_for
+from tests.support.serving import run_to_end
 
 ENDED = ("completed", "failed", "cancelled")
 
@@ -145,38 +144,5 @@ def test_tpe_samples_inside_the_narrowed_space(ran):
     assert [t.config for t in store.trials(sid, optimizer="adamw", stage=1)] != random_configs
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_with_asha_and_tpe(tmp_path):
-    db = f"sqlite:///{tmp_path / 'studies.db'}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    specs = {
-        "asha": {"name": "asha", "workload": "noisy_quadratic", "optimizers": ["adamw"],
-                 "protocol": {"stages": [6, 3], "top_k": 2, "early_stopping": {"kind": "asha"}},
-                 "budget": {"epochs": 4, "pace_ms": 300}, "max_concurrent_trials": 1},
-        "tpe": {"name": "tpe", "workload": "noisy_quadratic", "optimizers": ["adamw"],
-                "protocol": {"stages": [5, 3], "top_k": 2, "method": "tpe"},
-                "budget": {"epochs": 3, "pace_ms": 300}, "max_concurrent_trials": 1},
-    }
-    proc = serve(db, port, tmp_path)
-    try:
-        ids = {k: api.post(f"{url}/studies", json=v, timeout=30).json()["id"] for k, v in specs.items()}
-        wait_for(url, ids["tpe"], lambda s: sum(c["by_status"].get("completed", 0)
-                                                for o in s["optimizers"] for c in o["stages"].values()) >= 2)
-    finally:
-        kill(proc)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = serve(db, port, tmp_path)
-    try:
-        for name, sid in ids.items():
-            study = wait_for(url, sid, lambda s: s["status"] in ENDED)
-            assert study["status"] == "completed", study["error"]
-            trials = api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000}).json()
-            for stage, n in enumerate(specs[name]["protocol"]["stages"], start=1):
-                rows = [t for t in trials if t["stage"] == stage]
-                assert sorted(t["index"] for t in rows) == list(range(n))
-                assert all(t["status"] in ("completed", "stopped", "diverged") for t in rows)
-                assert all(t["config"] for t in rows)  # every TPE trial got its configuration
-    finally:
-        kill(proc)
+# A controller killed mid-study and restarted resumes ASHA and TPE studies: checked with the other
+# studies of tests/service/end_to_end/test_studies_on_ray.py, which kill and restart the same `serve`.

@@ -94,7 +94,7 @@ def test_two_controllers_one_leader_takeover_resumes_from_checkpoints(backend, t
         b = serve(db_url, pb, tmp_path, **lease)
         time.sleep(2)
         assert health(b_url)[1]["runner"]["role"] == "standby"
-        spec = nqm("takeover", stages=(4, 2), epochs=6, pace_ms=600)
+        spec = nqm("takeover", stages=(3, 2), epochs=6, pace_ms=500)
         sid = api.post(f"{b_url}/studies", json=spec, timeout=30).json()["id"]  # a standby serves the API
         # the leader trains: wait until a trial is mid-way (epoch 2 of 6 reported, checkpointed)
         wait_for(b_url, sid, lambda s: any(len(t["history"]) >= 2 and t["status"] == "running"

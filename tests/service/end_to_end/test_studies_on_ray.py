@@ -1,6 +1,7 @@
 """End to end on a real local Ray with real data and tiny budgets, against SQLite and PostgreSQL:
-two studies at once (a two-optimizer Fashion-MNIST study and a noisy-quadratic one) through the
-real `rootfree serve` process, killed mid-study and restarted."""
+four studies at once (a two-optimizer Fashion-MNIST study, a noisy-quadratic one of higher
+priority, an ASHA study and a TPE study) through the real `rootfree serve` process, killed
+mid-study and restarted: each resumes and ends with exact counts."""
 
 import math
 import time
@@ -14,16 +15,29 @@ pytestmark = pytest.mark.slow
 
 SPEC = {
     "name": "e2e", "workload": "fmnist_vit", "optimizers": ["adamw", "rfrmsprop"],
-    "protocol": {"stages": [4, 3], "top_k": 2, "seed": 1},
+    "protocol": {"stages": [3, 2], "top_k": 2, "seed": 1},
     "budget": {"epochs": 2, "train_subset": 384, "test_subset": 200, "width": 16,
                "batch_size": 64},
     "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
 }
 SECOND = {
     "name": "e2e-nqm", "workload": "noisy_quadratic", "optimizers": ["sgd", "ifshampoo"],
-    "protocol": {"stages": [4, 3], "top_k": 2, "seed": 2}, "priority": 1,
-    "budget": {"epochs": 2, "pace_ms": 500}, "max_concurrent_trials": 1,
+    "protocol": {"stages": [3, 2], "top_k": 2, "seed": 2}, "priority": 1,
+    "budget": {"epochs": 2, "pace_ms": 400}, "max_concurrent_trials": 1,
 }
+# the search methods resume too: ASHA's rungs and TPE's sampler after the restart
+METHODS = {
+    "asha": {"name": "asha", "workload": "noisy_quadratic", "optimizers": ["adamw"],
+             "protocol": {"stages": [5, 2], "top_k": 2, "early_stopping": {"kind": "asha"}},
+             "budget": {"epochs": 4, "pace_ms": 250}, "max_concurrent_trials": 1},
+    "tpe": {"name": "tpe", "workload": "noisy_quadratic", "optimizers": ["adamw"],
+            "protocol": {"stages": [5, 3], "top_k": 2, "method": "tpe"},
+            "budget": {"epochs": 3, "pace_ms": 250}, "max_concurrent_trials": 1},
+}
+# A killed controller's lease is taken over once it lapses: 10 s here (30 s by default). Four
+# logical CPUs: each study gets a slot at once (fair share gives a free slot to the oldest idle
+# study first); the paced noisy-quadratic trials mostly sleep.
+SETTINGS = {"lease_ttl_s": 10, "lease_renew_s": 1, "lease_poll_s": 0.5, "num_cpus": 4}
 
 
 def _ray_auth() -> dict:
@@ -48,22 +62,34 @@ def _dashboard_log(url: str | None, timeout: float = 60) -> str:
 def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = serve(db_url, port, tmp_path)
+    proc = serve(db_url, port, tmp_path, **SETTINGS)
     try:
         sid = api.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
                          timeout=30).json()["id"]
         second = api.post(f"{url}/studies", json=SECOND, timeout=30).json()["id"]
-        wait_for(url, sid, lambda s: finished_trials(s) >= 3)
-        # both studies run at once: the second has finished trials before the first ends
+        methods = {k: api.post(f"{url}/studies", json=v, timeout=30).json()["id"] for k, v in METHODS.items()}
+        # mid-study, and TPE has seen a result its sampler must find again after the restart
+        wait_for(url, sid, lambda s: finished_trials(s) >= 3 and finished_trials(
+            api.get(f"{url}/studies/{methods['tpe']}", timeout=10).json()) >= 2)
+        # the studies run at once: the second has finished trials before the first ends
         assert finished_trials(api.get(f"{url}/studies/{second}").json()) >= 1
     finally:
         kill(proc)  # a real kill: no shutdown hooks run
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = serve(db_url, port, tmp_path, dashboard_port=free_port())  # the restart shows the dashboard
+    proc = serve(db_url, port, tmp_path, dashboard_port=free_port(), **SETTINGS)  # the restart shows the dashboard
     try:
         study = wait_for(url, sid, lambda s: s["status"] in ("completed", "failed"))
         other = wait_for(url, second, lambda s: s["status"] in ("completed", "failed"))
+        for name, method_sid in methods.items():
+            ended = wait_for(url, method_sid, lambda s: s["status"] in ("completed", "failed", "cancelled"))
+            assert ended["status"] == "completed", (name, ended["error"])
+            rows = api.get(f"{url}/studies/{method_sid}/trials", params={"limit": 1000}).json()
+            for stage, n in enumerate(METHODS[name]["protocol"]["stages"], start=1):
+                group = [t for t in rows if t["stage"] == stage]
+                assert sorted(t["index"] for t in group) == list(range(n)), (name, stage, group)
+                assert all(t["status"] in ("completed", "stopped", "diverged") for t in group), (name, group)
+                assert all(t["config"] for t in group)  # every TPE trial got its configuration
         other_trials = api.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
         logs = api.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
         dashboard_logs = _dashboard_log(study["dashboard_log_url"])
@@ -90,7 +116,7 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
         label = f"{sid[:8]}-{t['optimizer']}-s{t['stage']}-i{t['index']}"
         assert f"trial {label} epoch 1: " in logs, label
     for opt in SPEC["optimizers"]:
-        assert f"{opt} stage 2: 3 trials over " in logs
+        assert f"{opt} stage 2: {SPEC['protocol']['stages'][1]} trials over " in logs
     assert "study completed" in dashboard_logs and f"{sid[:8]}-adamw-s2-i0" in dashboard_logs
     # the runner is a named driver job in the dashboard's Jobs view
     runner_jobs = [j for j in jobs if (j.get("metadata") or {}).get("rootfree") == "study runner"]

@@ -7,7 +7,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from service.store.lease import Lease, LeaseLost, current
+from service.store.lease import Lease, LeaseLost, current, release_dead_holder
 from service.store.study_store import RunnerStore, StudyStore
 from tests.support.tcp_proxy import TcpProxy
 
@@ -175,3 +175,15 @@ def test_a_claim_retried_after_a_lost_acknowledgement_returns_the_same_trial(db_
     assert store.trial(study.id, first.id).status == "running" and store.trial(study.id, first.id).runs == 1
     runner_store.release_trial(first.id)  # the runner stops: back to pending, unclaimed
     assert (store.trial(study.id, first.id).status, store.trial(study.id, first.id).claim) == ("pending", None)
+
+
+def test_a_dead_holders_parent_frees_its_lease_and_no_other(db_url):
+    store = StudyStore(db_url)
+    dead, standby = Lease(store.engine, "dead"), Lease(store.engine, "standby")
+    assert dead.acquire() and not standby.acquire()
+    assert not release_dead_holder(store.engine, "standby")  # not the holder: nothing changes
+    assert not standby.acquire() and current(store.engine)["holder"] == "dead"
+    assert release_dead_holder(store.engine, "dead")
+    assert not release_dead_holder(store.engine, "dead")  # already free
+    assert standby.acquire() and current(store.engine)["token"] == 2  # at once, not after the ttl (30 s)
+    assert not dead.renew()  # were it alive after all, it is fenced out
