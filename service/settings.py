@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     trial_retries: int = Field(default=2, ge=0, le=100)
     max_active_studies: int = 50  # queued + running
     # The runner lease (service/store/lease.py): a standby takes over within lease_ttl_s of the
-    # leader's death; the leader renews every lease_renew_s and stops its own trials when it has
-    # not renewed for lease_ttl_s - 5 s (so no trial runs under two leaders).
+    # leader's death (a `serve` whose own runner process died releases its lease at once); the
+    # leader renews every lease_renew_s and stops its own trials when it has not renewed for
+    # lease_ttl_s - 5 s (so no trial runs under two leaders).
     lease_ttl_s: float = 30.0
     lease_renew_s: float = 3.0
     lease_poll_s: float = 2.0  # how often a standby tries to take the lease

@@ -10,11 +10,12 @@ _status = {"code": None}
 # The slow tests of these modules start Ray: in-process, through `rootfree serve`, or as a `ray start`
 # cluster, which any later `ray.init()` on this machine joins and whose `ray stop` ends every Ray here.
 # They get the marker `ray` (`-m "not ray"` leaves them out), and they must never run two at once: no
-# pytest-xdist for them (`make test` runs the suite in one process; `make test-fast` has none of them).
-# A new module whose tests start Ray belongs here.
+# pytest-xdist for them (`make test` runs them in a second pytest run, one at a time, after the rest;
+# `make test-fast` has none of them).
+# A new module whose tests start Ray belongs here; one whose `serve` runs without a runner
+# (ROOTFREE_START_RUNNER=false: test_slow_server, test_hung_plugin) starts none and does not.
 RAY_MODULES = {
-    "tests/plugins/test_hung_plugin.py", "tests/plugins/test_plugins_end_to_end.py",
-    "tests/service/api/test_algoperf_suites.py", "tests/service/client/test_slow_server.py",
+    "tests/plugins/test_plugins_end_to_end.py", "tests/service/api/test_algoperf_suites.py",
     "tests/service/control/test_repeats.py", "tests/service/control/test_runner_ray.py",
     "tests/service/control/test_scheduler_ray.py", "tests/service/control/test_search_methods.py",
     "tests/service/end_to_end/test_external_studies.py", "tests/service/end_to_end/test_faults.py",

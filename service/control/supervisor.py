@@ -19,7 +19,9 @@ EXIT_RUNNER_FAILED = 3
 class RunnerSupervisor:
     def __init__(self, settings, store, check_s: float = 1.0, exit=os._exit):
         self.settings, self.store, self.check_s, self._exit = settings, store, check_s, exit
-        self._lease_engine = store.engine  # the supervisor's one use of the store: a dead runner's lease
+        # The lease's database: `serve`'s own use, not a runner part's (those reach the store
+        # through `RunnerCalls` only).
+        self._lease_engine = store.engine
         self.runner = None  # a RunnerProcess, or a StudyRunner thread (runner_process off)
         self.restarts = 0
         self.failures = 0  # consecutive failed starts
@@ -49,7 +51,7 @@ class RunnerSupervisor:
                 continue
             code = self.runner.process.exitcode if self.runner.process else None
             log.error("the study runner process died (exit code %s); restarting it", code)
-            self._free_lease_of(self.runner.holder)
+            self._release_dead_lease(self.runner.holder)
             self.restarts += 1
             try:
                 self.runner = self._new()
@@ -67,17 +69,26 @@ class RunnerSupervisor:
                     return
                 time.sleep(min(30.0, 2.0 ** self.failures))
 
-    def _free_lease_of(self, holder: str | None) -> None:
-        """The dead runner's lease is freed now, not at its expiry (lease_ttl_s, 30 s by default):
-        this process reaped it, so it is not merely paused, and its Ray (trials included) ends with
-        it. The restarted runner leads at once instead of waiting out a lease nobody renews."""
-        if not holder:
+    def _release_dead_lease(self, holder: str | None, timeout_s: float = 5.0) -> None:
+        """The dead runner's lease is released now, not at its expiry (lease_ttl_s, 30 s by
+        default): this process reaped it, so it is not merely paused, and a local or `host:port`
+        Ray ends its workers with their driver within seconds, before a new runner has even
+        started. Not with a `ray://` address: Ray Client keeps a lost client's actors for its
+        reconnect grace period (30 s), so the lease runs out as before. Bounded by `timeout_s`:
+        a database that hangs must not hold up the restart (the expiry frees the lease then)."""
+        if not holder or (self.settings.ray_address or "").startswith("ray://"):
             return
-        try:
-            if release_dead_holder(self._lease_engine, holder):
-                log.info("freed the runner lease of the dead runner %s", holder)
-        except Exception as e:  # noqa: BLE001 - the database may be down: the expiry frees it then
-            log.warning("could not free the dead runner's lease (it expires on its own): %s", e)
+
+        def release() -> None:
+            try:
+                if release_dead_holder(self._lease_engine, holder):
+                    log.info("released the runner lease of the dead runner %s", holder)
+            except Exception as e:  # noqa: BLE001 - the database may be down: the expiry frees it
+                log.warning("could not release the dead runner's lease (it expires on its own): %s", e)
+
+        t = threading.Thread(target=release, name="rootfree-lease-release", daemon=True)
+        t.start()
+        t.join(timeout_s)
 
     def alive(self) -> bool:
         if self.runner is None:

@@ -11,6 +11,8 @@ Fencing: every write of the runner runs `Lease.check` inside its own transaction
 the write to commit; on SQLite the runner's transactions begin with ``BEGIN IMMEDIATE``, which
 holds the write lock from the check on) and raises `LeaseLost` unless this holder still holds this token and the
 expiry has not passed. A paused-but-alive old leader therefore cannot write over the new one.
+One exception to waiting for the expiry: the `serve` whose runner process died frees that runner's
+lease at once (`release_dead_holder`), since it reaped the process and knows it is not merely paused.
 And a leader that has not renewed for ``ttl_s - fence_margin_s`` stops its own trials (the
 runner asks `expiring`) before any standby may take over, so no trial is run by both.
 
@@ -174,10 +176,11 @@ def release_dead_holder(engine: Engine, holder: str, name: str = NAME) -> bool:
     cannot tell a dead leader from a paused one and waits for the expiry, but a parent that reaped
     its child knows. The next holder's token is still one higher, so nothing of the dead one's
     could write after it anyway."""
+    now = _now()
     with Session(engine) as s:
         n = s.execute(update(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder,
-                                             LeaseRow.expires_at > _now())
-                      .values(expires_at=_now()).execution_options(synchronize_session=False)).rowcount
+                                             LeaseRow.expires_at > now)
+                      .values(expires_at=now).execution_options(synchronize_session=False)).rowcount
         s.commit()
     return n == 1
 

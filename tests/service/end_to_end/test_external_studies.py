@@ -103,7 +103,7 @@ def test_a_killed_claimant_loses_its_trial_to_another_agent(service):
     c = service["client"]
     study = c.submit({"name": "ext-kill", "workload": "noisy_quadratic", "optimizers": ["sgd"],
                       "execution": "external", "protocol": {"stages": [1], "top_k": 2},
-                      "budget": {"epochs": 3, "steps": 2, "pace_ms": 2500}})
+                      "budget": {"epochs": 3, "steps": 2, "pace_ms": 1500}})
     claim_file = service["tmp"] / "claim.json"
     first = agent(service, study.id, ["sh", "-c", f'echo "$ROOTFREE_TRIAL" > {claim_file}; '
                                                   f'exec {sys.executable} {EXAMPLE}'], start_new_session=True)

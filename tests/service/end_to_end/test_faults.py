@@ -56,7 +56,7 @@ def test_a_database_outage_of_20_s_loses_nothing(pg_url, tmp_path):
     proxy = TcpProxy()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    spec = nqm("outage", stages=(6, 4), epochs=3, pace_ms=500)
+    spec = nqm("outage", stages=(4, 3), epochs=3, pace_ms=500)
     proc = serve(proxy.url(sa.engine.make_url(pg_url).database), port, tmp_path)
     try:
         sid = api.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
@@ -94,7 +94,7 @@ def test_two_controllers_one_leader_takeover_resumes_from_checkpoints(backend, t
         b = serve(db_url, pb, tmp_path, **lease)
         time.sleep(2)
         assert health(b_url)[1]["runner"]["role"] == "standby"
-        spec = nqm("takeover", stages=(3, 2), epochs=6, pace_ms=500)
+        spec = nqm("takeover", stages=(2, 2), epochs=6, pace_ms=500)
         sid = api.post(f"{b_url}/studies", json=spec, timeout=30).json()["id"]  # a standby serves the API
         # the leader trains: wait until a trial is mid-way (epoch 2 of 6 reported, checkpointed)
         wait_for(b_url, sid, lambda s: any(len(t["history"]) >= 2 and t["status"] == "running"

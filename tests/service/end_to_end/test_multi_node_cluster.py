@@ -32,8 +32,13 @@ SPEC = {
 
 
 def _ray(env, *args):
-    r = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    """`ray ARGS`; several lists of args: those commands at once (the nodes that join the head)."""
+    commands = list(args) if args and isinstance(args[0], list) else [list(args)]
+    procs = [subprocess.Popen([RAY, *c], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in commands]
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, out[-2000:] + err[-2000:]
 
 
 def _pids_of_node(node_manager_port: int) -> list[int]:
@@ -69,10 +74,10 @@ def cluster(tmp_path):
     try:
         _ray(env, "start", "--head", f"--port={gcs}", "--num-cpus=1", "--num-gpus=0",
              "--include-dashboard=false", f"--object-store-memory={store}")
-        _ray(env, "start", f"--address={address}", "--num-cpus=1", "--num-gpus=0",
-             f"--node-manager-port={worker_port}", f"--object-store-memory={store}")
-        _ray(env, "start", f"--address={address}", "--num-cpus=0", "--num-gpus=0",  # the controller's node
-             f"--object-store-memory={store}")
+        _ray(env, ["start", f"--address={address}", "--num-cpus=1", "--num-gpus=0",
+                   f"--node-manager-port={worker_port}", f"--object-store-memory={store}"],
+             ["start", f"--address={address}", "--num-cpus=0", "--num-gpus=0",  # the controller's node
+              f"--object-store-memory={store}"])
         yield env, address, worker_port
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
