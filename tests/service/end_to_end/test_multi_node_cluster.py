@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 RAY = str(Path(sys.executable).with_name("ray"))
 SPEC = {
     "name": "cluster", "workload": "fmnist_cnn", "optimizers": ["adamw"],
-    "protocol": {"stages": [8, 3], "top_k": 2, "seed": 3},
+    "protocol": {"stages": [6, 2], "top_k": 2, "seed": 3},
     "budget": {"epochs": 3, "train_subset": 768, "test_subset": 200, "width": 8, "batch_size": 64},
     "resources": {"cpu": 1, "gpu": 0}, "max_concurrent_trials": 2,
 }
