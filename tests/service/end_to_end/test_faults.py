@@ -92,8 +92,11 @@ def test_two_controllers_one_leader_takeover_resumes_from_checkpoints(backend, t
             assert time.time() - t0 < 60
             time.sleep(0.3)
         b = serve(db_url, pb, tmp_path, **lease)
-        time.sleep(2)
-        assert health(b_url)[1]["runner"]["role"] == "standby"
+        t0 = time.time()
+        while health(b_url)[1]["runner"]["role"] != "standby":  # its runner tried the lease: held
+            assert time.time() - t0 < 30, health(b_url)[1]["runner"]
+            time.sleep(0.2)
+        assert health(a_url)[1]["runner"]["role"] == "leader"
         spec = nqm("takeover", stages=(2, 2), epochs=6, pace_ms=500)
         sid = api.post(f"{b_url}/studies", json=spec, timeout=30).json()["id"]  # a standby serves the API
         # the leader trains: wait until a trial is mid-way (epoch 2 of 6 reported, checkpointed)
