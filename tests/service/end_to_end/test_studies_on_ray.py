@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.support import finished_trials, free_port, ray_auth_token_file
+from tests.support.ray_runner import ENDED
 from tests.support.serving import api, kill, serve, wait_for
 
 pytestmark = pytest.mark.slow
@@ -38,6 +39,15 @@ METHODS = {
 # logical CPUs: each study gets a slot at once (fair share gives a free slot to the oldest idle
 # study first); the paced noisy-quadratic trials mostly sleep.
 SETTINGS = {"lease_ttl_s": 10, "lease_renew_s": 1, "lease_poll_s": 0.5, "num_cpus": 4}
+
+
+def assert_exact(rows: list[dict], spec: dict, finished=("completed", "diverged")) -> None:
+    """One row per (optimizer, stage, index) of the spec's protocol, each in a finished status."""
+    for opt in spec["optimizers"]:
+        for stage, n in enumerate(spec["protocol"]["stages"], start=1):
+            group = [t for t in rows if t["optimizer"] == opt and t["stage"] == stage]
+            assert sorted(t["index"] for t in group) == list(range(n)), (spec["name"], opt, stage, group)
+            assert all(t["status"] in finished for t in group), (spec["name"], group)
 
 
 def _ray_auth() -> dict:
@@ -82,14 +92,11 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
         study = wait_for(url, sid, lambda s: s["status"] in ("completed", "failed"))
         other = wait_for(url, second, lambda s: s["status"] in ("completed", "failed"))
         for name, method_sid in methods.items():
-            ended = wait_for(url, method_sid, lambda s: s["status"] in ("completed", "failed", "cancelled"))
+            ended = wait_for(url, method_sid, lambda s: s["status"] in ENDED)
             assert ended["status"] == "completed", (name, ended["error"])
             rows = api.get(f"{url}/studies/{method_sid}/trials", params={"limit": 1000}).json()
-            for stage, n in enumerate(METHODS[name]["protocol"]["stages"], start=1):
-                group = [t for t in rows if t["stage"] == stage]
-                assert sorted(t["index"] for t in group) == list(range(n)), (name, stage, group)
-                assert all(t["status"] in ("completed", "stopped", "diverged") for t in group), (name, group)
-                assert all(t["config"] for t in group)  # every TPE trial got its configuration
+            assert_exact(rows, METHODS[name], finished=("completed", "stopped", "diverged"))
+            assert all(t["config"] for t in rows)  # every TPE trial got its configuration
         other_trials = api.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
         logs = api.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
         dashboard_logs = _dashboard_log(study["dashboard_log_url"])
@@ -104,11 +111,7 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
 
     assert again.json()["id"] == sid
     assert other["status"] == "completed", other.get("error")
-    for opt in SECOND["optimizers"]:
-        for stage, n in enumerate(SECOND["protocol"]["stages"], start=1):
-            rows = [t for t in other_trials if t["optimizer"] == opt and t["stage"] == stage]
-            assert sorted(t["index"] for t in rows) == list(range(n))
-            assert all(t["status"] in ("completed", "diverged") for t in rows), rows
+    assert_exact(other_trials, SECOND)
     # the study's log stream: both controllers' runs, every trial's epochs, in the Ray dashboard too
     assert "started on a local Ray" in logs and "interrupted trials rerun) on a local Ray" in logs
     assert logs.rstrip().endswith("study completed")
@@ -123,11 +126,7 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     assert runner_jobs and runner_jobs[0]["metadata"]["database"].startswith(db_url.split(":")[0]), jobs
     assert runner_jobs[0]["status"] == "RUNNING"
     # exact protocol counts, one row per (optimizer, stage, index), all finished
-    for opt in SPEC["optimizers"]:
-        for stage, n in enumerate(SPEC["protocol"]["stages"], start=1):
-            rows = [t for t in trials if t["optimizer"] == opt and t["stage"] == stage]
-            assert sorted(t["index"] for t in rows) == list(range(n))
-            assert all(t["status"] in ("completed", "diverged") for t in rows), rows
+    assert_exact(trials, SPEC)
     for t in trials:
         if t["status"] == "completed":
             assert [h["epoch"] for h in t["history"]] == [1, 2]
