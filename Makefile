@@ -29,6 +29,7 @@ test-fast: install
 
 bench: install
 	$(PY) bench/optimizer_step.py
+	$(PY) bench/half_matmul.py
 	$(PY) bench/trial_overhead.py
 	$(PY) bench/api_latency.py
 	$(PY) bench/scheduler.py

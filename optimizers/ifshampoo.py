@@ -41,6 +41,8 @@ from torch.optim import Optimizer
 from ._common import (
     FACTOR_DTYPES,
     KeepStateDtypes,
+    baddbmm_,
+    bmm,
     check_common,
     check_positive_int,
     check_unit_interval,
@@ -199,7 +201,7 @@ class IFShampoo(KeepStateDtypes, Optimizer):
         G = torch.stack([p.grad.reshape(rows, cols) for p in bucket]).to(fdt)
         if update_now:
             self._update_factors(G, stacked, group)
-        U = torch.bmm(torch.bmm(stacked["P_C"], G), stacked["P_K"]).to(dtype)
+        U = bmm(bmm(stacked["P_C"], G), stacked["P_K"]).to(dtype)
         return [u.view(p.shape) for u, p in zip(U.unbind(0), bucket, strict=True)]
 
     def __getstate__(self):  # the stacks are a cache of the state: never pickled
@@ -214,20 +216,20 @@ class IFShampoo(KeepStateDtypes, Optimizer):
         alpha2, beta2 = group["riemannian_momentum"], group["beta2"]
         C, K, m_C, m_K = f["C"], f["K"], f["m_C"], f["m_K"]
         rows, cols = C.shape[-1], K.shape[-1]
-        A = torch.bmm(torch.bmm(C.mT, G), K)
+        A = bmm(bmm(C.mT, G), K)
         # damping: tr(K^T K)/d = ||K||_F^2 / d, accumulated in float32
         tr_K = K.float().square().sum((-2, -1)).div_(cols)
         tr_C = C.float().square().sum((-2, -1)).div_(rows)
-        n_C = torch.bmm(C.mT, C).mul_((0.5 * lam * tr_K).to(C.dtype).view(-1, 1, 1))
-        n_C.baddbmm_(A, A.mT, alpha=B / (2 * cols)).diagonal(dim1=-2, dim2=-1).sub_(gamma / 2)
-        n_K = torch.bmm(K.mT, K).mul_((0.5 * lam * tr_C).to(K.dtype).view(-1, 1, 1))
-        n_K.baddbmm_(A.mT, A, alpha=B / (2 * rows)).diagonal(dim1=-2, dim2=-1).sub_(gamma / 2)
+        n_C = bmm(C.mT, C).mul_((0.5 * lam * tr_K).to(C.dtype).view(-1, 1, 1))
+        baddbmm_(n_C, A, A.mT, alpha=B / (2 * cols)).diagonal(dim1=-2, dim2=-1).sub_(gamma / 2)
+        n_K = bmm(K.mT, K).mul_((0.5 * lam * tr_C).to(K.dtype).view(-1, 1, 1))
+        baddbmm_(n_K, A.mT, A, alpha=B / (2 * rows)).diagonal(dim1=-2, dim2=-1).sub_(gamma / 2)
         for X, m, n in ((C, m_C, n_C), (K, m_K, n_K)):
             m.mul_(alpha2).add_(n, alpha=1 - alpha2)
             scale = beta2 / torch.linalg.matrix_norm(m.float()).clamp_(min=1.0)
-            X.sub_(torch.bmm(X, m).mul_(scale.to(X.dtype).view(-1, 1, 1)))
-        torch.bmm(C, C.mT, out=f["P_C"])  # in place: P_C, P_K are the stacks the state views
-        torch.bmm(K, K.mT, out=f["P_K"])
+            X.sub_(bmm(X, m).mul_(scale.to(X.dtype).view(-1, 1, 1)))
+        bmm(C, C.mT, out=f["P_C"])  # in place: P_C, P_K are the stacks the state views
+        bmm(K, K.mT, out=f["P_K"])
 
     def _diagonal_steps(self, diag, diag_now, group):
         """RF-RMSProp rule for vectors and oversized matrices (see optimizers._structure)."""

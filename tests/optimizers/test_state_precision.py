@@ -70,3 +70,44 @@ def test_ifshampoo_keeps_its_bfloat16_factors():
     p.grad = torch.ones_like(p)
     opt.step()
     assert opt.state[p]["C"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_half_precision_bmm_rounds_a_float32_product_once_on_either_path(native, monkeypatch):
+    # A CPU with no bf16 GEMM (AVX2 only) multiplies in float32 and rounds once, as a GPU's bf16 GEMM
+    # with float32 accumulation does; a CPU with one (AVX512-BF16/AMX) keeps torch's own kernel.
+    from optimizers import _common
+    monkeypatch.setitem(_common._HALF_GEMM, torch.bfloat16, native)
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(3, 40, 40, generator=g).bfloat16() for _ in range(2))
+    exact = torch.bmm(a.double(), b.double())
+    got = _common.bmm(a, b)
+    assert got.dtype == torch.bfloat16
+    # within one bf16 rounding (8 mantissa bits) of the exact product, whichever kernel ran
+    torch.testing.assert_close(got.double(), exact, rtol=2 ** -7, atol=1e-2)
+    if not native:
+        assert torch.equal(got, torch.bmm(a.float(), b.float()).bfloat16())
+        out = torch.empty_like(a)
+        assert _common.bmm(a, b, out=out) is out and torch.equal(out, got)
+        x = torch.randn(3, 40, 40, generator=g).bfloat16()
+        want = torch.baddbmm(x.float(), a.float(), b.float(), alpha=0.5).bfloat16()
+        assert torch.equal(_common.baddbmm_(x, a, b, alpha=0.5), want) and torch.equal(x, want)
+
+
+def test_ifshampoo_steps_agree_whichever_bf16_kernel_runs(monkeypatch):
+    from optimizers import _common
+
+    def run(native):
+        monkeypatch.setitem(_common._HALF_GEMM, torch.bfloat16, native)
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(12, 20))
+        opt = IFShampoo([p], lr=1e-2, batch_size=8, update_every=1)
+        for _ in range(5):
+            p.grad = torch.randn(12, 20)
+            opt.step()
+        return p.detach().clone(), opt.state[p]["C"].float()
+
+    (p_native, c_native), (p_f32, c_f32) = run(True), run(False)
+    assert not torch.equal(p_native, torch.zeros_like(p_native))
+    torch.testing.assert_close(p_f32, p_native, rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(c_f32, c_native, rtol=2 ** -6, atol=1e-3)
