@@ -7,13 +7,11 @@ import pytest
 
 _status = {"code": None}
 
-# The slow tests of these modules start Ray: in-process or through `rootfree serve` (a local Ray of
-# their own, on ports Ray picks), or as a `ray start` cluster (RAY_START_MODULES), which any later
-# `ray.init()` on this machine joins and whose `ray stop` ends every Ray here.
-# They get the marker `ray` (`-m "not ray"` leaves them out); the `ray start` ones also get
-# `ray_start`. `make test` (scripts/run_tests.sh) runs the `ray` tests on two pytest-xdist workers,
-# a module per worker (`--dist loadscope`: module-scoped Ray fixtures), with no `ray start` cluster
-# up, and the `ray_start` tests alone afterwards; `make test-fast` has none of them.
+# The slow tests of these modules start Ray: in-process, through `rootfree serve`, or as a `ray start`
+# cluster, which any later `ray.init()` on this machine joins and whose `ray stop` ends every Ray here.
+# They get the marker `ray` (`-m "not ray"` leaves them out), and they must never run two at once: no
+# pytest-xdist for them (`make test` runs them in a second pytest run, one at a time, after the rest;
+# `make test-fast` has none of them).
 # A new module whose tests start Ray belongs here; one whose `serve` runs without a runner
 # (ROOTFREE_START_RUNNER=false: test_slow_server, test_hung_plugin) starts none and does not.
 RAY_MODULES = {
@@ -26,7 +24,6 @@ RAY_MODULES = {
     "tests/service/followers/test_optuna_live.py", "tests/service/results/test_report.py",
     "tests/service/results/test_suites.py", "tests/workers/test_ray_tune.py",
 }
-RAY_START_MODULES = {"tests/service/end_to_end/test_multi_node_cluster.py"}
 
 
 def pytest_configure(config):
@@ -55,14 +52,13 @@ def pytest_unconfigure(config):
     os._exit(_status["code"])
 
 
-def _module(item) -> str:
-    return item.path.relative_to(item.config.rootpath).as_posix()
+def _starts_ray(item) -> bool:
+    return item.get_closest_marker("slow") is not None and \
+        item.path.relative_to(item.config.rootpath).as_posix() in RAY_MODULES
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the markers
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marker
 def pytest_collection_modifyitems(config, items):
     for i in items:
-        if i.get_closest_marker("slow") is not None and _module(i) in RAY_MODULES:
+        if _starts_ray(i):
             i.add_marker(pytest.mark.ray)
-            if _module(i) in RAY_START_MODULES:
-                i.add_marker(pytest.mark.ray_start)
