@@ -82,7 +82,9 @@ def state_dtype(p: torch.Tensor) -> torch.dtype:
 
 
 def _cpu_has_half_gemm(dtype: torch.dtype) -> bool:
-    """Whether this CPU multiplies `dtype` matrices natively (oneDNN: AVX512-BF16/FP16 or AMX)."""
+    """Whether oneDNN has a fast `dtype` kernel on this CPU (x86: AVX512BW/VL/DQ and up, AMX), as
+    torch's own probe says; cached. Without one (AVX2 only) torch's half-precision matmul runs a
+    generic kernel."""
     if dtype not in _HALF_GEMM:
         probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}[dtype]
         try:
@@ -96,26 +98,38 @@ _HALF_GEMM: dict[torch.dtype, bool] = {}
 
 
 def _in_float32(a: torch.Tensor) -> bool:
-    return a.device.type == "cpu" and a.dtype in (torch.bfloat16, torch.float16) and not _cpu_has_half_gemm(a.dtype)
+    # torch takes oneDNN's kernel only while oneDNN is enabled (read per call: users may toggle it)
+    return a.device.type == "cpu" and a.dtype in (torch.bfloat16, torch.float16) and not (
+        torch.backends.mkldnn.enabled and _cpu_has_half_gemm(a.dtype))
+
+
+def _same_dtype(*ts: torch.Tensor | None) -> None:
+    dtypes = {t.dtype for t in ts if t is not None}
+    if len(dtypes) > 1:  # torch.bmm refuses this too: never let it pass on one path only
+        raise RuntimeError(f"expected tensors of one dtype, got {sorted(map(str, dtypes))}")
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``torch.bmm``, except that bfloat16/float16 matrices on a CPU with no native half-precision
-    GEMM (AVX2 only) are multiplied in float32 and rounded once to their dtype. That is what a
-    half-precision GEMM with float32 accumulation (a GPU's) computes, up to summation order, and
-    is ~30x faster there than torch's fallback kernel (784x784 bf16: 503 ms vs 17 ms, AMD EPYC;
-    bench/half_matmul.py)."""
+    """``torch.bmm``, except that bfloat16/float16 matrices on a CPU with no fast half-precision
+    kernel (AVX2 only) are multiplied in float32 and rounded once to their dtype. That is what a
+    half-precision GEMM with float32 accumulation computes, up to summation order (a GPU's, unless
+    reduced-precision reductions are allowed), and is 20-75x faster there than torch's generic
+    kernel (784x784 bf16: 503 ms vs 17 ms, AMD EPYC; bench/half_matmul.py)."""
     if not _in_float32(a):
         return torch.bmm(a, b, out=out)
+    _same_dtype(a, b, out)
     r = torch.bmm(a.float(), b.float())
     return r.to(a.dtype) if out is None else out.copy_(r)
 
 
 def baddbmm_(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, alpha: float) -> torch.Tensor:
-    """In place ``x += alpha * a @ b`` (batched), in float32 where :func:`bmm` is."""
+    """In place ``x += alpha * a @ b`` (batched), in float32 where :func:`bmm` is; returns `x`."""
     if not _in_float32(x):
         return x.baddbmm_(a, b, alpha=alpha)
-    return x.copy_(torch.baddbmm(x.float(), a.float(), b.float(), alpha=alpha))
+    _same_dtype(x, a, b)
+    xf = x.float()
+    xf.baddbmm_(a.float(), b.float(), alpha=alpha)
+    return x.copy_(xf)
 
 
 def group_by_device_and_dtype(

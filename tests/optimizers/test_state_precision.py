@@ -111,3 +111,57 @@ def test_ifshampoo_steps_agree_whichever_bf16_kernel_runs(monkeypatch):
     assert not torch.equal(p_native, torch.zeros_like(p_native))
     torch.testing.assert_close(p_f32, p_native, rtol=1e-2, atol=1e-4)
     torch.testing.assert_close(c_f32, c_native, rtol=2 ** -6, atol=1e-3)
+
+
+def _recorded_bmm_dtypes(monkeypatch, run) -> set:
+    """The dtypes torch.bmm/baddbmm actually multiply in while `run()` runs."""
+    seen = set()
+    real_bmm, real_baddbmm_ = torch.bmm, torch.Tensor.baddbmm_
+
+    def bmm(a, b, **kw):
+        seen.add(a.dtype)
+        return real_bmm(a, b, **kw)
+
+    def baddbmm_(self, a, b, **kw):
+        seen.add(a.dtype)
+        return real_baddbmm_(self, a, b, **kw)
+    monkeypatch.setattr(torch, "bmm", bmm)
+    monkeypatch.setattr(torch.Tensor, "baddbmm_", baddbmm_)
+    run()
+    monkeypatch.undo()
+    return seen
+
+
+@pytest.mark.parametrize("native,kernel_dtypes", [(True, {torch.bfloat16}), (False, {torch.float32})])
+def test_ifshampoo_multiplies_bf16_factors_in_the_dtype_the_cpu_does_fast(native, kernel_dtypes, monkeypatch):
+    from optimizers import _common
+
+    def run():
+        with monkeypatch.context() as m:
+            m.setitem(_common._HALF_GEMM, torch.bfloat16, native)
+            p = torch.nn.Parameter(torch.randn(6, 5))
+            opt = IFShampoo([p], lr=1e-2, batch_size=4, update_every=1)
+            p.grad = torch.randn(6, 5)
+            opt.step()
+            assert opt.state[p]["C"].dtype == torch.bfloat16
+    assert _recorded_bmm_dtypes(monkeypatch, run) == kernel_dtypes
+
+
+def test_the_half_gemm_probe_falls_back_to_float32_and_follows_mkldnn_enabled(monkeypatch):
+    from optimizers import _common
+
+    class NoProbe:
+        def __getattr__(self, name):
+            raise AttributeError(name)
+    monkeypatch.setattr(_common, "_HALF_GEMM", {})
+    monkeypatch.setattr(torch.ops, "mkldnn", NoProbe())
+    assert _common._cpu_has_half_gemm(torch.bfloat16) is False  # no probe: float32, never wrong
+    a = torch.ones(1, 2, 2, dtype=torch.bfloat16)
+    assert _common._in_float32(a) and not _common._in_float32(a.float())
+    assert not _common._in_float32(torch.ones(1, 2, 2, dtype=torch.bfloat16, device="meta"))
+    _common._HALF_GEMM[torch.bfloat16] = True  # a CPU with a fast kernel ...
+    assert not _common._in_float32(a)
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # ... that the user switched off
+    assert _common._in_float32(a)
+    with pytest.raises(RuntimeError, match="one dtype"):
+        _common.bmm(a, a.float())
