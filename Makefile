@@ -19,7 +19,8 @@ test: install
 	$(PY) -m ruff check optimizers search_spaces workers service tests bench
 	@# Two runs: what starts no Ray on three workers (pytest-xdist: they wait on subprocesses and
 	@# PostgreSQL too; 2 min 33 s vs 3 min 21 s on two), then the tests that start Ray (marker `ray`,
-	@# tests/conftest.py) one at a time: two Rays on one machine must never overlap.
+	@# tests/conftest.py) one at a time. Tried and measured worse (README): two Ray tests at a time,
+	@# and the no-Ray tests beside the Ray ones under nice; on 2 cores both starve timed tests.
 	$(PY) -m pytest -q -x -n 3 -m "not ray" --durations=10
 	$(PY) -m pytest -q -x -m ray --durations=15
 
