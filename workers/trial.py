@@ -75,9 +75,9 @@ def optimizer_kwargs(name: str, hp: dict, batch_size: int, device: torch.device)
     if is_root_free(name):
         kw.setdefault("batch_size", batch_size)  # the loss averages over the mini-batch
     if name == "ifshampoo" and device.type != "cuda":
-        # The paper's bf16 factors are a GPU setting. On a CPU without AVX512-BF16/AMX the
-        # optimizer now multiplies bf16 factors in float32 (optimizers._common.bmm), so this is no
-        # longer about speed; CPU trials keep float32 factors as they always had.
+        # The paper's bf16 factors are a GPU setting. On a CPU where oneDNN has no bf16 kernel
+        # the optimizer now multiplies bf16 factors in float32 (optimizers._common.bmm), so this is
+        # no longer about speed; CPU trials keep float32 factors as they always had.
         kw.setdefault("factor_dtype", "float32")
     return kw
 

@@ -125,10 +125,10 @@ def _recorded_bmm_dtypes(monkeypatch, run) -> set:
     def baddbmm_(self, a, b, **kw):
         seen.add(a.dtype)
         return real_baddbmm_(self, a, b, **kw)
-    monkeypatch.setattr(torch, "bmm", bmm)
-    monkeypatch.setattr(torch.Tensor, "baddbmm_", baddbmm_)
-    run()
-    monkeypatch.undo()
+    with monkeypatch.context() as m:  # only these two patches end here, none of the caller's
+        m.setattr(torch, "bmm", bmm)
+        m.setattr(torch.Tensor, "baddbmm_", baddbmm_)
+        run()
     return seen
 
 
