@@ -1,16 +1,24 @@
 """End to end on a real local Ray with real data and tiny budgets, against SQLite and PostgreSQL:
-four studies at once (a two-optimizer Fashion-MNIST study, a noisy-quadratic one of higher
-priority, an ASHA study and a TPE study) through the real `rootfree serve` process, killed
-mid-study and restarted: each resumes and ends with exact counts."""
+five studies at once (a two-optimizer Fashion-MNIST study, a noisy-quadratic one of higher
+priority, an ASHA study, a TPE study and a long-trial noisy-quadratic one) through two real
+`rootfree serve` processes on one database, one leader and one standby. The leader is SIGKILLed
+mid-study; the standby takes its lease over once it lapses and every study resumes (a trial that
+was mid-way goes on from its checkpoint) and ends with exact counts.
+
+One test, not two: a controller killed and restarted, and a leader killed under a waiting standby,
+started the same controllers and studies twice (issue 31 merged them; the takeover half came from
+`test_faults.py`)."""
 
 import math
 import time
 
 import pytest
 
+from tests.service.end_to_end.test_faults import assert_exact as assert_every_epoch_once
+from tests.service.end_to_end.test_faults import nqm, trials
 from tests.support import finished_trials, free_port, ray_auth_token_file
 from tests.support.ray_runner import ENDED
-from tests.support.serving import api, kill, serve, wait_for
+from tests.support.serving import api, health, kill, serve, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +43,14 @@ METHODS = {
             "protocol": {"stages": [5, 3], "top_k": 2, "method": "tpe"},
             "budget": {"epochs": 3, "pace_ms": 250}, "max_concurrent_trials": 1},
 }
-# A killed controller's lease is taken over once it lapses: 10 s here (30 s by default). Four
+# One long trial, started before the others: it is mid-way (epoch 2 or later reported and
+# checkpointed, far from its end) when the leader dies, however long the others take to get
+# mid-study on a machine (~12 s after it started on a fast one); it ends soon after they do.
+TAKEOVER = nqm("takeover", stages=(1,), epochs=22, pace_ms=1000, cap=1, optimizers=("sgd",))
+# A killed controller's lease is taken over once it lapses: 10 s here (30 s by default). Six
 # logical CPUs: each study gets a slot at once (fair share gives a free slot to the oldest idle
 # study first); the paced noisy-quadratic trials mostly sleep.
-SETTINGS = {"lease_ttl_s": 10, "lease_renew_s": 1, "lease_poll_s": 0.5, "num_cpus": 4}
+SETTINGS = {"lease_ttl_s": 10, "lease_renew_s": 1, "lease_poll_s": 0.5, "num_cpus": 6}
 
 
 def assert_exact(rows: list[dict], spec: dict, finished=("completed", "diverged")) -> None:
@@ -69,26 +81,48 @@ def _dashboard_log(url: str | None, timeout: float = 60) -> str:
         time.sleep(1)
 
 
-def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = serve(db_url, port, tmp_path, **SETTINGS)
+def _role(url: str) -> str:
+    return health(url)[1]["runner"]["role"]
+
+
+def _until(cond, timeout: float, what: str) -> float:
+    t0 = time.time()
+    while not cond():
+        assert time.time() - t0 < timeout, what
+        time.sleep(0.2)
+    return time.time() - t0
+
+
+def test_a_killed_leader_is_taken_over_and_every_study_resumes_and_completes(db_url, tmp_path):
+    pa, pb = free_port(), free_port()
+    a_url, url = f"http://127.0.0.1:{pa}", f"http://127.0.0.1:{pb}"
+    a = serve(db_url, pa, tmp_path, **SETTINGS)
+    b = None
     try:
+        _until(lambda: _role(a_url) == "leader", 60, "the first controller did not lead")
+        # the standby shows the dashboard once it leads (a standby holds no Ray)
+        b = serve(db_url, pb, tmp_path, dashboard_port=free_port(), **SETTINGS)
+        _until(lambda: _role(url) == "standby", 30, "its runner did not try the lease")  # held
+        assert _role(a_url) == "leader"
+        # a standby serves the API; the leader trains the long trial (its first epoch reported)
+        long = api.post(f"{url}/studies", json=TAKEOVER, timeout=30).json()["id"]
+        wait_for(url, long, lambda s: any(t["history"] and t["status"] == "running" for t in trials(url, long)))
         sid = api.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"},
                          timeout=30).json()["id"]
         second = api.post(f"{url}/studies", json=SECOND, timeout=30).json()["id"]
         methods = {k: api.post(f"{url}/studies", json=v, timeout=30).json()["id"] for k, v in METHODS.items()}
-        # mid-study, and TPE has seen a result its sampler must find again after the restart
+        # mid-study, and TPE has seen a result its sampler must find again after the takeover
         wait_for(url, sid, lambda s: finished_trials(s) >= 3 and finished_trials(
             api.get(f"{url}/studies/{methods['tpe']}", timeout=10).json()) >= 2)
         # the studies run at once: the second has finished trials before the first ends
         assert finished_trials(api.get(f"{url}/studies/{second}").json()) >= 1
-    finally:
-        kill(proc)  # a real kill: no shutdown hooks run
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = serve(db_url, port, tmp_path, dashboard_port=free_port(), **SETTINGS)  # the restart shows the dashboard
-    try:
+        # the long trial is mid-way: epoch 2 or later reported (and checkpointed), not ended
+        assert [(t["status"], len(t["history"]) >= 2) for t in trials(url, long)] == [("running", True)]
+        kill(a)  # a real kill: no shutdown hooks run
+        takeover_s = _until(lambda: _role(url) == "leader", 60, "no takeover within 60 s")
+        print(f"takeover after {takeover_s:.1f} s (lease ttl 10 s)")
+        assert takeover_s < 10 + 5
+
         study = wait_for(url, sid, lambda s: s["status"] in ("completed", "failed"))
         other = wait_for(url, second, lambda s: s["status"] in ("completed", "failed"))
         for name, method_sid in methods.items():
@@ -97,25 +131,44 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
             rows = api.get(f"{url}/studies/{method_sid}/trials", params={"limit": 1000}).json()
             assert_exact(rows, METHODS[name], finished=("completed", "stopped", "diverged"))
             assert all(t["config"] for t in rows)  # every TPE trial got its configuration
+        long_study = wait_for(url, long, lambda s: s["status"] in ENDED)
+        assert long_study["status"] == "completed", long_study["error"]
+        long_rows = assert_every_epoch_once(url, long, TAKEOVER)
         other_trials = api.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
         logs = api.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
         dashboard_logs = _dashboard_log(study["dashboard_log_url"])
         jobs = api.get(f"{study['dashboard_url']}/api/jobs/", headers=_ray_auth(), timeout=30).json()
         assert study["status"] == "completed", study.get("error")
-        trials = api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"}).json()
+        trials_ = api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"}).json()
         best = api.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
         export = api.get(f"{url}/studies/{sid}/export", params={"format": "yaml"})
         again = api.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"})
     finally:
-        kill(proc)
+        kill(a)
+        if b is not None:
+            kill(b)
 
+    # the trial that was mid-way went on from its last checkpoint: the earlier rows stay, the later say so
+    resumed = [t for t in long_rows if t["runs"] == 2]
+    assert resumed, "no trial was interrupted by the kill"
+    went_on = 0
+    for t in resumed:
+        marks = [h.get("resumed_from_epoch") for h in t["history"]]
+        if not any(marks):  # killed before its first checkpoint: it ran again from the start
+            assert [h["epoch"] for h in t["history"]] == list(range(1, TAKEOVER["budget"]["epochs"] + 1))
+            continue
+        went_on += 1
+        k = next(m for m in marks if m)
+        assert k >= 1 and all(m is None for m in marks[:k]) and all(m == k for m in marks[k:]), marks
+    assert went_on, "the trial that was mid-way did not go on from its checkpoint"
+    assert all(t["runs"] == 1 for t in long_rows if t not in resumed)  # never a trial run by both
     assert again.json()["id"] == sid
     assert other["status"] == "completed", other.get("error")
     assert_exact(other_trials, SECOND)
     # the study's log stream: both controllers' runs, every trial's epochs, in the Ray dashboard too
     assert "started on a local Ray" in logs and "interrupted trials rerun) on a local Ray" in logs
     assert logs.rstrip().endswith("study completed")
-    for t in trials:
+    for t in trials_:
         label = f"{sid[:8]}-{t['optimizer']}-s{t['stage']}-i{t['index']}"
         assert f"trial {label} epoch 1: " in logs, label
     for opt in SPEC["optimizers"]:
@@ -126,8 +179,8 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
     assert runner_jobs and runner_jobs[0]["metadata"]["database"].startswith(db_url.split(":")[0]), jobs
     assert runner_jobs[0]["status"] == "RUNNING"
     # exact protocol counts, one row per (optimizer, stage, index), all finished
-    assert_exact(trials, SPEC)
-    for t in trials:
+    assert_exact(trials_, SPEC)
+    for t in trials_:
         if t["status"] == "completed":
             assert [h["epoch"] for h in t["history"]] == [1, 2]
     # stage 2 lies inside stage 1, or the notes say why it was widened
@@ -139,14 +192,14 @@ def test_study_survives_controller_kill_and_completes(db_url, tmp_path):
             inside = s1[name]["low"] <= p["low"] and p["high"] <= s1[name]["high"]
             widened = any(name in n and "widened" in n for n in study["notes"])
             assert inside or widened, (name, p, s1[name], study["notes"])
-        stage2 = [t for t in trials if t["optimizer"] == o["optimizer"] and t["stage"] == 2]
+        stage2 = [t for t in trials_ if t["optimizer"] == o["optimizer"] and t["stage"] == 2]
         for t in stage2:
             for name, p in s2.items():
                 if p["kind"] not in ("fixed", "choice"):
                     assert p["low"] <= t["config"][name] <= p["high"]
     # best and export agree with the trials table
     for opt in SPEC["optimizers"]:
-        done = sorted((t["objective"], t["id"]) for t in trials
+        done = sorted((t["objective"], t["id"]) for t in trials_
                       if t["optimizer"] == opt and t["status"] == "completed")
         assert best[opt][0]["trial_id"] == done[0][1]
         assert math.isclose(best[opt][0]["objective"], done[0][0])
