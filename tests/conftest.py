@@ -19,7 +19,7 @@ RAY_MODULES = {
     "tests/service/control/test_repeats.py", "tests/service/control/test_runner_ray.py",
     "tests/service/control/test_scheduler_ray.py", "tests/service/control/test_search_methods.py",
     "tests/service/end_to_end/test_external_studies.py", "tests/service/end_to_end/test_faults.py",
-    "tests/service/end_to_end/test_infra_retries.py", "tests/service/end_to_end/test_multi_node_cluster.py",
+    "tests/service/end_to_end/test_multi_node_cluster.py",
     "tests/service/end_to_end/test_soak.py", "tests/service/end_to_end/test_studies_on_ray.py",
     "tests/service/followers/test_optuna_live.py", "tests/service/results/test_report.py",
     "tests/service/results/test_suites.py", "tests/workers/test_ray_tune.py",

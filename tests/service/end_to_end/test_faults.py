@@ -1,8 +1,8 @@
 """Faults injected for real, locally, against real `rootfree serve` processes on a real local Ray
 with the noisy-quadratic workload: a database outage through a TCP proxy the test owns, a
-SIGKILLed runner process, a full tmpfs as the storage path. Each ends with exact trial counts and
-nothing lost. (Two controllers on one database with the leader SIGKILLed mid-trial: in
-`test_studies_on_ray.py`, beside the restart it repeated.)"""
+SIGKILLed Ray worker and then a SIGKILLed runner process, a full tmpfs as the storage path. Each
+ends with exact trial counts and nothing lost. (Two controllers on one database with the leader
+SIGKILLed mid-trial: in `test_studies_on_ray.py`, beside the restart it repeated.)"""
 
 from __future__ import annotations
 
@@ -79,13 +79,38 @@ def test_a_database_outage_of_20_s_loses_nothing(pg_url, tmp_path):
         proxy.close()
 
 
-def test_a_killed_runner_process_is_restarted(tmp_path):
+def test_a_killed_worker_is_retried_and_a_killed_runner_process_is_restarted(tmp_path):
+    """Two processes SIGKILLed by their own pids on one `serve`, one after the other (one test: both
+    started the same controller): a Ray worker mid-trial (issue 30: an infrastructure failure is
+    not a result; the trial runs again from its last checkpoint, counted in `attempts`, the study
+    log says why, no trial fails), then the runner process (restarted; its study completes)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     db_url = f"sqlite:///{tmp_path / 'studies.db'}"
     proc = serve(db_url, port, tmp_path)
-    spec = nqm("restart", stages=(3, 2), epochs=3, pace_ms=400)
     try:
+        spec = nqm("infra", stages=(2,), epochs=4, pace_ms=700, cap=1, optimizers=("sgd",))
+        sid = api.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
+        deadline, victim = time.time() + 300, None
+        while victim is None:
+            assert time.time() < deadline, "no trial reported twice"
+            for t in trials(url, sid):
+                if t["status"] == "running" and len(t["history"]) >= 2 and t["history"][-1].get("pid"):
+                    victim = t
+            time.sleep(0.3)
+        os.kill(victim["history"][-1]["pid"], signal.SIGKILL)  # the worker dies mid-trial
+        study = wait_for(url, sid, lambda s: s["status"] in ENDED, timeout=400)
+        assert study["status"] == "completed", study["error"]
+        rows = assert_exact(url, sid, spec)  # no failed trial, every epoch once
+        t = next(r for r in rows if r["id"] == victim["id"])
+        assert t["status"] == "completed" and t["attempts"] == 2, t
+        assert any(h.get("resumed_from_epoch") for h in t["history"])  # from its checkpoint
+        assert all(r["attempts"] == 1 for r in rows if r["id"] != victim["id"])
+        log = api.get(f"{url}/studies/{sid}/logs", params={"tail": 1000}, timeout=30).text
+        assert "lost its worker" in log and "retrying from its last checkpoint" in log
+        assert health(url)[1]["runner"]["restarts"] == 0  # a worker's death is not the runner's
+
+        spec = nqm("restart", stages=(3, 2), epochs=3, pace_ms=400)
         sid = api.post(f"{url}/studies", json=spec, timeout=30).json()["id"]
         wait_for(url, sid, lambda s: finished_trials(s) >= 1)
         runner_pid = health(url)[1]["runner"]["pid"]
