@@ -55,14 +55,14 @@ def submit(store, name, optimizers=("sgd",), stages=(4,), priority=0, cap=2, pac
     return store.create_study(spec, None)[0].id
 
 
-def wait(cond, timeout: float = 180, every: float = 0.1) -> None:
-    """Until `cond()` holds; AssertionError after `timeout` seconds."""
+def wait(cond, timeout: float = 180, every: float = 0.1, what: str = "timed out") -> None:
+    """Until `cond()` holds; AssertionError(`what`) after `timeout` seconds."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         if cond():
             return
         time.sleep(every)
-    raise AssertionError("timed out")
+    raise AssertionError(what)
 
 
 def ended(store, *sids) -> bool:

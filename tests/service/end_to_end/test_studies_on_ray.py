@@ -18,7 +18,7 @@ import pytest
 from tests.service.end_to_end.test_faults import assert_exact as assert_every_epoch_once
 from tests.service.end_to_end.test_faults import nqm, trials
 from tests.support import finished_trials, free_port, ray_auth_token_file
-from tests.support.ray_runner import ENDED
+from tests.support.ray_runner import ENDED, wait
 from tests.support.serving import api, health, kill, serve, wait_for
 
 pytestmark = pytest.mark.slow
@@ -89,24 +89,16 @@ def _role(url: str) -> str:
     return health(url)[1]["runner"]["role"]
 
 
-def _until(cond, timeout: float, what: str) -> float:
-    t0 = time.time()
-    while not cond():
-        assert time.time() - t0 < timeout, what
-        time.sleep(0.2)
-    return time.time() - t0
-
-
 def test_a_killed_leader_is_taken_over_and_every_study_resumes_and_completes(db_url, tmp_path):
     pa, pb = free_port(), free_port()
     a_url, url = f"http://127.0.0.1:{pa}", f"http://127.0.0.1:{pb}"
     a = serve(db_url, pa, tmp_path, **SETTINGS)
     b = None
     try:
-        _until(lambda: _role(a_url) == "leader", 60, "the first controller did not lead")
+        wait(lambda: _role(a_url) == "leader", 60, 0.2, "the first controller did not lead")
         # the standby shows the dashboard once it leads (a standby holds no Ray)
         b = serve(db_url, pb, tmp_path, dashboard_port=free_port(), **SETTINGS)
-        _until(lambda: _role(url) == "standby", 30, "its runner did not try the lease")  # held
+        wait(lambda: _role(url) == "standby", 30, 0.2, "its runner did not try the lease")  # held
         assert _role(a_url) == "leader"
         # a standby serves the API; the leader trains the long trial (its first epoch reported)
         long = api.post(f"{url}/studies", json=TAKEOVER, timeout=30).json()["id"]
@@ -119,11 +111,13 @@ def test_a_killed_leader_is_taken_over_and_every_study_resumes_and_completes(db_
         wait_for(url, sid, lambda s: finished_trials(s) >= 3 and finished_trials(
             api.get(f"{url}/studies/{methods['tpe']}", timeout=10).json()) >= 2)
         kill(a)  # a real kill: no shutdown hooks run; what it left stays as it was until the takeover
+        killed = time.time()
         # the studies run at once: the second has finished trials before the first ends
         assert finished_trials(api.get(f"{url}/studies/{second}").json()) >= 1
         # the long trial is mid-way: epoch 2 or later reported (and checkpointed), not ended
         assert [(t["status"], len(t["history"]) >= 2) for t in trials(url, long)] == [("running", True)]
-        takeover_s = _until(lambda: _role(url) == "leader", 60, "no takeover within 60 s")
+        wait(lambda: _role(url) == "leader", 60, 0.2, "no takeover within 60 s")
+        takeover_s = time.time() - killed
         print(f"takeover after {takeover_s:.1f} s (lease ttl 10 s)")
         assert takeover_s < 10 + 5
 
@@ -139,14 +133,13 @@ def test_a_killed_leader_is_taken_over_and_every_study_resumes_and_completes(db_
         assert long_study["status"] == "completed", long_study["error"]
         assert_every_epoch_once(url, long, TAKEOVER)
         assert_every_epoch_once(url, second, SECOND)
+        # every study's trials (with their histories) and log, read once
         every = {name: (trials(url, s), api.get(f"{url}/studies/{s}/logs", params={"tail": 100_000}).text)
                  for name, s in {"takeover": long, "e2e": sid, "e2e-nqm": second, **methods}.items()}
-        other_trials = api.get(f"{url}/studies/{second}/trials", params={"limit": 1000}).json()
-        logs = api.get(f"{url}/studies/{sid}/logs", params={"tail": 100_000}).text
+        (spec_trials, logs), other_trials = every["e2e"], every["e2e-nqm"][0]
         dashboard_logs = _dashboard_log(study["dashboard_log_url"])
         jobs = api.get(f"{study['dashboard_url']}/api/jobs/", headers=_ray_auth(), timeout=30).json()
         assert study["status"] == "completed", study.get("error")
-        trials_ = api.get(f"{url}/studies/{sid}/trials", params={"limit": 1000, "include": "history"}).json()
         best = api.get(f"{url}/studies/{sid}/best", params={"k": 3}).json()
         export = api.get(f"{url}/studies/{sid}/export", params={"format": "yaml"})
         again = api.post(f"{url}/studies", json=SPEC, headers={"Idempotency-Key": "e2e"})
@@ -180,7 +173,7 @@ def test_a_killed_leader_is_taken_over_and_every_study_resumes_and_completes(db_
     # the study's log stream: both controllers' runs, every trial's epochs, in the Ray dashboard too
     assert "started on a local Ray" in logs and "interrupted trials rerun) on a local Ray" in logs
     assert logs.rstrip().endswith("study completed")
-    for t in trials_:
+    for t in spec_trials:
         label = f"{sid[:8]}-{t['optimizer']}-s{t['stage']}-i{t['index']}"
         assert f"trial {label} epoch 1: " in logs, label
     for opt in SPEC["optimizers"]:
@@ -191,8 +184,8 @@ def test_a_killed_leader_is_taken_over_and_every_study_resumes_and_completes(db_
     assert runner_jobs and runner_jobs[0]["metadata"]["database"].startswith(db_url.split(":")[0]), jobs
     assert runner_jobs[0]["status"] == "RUNNING"
     # exact protocol counts, one row per (optimizer, stage, index), all finished
-    assert_exact(trials_, SPEC)
-    for t in trials_:
+    assert_exact(spec_trials, SPEC)
+    for t in spec_trials:
         if t["status"] == "completed":
             assert [h["epoch"] for h in t["history"]] == [1, 2]
     # stage 2 lies inside stage 1, or the notes say why it was widened
@@ -204,14 +197,14 @@ def test_a_killed_leader_is_taken_over_and_every_study_resumes_and_completes(db_
             inside = s1[name]["low"] <= p["low"] and p["high"] <= s1[name]["high"]
             widened = any(name in n and "widened" in n for n in study["notes"])
             assert inside or widened, (name, p, s1[name], study["notes"])
-        stage2 = [t for t in trials_ if t["optimizer"] == o["optimizer"] and t["stage"] == 2]
+        stage2 = [t for t in spec_trials if t["optimizer"] == o["optimizer"] and t["stage"] == 2]
         for t in stage2:
             for name, p in s2.items():
                 if p["kind"] not in ("fixed", "choice"):
                     assert p["low"] <= t["config"][name] <= p["high"]
     # best and export agree with the trials table
     for opt in SPEC["optimizers"]:
-        done = sorted((t["objective"], t["id"]) for t in trials_
+        done = sorted((t["objective"], t["id"]) for t in spec_trials
                       if t["optimizer"] == opt and t["status"] == "completed")
         assert best[opt][0]["trial_id"] == done[0][1]
         assert math.isclose(best[opt][0]["objective"], done[0][0])
