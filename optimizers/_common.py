@@ -81,6 +81,9 @@ def state_dtype(p: torch.Tensor) -> torch.dtype:
     return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
 
 
+_HALF_GEMM: dict[torch.dtype, bool] = {}  # _cpu_has_half_gemm's answers, per dtype (tests set them)
+
+
 def _cpu_has_half_gemm(dtype: torch.dtype) -> bool:
     """Whether oneDNN has a fast `dtype` kernel on this CPU (x86: AVX512BW/VL/DQ and up, AMX), as
     torch's own probe says; cached. Without one (AVX2 only) torch's half-precision matmul runs a
@@ -92,9 +95,6 @@ def _cpu_has_half_gemm(dtype: torch.dtype) -> bool:
         except (AttributeError, RuntimeError):  # no probe in this build: float32 is never wrong
             _HALF_GEMM[dtype] = False
     return _HALF_GEMM[dtype]
-
-
-_HALF_GEMM: dict[torch.dtype, bool] = {}
 
 
 def _in_float32(a: torch.Tensor) -> bool:
